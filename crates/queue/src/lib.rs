@@ -1,0 +1,33 @@
+//! The replicated mail queue of mxraft, as a pure state machine.
+//!
+//! This crate owns the *meaning* of the queue: what a queued message is, which commands change
+//! the queue, and exactly how each command changes it. It does no IO and reads no clock or
+//! random source: message ids and timestamps arrive inside the commands, stamped once by the node
+//! that proposed them, so every node that applies the same log reaches the same state (G8).
+//!
+//! Layout:
+//! - [`id`]: [`MessageId`], the cluster-wide queue id (`250 2.0.0 Ok: queued as <id>`).
+//! - [`message`]: [`Message`] and its [`Recipient`]s — the metadata kept for each queued message.
+//! - [`command`]: [`QueueCommand`], the entries of the Raft log, and [`CommandResult`], the
+//!   answer to the proposer.
+//! - [`state`]: [`QueueState::apply`], which turns one command into an [`Outcome`]: the result
+//!   and the list of [`Change`]s that the storage layer must persist.
+//! - [`codec`]: the versioned binary encoding of every record that is stored or replicated.
+//!
+//! What it does not own: storage (`mxraft-store` persists the [`Change`]s and the bodies),
+//! consensus (`mxraft-cluster`), and the SMTP conversation (`mxraft-smtp`).
+
+pub mod codec;
+pub mod command;
+pub mod id;
+pub mod message;
+pub mod state;
+
+pub use codec::{CodecError, decode, encode};
+pub use command::{CommandResult, Enqueue, QueueCommand};
+pub use id::{MessageId, ParseIdError};
+pub use message::{BodyType, MailParams, Message, Recipient, RecipientState};
+pub use state::{Change, Outcome, QueueState, QueueStats};
+
+/// Identifier of a cluster node, as used by Raft membership.
+pub type NodeId = u64;

@@ -1,0 +1,109 @@
+//! Durable storage for one mxraft node: the Raft log and the queue state machine, on RocksDB.
+//!
+//! A node's data directory holds two RocksDB databases and the snapshots:
+//!
+//! ```text
+//! <data_dir>/raft/              Raft log (CF `logs`) and Raft metadata (CF `meta`: vote, purged, committed)
+//! <data_dir>/sm/CURRENT         name of the live state-machine generation
+//! <data_dir>/sm/gen-<n>/        the state machine (CFs `meta`, `messages`, `bodies`)
+//! <data_dir>/snapshots/snap-*/  the current snapshot: `meta` + `db/` (a RocksDB checkpoint)
+//! ```
+//!
+//! - [`LogStore`] implements openraft's `RaftLogStorage` with group commit: `append` writes the
+//!   entries without syncing (so they are readable at once) and hands the IO callback to a single
+//!   flusher thread, which fsyncs the WAL once for everything queued behind it and then completes
+//!   the callbacks in submission order. The vote is fsynced before `save_vote` returns.
+//! - [`StateMachineStore`] implements `RaftStateMachine`: it applies [`mxraft_queue`] commands to
+//!   the in-memory [`mxraft_queue::QueueState`] and writes the resulting changes, the bodies and
+//!   `last_applied` in one RocksDB batch per applied batch of entries.
+//! - Snapshots are RocksDB checkpoints of the state machine ([`SnapshotData`]), streamed file by
+//!   file by the transport; installing one switches the state machine to a new generation
+//!   directory through an atomic rename of `sm/CURRENT`.
+//!
+//! What it does not own: the network (`mxraft-cluster`) and the meaning of commands
+//! (`mxraft-queue`).
+
+mod fsutil;
+mod log_store;
+mod snapshot;
+mod state_machine;
+mod types;
+
+pub use log_store::LogStore;
+pub use snapshot::{SnapshotData, SnapshotFile, SnapshotReceiver};
+pub use state_machine::StateMachineStore;
+pub use types::{
+    Entry, LogId, NodeInfo, SnapshotMeta, StoredMembership, TypeConfig, Vote, io_error,
+};
+
+use std::path::{Path, PathBuf};
+
+/// Tunables of the storage layer.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// Upper bound, in bytes, of the entries returned by one replication read; at least one entry
+    /// is always returned. Keeps one AppendEntries request below the gRPC message limit.
+    pub replication_read_budget: usize,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            replication_read_budget: 16 * 1024 * 1024,
+        }
+    }
+}
+
+/// Opening the stores failed.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// RocksDB refused to open a database.
+    #[error("cannot open RocksDB at {path}: {source}")]
+    Rocks {
+        /// The database directory.
+        path: PathBuf,
+        /// The RocksDB error.
+        source: rocksdb::Error,
+    },
+    /// A file or directory operation failed.
+    #[error("{action} {path}: {source}")]
+    Io {
+        /// What was being done.
+        action: &'static str,
+        /// The path involved.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// A stored record does not decode.
+    #[error("corrupt record in {path}: {source}")]
+    Corrupt {
+        /// The database directory.
+        path: PathBuf,
+        /// The decoding error.
+        source: mxraft_queue::CodecError,
+    },
+}
+
+/// Both stores of one node, opened from its data directory.
+pub struct Stores {
+    /// The Raft log.
+    pub log: LogStore,
+    /// The queue state machine.
+    pub state_machine: StateMachineStore,
+}
+
+impl Stores {
+    /// Opens (creating if needed) the stores under `data_dir`.
+    pub fn open(data_dir: &Path, options: StoreOptions) -> Result<Stores, OpenError> {
+        fsutil::create_dir_all(data_dir)?;
+        let log = LogStore::open(&data_dir.join("raft"), options.replication_read_budget)?;
+        let state_machine = StateMachineStore::open(data_dir)?;
+        Ok(Stores { log, state_machine })
+    }
+}
+
+/// Whether `data_dir` has never held a node: no Raft log database exists there.
+pub fn is_pristine(data_dir: &Path) -> bool {
+    !data_dir.join("raft").join("CURRENT").exists()
+}

@@ -1,0 +1,326 @@
+//! The Raft log on RocksDB, with group commit.
+//!
+//! Keys of the `logs` column family are big-endian log indexes, so RocksDB's order is log
+//! order; values are versioned entry records. The `meta` column family holds the vote, the last
+//! purged log id and the committed log id.
+//!
+//! Durability follows openraft's contract: an appended entry is readable as soon as `append`
+//! returns, and its `IOFlushed` callback runs only after the WAL holding it is fsynced. All
+//! writes go through the one WAL of this database, so vote and log writes are never reordered.
+
+use std::fmt::Debug;
+use std::ops::{Bound, RangeBounds};
+use std::path::Path;
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use openraft::storage::{IOFlushed, LogState, RaftLogStorage};
+use openraft::{OptionalSend, RaftLogReader};
+use rocksdb::{
+    ColumnFamilyDescriptor, DB, Direction, IteratorMode, Options, WriteBatch, WriteOptions,
+};
+use tracing::{error, info};
+
+use crate::types::{Entry, LogId, TypeConfig, Vote, io_error};
+use crate::{OpenError, fsutil};
+
+const CF_LOGS: &str = "logs";
+const CF_META: &str = "meta";
+const KEY_VOTE: &[u8] = b"vote";
+const KEY_PURGED: &[u8] = b"last_purged";
+const KEY_COMMITTED: &[u8] = b"committed";
+
+/// The Raft log store of one node. Cheap to clone; clones share the database.
+#[derive(Clone)]
+pub struct LogStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    db: Arc<DB>,
+    flusher: Mutex<Option<mpsc::Sender<IOFlushed<TypeConfig>>>>,
+    flusher_thread: Mutex<Option<JoinHandle<()>>>,
+    read_budget: usize,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // Closing the channel stops the flusher after it has completed every queued callback;
+        // joining it means the database is closed once the last handle is gone.
+        if let Ok(mut tx) = self.flusher.lock() {
+            tx.take();
+        }
+        if let Ok(mut thread) = self.flusher_thread.lock()
+            && let Some(t) = thread.take()
+        {
+            let _ = t.join();
+        }
+    }
+}
+
+fn be_key(index: u64) -> [u8; 8] {
+    index.to_be_bytes()
+}
+
+fn index_of(key: &[u8]) -> std::io::Result<u64> {
+    let bytes: [u8; 8] = key
+        .try_into()
+        .map_err(|_| io_error(format!("log key of {} bytes", key.len())))?;
+    Ok(u64::from_be_bytes(bytes))
+}
+
+fn sync_write() -> WriteOptions {
+    let mut w = WriteOptions::default();
+    w.set_sync(true);
+    w
+}
+
+impl LogStore {
+    /// Opens or creates the log database at `path`. `read_budget` bounds the bytes returned by
+    /// one replication read.
+    pub fn open(path: &Path, read_budget: usize) -> Result<LogStore, OpenError> {
+        fsutil::create_dir_all(path)?;
+        let mut db_opts = Options::default();
+        db_opts.create_if_missing(true);
+        db_opts.create_missing_column_families(true);
+        db_opts.set_max_background_jobs(2);
+        // Purged entries are deleted soon after they are applied; cap the WAL so that its files
+        // are recycled instead of accumulating between memtable flushes.
+        db_opts.set_max_total_wal_size(256 * 1024 * 1024);
+
+        let mut logs_opts = Options::default();
+        logs_opts.set_compression_type(rocksdb::DBCompressionType::None);
+        logs_opts.set_enable_blob_files(true);
+        logs_opts.set_min_blob_size(64 * 1024);
+        logs_opts.set_enable_blob_gc(true);
+        let cfs = vec![
+            ColumnFamilyDescriptor::new(CF_LOGS, logs_opts),
+            ColumnFamilyDescriptor::new(CF_META, Options::default()),
+        ];
+        let db =
+            DB::open_cf_descriptors(&db_opts, path, cfs).map_err(|source| OpenError::Rocks {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        let db = Arc::new(db);
+
+        let (tx, rx) = mpsc::channel::<IOFlushed<TypeConfig>>();
+        let flusher_db = db.clone();
+        let thread = std::thread::Builder::new()
+            .name("raft-log-flush".into())
+            .spawn(move || flush_loop(&flusher_db, &rx))
+            .map_err(|e| fsutil::io_err("cannot start the log flusher for", path, e))?;
+        info!(path = %path.display(), "raft log opened");
+        Ok(LogStore {
+            inner: Arc::new(Inner {
+                db,
+                flusher: Mutex::new(Some(tx)),
+                flusher_thread: Mutex::new(Some(thread)),
+                read_budget,
+            }),
+        })
+    }
+
+    /// A handle that tells whether the database is still open, for orderly restarts.
+    pub fn closed_watch(&self) -> std::sync::Weak<DB> {
+        Arc::downgrade(&self.inner.db)
+    }
+
+    fn cf(&self, name: &str) -> std::io::Result<&rocksdb::ColumnFamily> {
+        self.inner
+            .db
+            .cf_handle(name)
+            .ok_or_else(|| io_error(format!("column family {name} missing")))
+    }
+
+    fn get_meta<T: serde::de::DeserializeOwned>(&self, key: &[u8]) -> std::io::Result<Option<T>> {
+        let cf = self.cf(CF_META)?;
+        match self.inner.db.get_pinned_cf(cf, key).map_err(io_error)? {
+            None => Ok(None),
+            Some(bytes) => Ok(Some(mxraft_queue::decode(&bytes).map_err(io_error)?)),
+        }
+    }
+
+    /// Reads the entries with index in `[start, end)`, stopping once `budget` bytes were read
+    /// (but never before the first entry).
+    fn read_range(&self, start: u64, end: u64, budget: usize) -> std::io::Result<Vec<Entry>> {
+        let cf = self.cf(CF_LOGS)?;
+        let mut out = Vec::new();
+        let mut bytes = 0usize;
+        let start_key = be_key(start);
+        let iter = self
+            .inner
+            .db
+            .iterator_cf(cf, IteratorMode::From(&start_key, Direction::Forward));
+        for item in iter {
+            let (key, value) = item.map_err(io_error)?;
+            let index = index_of(&key)?;
+            if index >= end {
+                break;
+            }
+            let entry: Entry = mxraft_queue::decode(&value).map_err(io_error)?;
+            bytes += value.len();
+            out.push(entry);
+            if bytes >= budget {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    fn last_entry_id(&self) -> std::io::Result<Option<LogId>> {
+        let cf = self.cf(CF_LOGS)?;
+        let mut iter = self.inner.db.iterator_cf(cf, IteratorMode::End);
+        match iter.next() {
+            None => Ok(None),
+            Some(item) => {
+                let (_key, value) = item.map_err(io_error)?;
+                let entry: Entry = mxraft_queue::decode(&value).map_err(io_error)?;
+                Ok(Some(entry.log_id))
+            }
+        }
+    }
+
+    async fn write_synced(&self, batch: WriteBatch) -> std::io::Result<()> {
+        let db = self.inner.db.clone();
+        tokio::task::spawn_blocking(move || db.write_opt(batch, &sync_write()))
+            .await
+            .map_err(io_error)?
+            .map_err(io_error)
+    }
+}
+
+/// The flusher: waits for callbacks, fsyncs the WAL once for all that are queued, then
+/// completes them in the order they were submitted.
+fn flush_loop(db: &DB, rx: &mpsc::Receiver<IOFlushed<TypeConfig>>) {
+    while let Ok(first) = rx.recv() {
+        let mut batch = vec![first];
+        batch.extend(rx.try_iter());
+        let result = db.flush_wal(true);
+        if let Err(e) = &result {
+            error!(error = %e, "fsync of the raft log failed; this node stops writing");
+        }
+        for callback in batch {
+            callback.io_completed(result.clone().map_err(io_error));
+        }
+    }
+}
+
+fn range_to_bounds<RB: RangeBounds<u64>>(range: &RB) -> (u64, u64) {
+    let start = match range.start_bound() {
+        Bound::Included(&s) => s,
+        Bound::Excluded(&s) => s.saturating_add(1),
+        Bound::Unbounded => 0,
+    };
+    let end = match range.end_bound() {
+        Bound::Included(&e) => e.saturating_add(1),
+        Bound::Excluded(&e) => e,
+        Bound::Unbounded => u64::MAX,
+    };
+    (start, end)
+}
+
+impl RaftLogReader<TypeConfig> for LogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<Entry>, std::io::Error> {
+        let (start, end) = range_to_bounds(&range);
+        self.read_range(start, end, usize::MAX)
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<Vote>, std::io::Error> {
+        self.get_meta(KEY_VOTE)
+    }
+
+    async fn limited_get_log_entries(
+        &mut self,
+        start: u64,
+        end: u64,
+    ) -> Result<Vec<Entry>, std::io::Error> {
+        self.read_range(start, end, self.inner.read_budget)
+    }
+}
+
+impl RaftLogStorage<TypeConfig> for LogStore {
+    type LogReader = LogStore;
+
+    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, std::io::Error> {
+        let last_purged_log_id: Option<LogId> = self.get_meta(KEY_PURGED)?;
+        let last_log_id = self.last_entry_id()?.or_else(|| last_purged_log_id.clone());
+        Ok(LogState {
+            last_purged_log_id,
+            last_log_id,
+        })
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote) -> Result<(), std::io::Error> {
+        let mut batch = WriteBatch::default();
+        batch.put_cf(self.cf(CF_META)?, KEY_VOTE, mxraft_queue::encode(vote));
+        self.write_synced(batch).await
+    }
+
+    async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), std::io::Error> {
+        // Not synced: after a crash an older committed id only means re-learning it from the
+        // leader; the state machine never runs ahead of what is durable in the log.
+        let cf = self.cf(CF_META)?;
+        self.inner
+            .db
+            .put_cf(cf, KEY_COMMITTED, mxraft_queue::encode(&committed))
+            .map_err(io_error)
+    }
+
+    async fn read_committed(&mut self) -> Result<Option<LogId>, std::io::Error> {
+        Ok(self.get_meta::<Option<LogId>>(KEY_COMMITTED)?.flatten())
+    }
+
+    async fn append<I>(
+        &mut self,
+        entries: I,
+        callback: IOFlushed<TypeConfig>,
+    ) -> Result<(), std::io::Error>
+    where
+        I: IntoIterator<Item = Entry> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let cf = self.cf(CF_LOGS)?;
+        let mut batch = WriteBatch::default();
+        for entry in entries {
+            batch.put_cf(cf, be_key(entry.log_id.index), mxraft_queue::encode(&entry));
+        }
+        // Written without sync: readable now, durable once the flusher's fsync covers it.
+        self.inner.db.write(batch).map_err(io_error)?;
+        let sender = self
+            .inner
+            .flusher
+            .lock()
+            .map_err(io_error)?
+            .as_ref()
+            .cloned()
+            .ok_or_else(|| io_error("log store is closing"))?;
+        sender
+            .send(callback)
+            .map_err(|_| io_error("log flusher stopped"))?;
+        Ok(())
+    }
+
+    async fn truncate_after(&mut self, last_log_id: Option<LogId>) -> Result<(), std::io::Error> {
+        let from = last_log_id.map(|id| id.index + 1).unwrap_or(0);
+        let mut batch = WriteBatch::default();
+        batch.delete_range_cf(self.cf(CF_LOGS)?, be_key(from), be_key(u64::MAX));
+        // Synced so that conflicting entries never come back after a crash.
+        self.write_synced(batch).await
+    }
+
+    async fn purge(&mut self, log_id: LogId) -> Result<(), std::io::Error> {
+        let mut batch = WriteBatch::default();
+        batch.put_cf(self.cf(CF_META)?, KEY_PURGED, mxraft_queue::encode(&log_id));
+        batch.delete_range_cf(self.cf(CF_LOGS)?, be_key(0), be_key(log_id.index + 1));
+        self.inner.db.write(batch).map_err(io_error)
+    }
+}
