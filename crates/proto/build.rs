@@ -1,1 +1,19 @@
-fn main() {}
+//! Generates the gRPC code from `proto/` with a vendored `protoc`, so no system protoc is needed.
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../proto");
+    let files = [
+        root.join("mxraft/v1/admin.proto"),
+        root.join("mxraft/v1/cluster.proto"),
+    ];
+    let mut config = prost_build::Config::new();
+    config.protoc_executable(protoc_bin_vendored::protoc_bin_path()?);
+    tonic_prost_build::configure()
+        // Bodies and Raft payloads are large: share buffers instead of copying them.
+        .bytes(".")
+        .compile_with_config(config, &files, &[root.clone()])?;
+    for f in &files {
+        println!("cargo:rerun-if-changed={}", f.display());
+    }
+    Ok(())
+}

@@ -1,1 +1,252 @@
-//! placeholder
+//! The admin API of an mxraft node: the gRPC service `mxraft.v1.Admin`.
+//!
+//! Reads of the queue are linearizable by default: the node asks the leader for the commit
+//! index a read must observe and waits until it has applied it, so `mxraftctl` shows the same
+//! queue whichever node it talks to. A read with `READ_CONSISTENCY_LOCAL` skips that step and
+//! answers from this node's state, which works without a quorum.
+//!
+//! Cluster changes (join, remove) go to the leader through `mxraft-cluster`. Errors become
+//! gRPC status codes in one place per error type (the `From` impls in `mxraft-cluster`, and
+//! [`not_found`]/[`bad_id`] here).
+
+use std::pin::Pin;
+use std::time::Duration;
+
+use futures::Stream;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+
+use mxraft_cluster::RaftNode;
+use mxraft_proto::admin::admin_server::{Admin, AdminServer};
+use mxraft_proto::admin::{
+    ClusterJoinReply, ClusterJoinRequest, ClusterRemoveReply, ClusterRemoveRequest,
+    ClusterStatusReply, ClusterStatusRequest, Member, NodeInfoReply, NodeInfoRequest,
+    QueueListRequest, QueueShowReply, QueueShowRequest, QueueStatsReply, QueueStatsRequest,
+    QueuedMessage, ReadConsistency, Recipient,
+};
+use mxraft_queue::{BodyType, Message, MessageId};
+use mxraft_store::NodeInfo;
+
+/// Messages sent per page of a queue listing; the state lock is released between pages.
+const LIST_PAGE: usize = 256;
+
+/// The admin service of one node.
+pub struct AdminService {
+    node: RaftNode,
+    read_timeout: Duration,
+}
+
+impl AdminService {
+    /// The tonic server for `node`. Linearizable reads wait at most `read_timeout`.
+    pub fn server(node: RaftNode, read_timeout: Duration) -> AdminServer<AdminService> {
+        AdminServer::new(AdminService { node, read_timeout })
+    }
+
+    async fn barrier(&self, consistency: i32) -> Result<(), Status> {
+        match ReadConsistency::try_from(consistency) {
+            Ok(ReadConsistency::Local) => Ok(()),
+            Ok(ReadConsistency::Linearizable) => {
+                Ok(self.node.read_barrier(self.read_timeout).await?)
+            }
+            Err(_) => Err(Status::invalid_argument(format!(
+                "unknown read consistency {consistency}"
+            ))),
+        }
+    }
+}
+
+fn bad_id(text: &str) -> Status {
+    Status::invalid_argument(format!("{text:?} is not a queue id"))
+}
+
+fn not_found(id: MessageId) -> Status {
+    Status::not_found(format!("message {id} is not in the queue"))
+}
+
+fn to_proto(m: &Message) -> QueuedMessage {
+    QueuedMessage {
+        id: m.id.to_string(),
+        sender: m.sender.clone(),
+        recipients: m
+            .recipients
+            .iter()
+            .map(|r| Recipient {
+                address: r.address.clone(),
+                state: r.state.name().to_owned(),
+            })
+            .collect(),
+        size: m.size(),
+        received_at_ms: m.received_at_ms,
+        received_by: m.received_by,
+    }
+}
+
+type MessageStream = Pin<Box<dyn Stream<Item = Result<QueuedMessage, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Admin for AdminService {
+    async fn cluster_status(
+        &self,
+        _request: Request<ClusterStatusRequest>,
+    ) -> Result<Response<ClusterStatusReply>, Status> {
+        let s = self.node.status();
+        Ok(Response::new(ClusterStatusReply {
+            node_id: s.node_id,
+            leader_id: s.leader_id,
+            term: s.term,
+            members: s
+                .members
+                .into_iter()
+                .map(|m| Member {
+                    id: m.id,
+                    role: m.role.name().to_owned(),
+                    smtp_addr: m.info.smtp_addr,
+                    admin_addr: m.info.admin_addr,
+                    cluster_addr: m.info.cluster_addr,
+                    matched_index: m.matched_index,
+                })
+                .collect(),
+            last_log_index: s.last_log_index,
+            committed_index: s.committed_index,
+            applied_index: s.applied_index,
+            state: s.state.to_owned(),
+        }))
+    }
+
+    async fn cluster_join(
+        &self,
+        request: Request<ClusterJoinRequest>,
+    ) -> Result<Response<ClusterJoinReply>, Status> {
+        let r = request.into_inner();
+        if r.node_id == 0 {
+            return Err(Status::invalid_argument(
+                "node_id must be greater than zero",
+            ));
+        }
+        if r.cluster_addr.is_empty() {
+            return Err(Status::invalid_argument("cluster_addr is required"));
+        }
+        let info = NodeInfo {
+            cluster_addr: r.cluster_addr,
+            smtp_addr: r.smtp_addr,
+            admin_addr: r.admin_addr,
+        };
+        self.node.join(r.node_id, info, r.pristine).await?;
+        Ok(Response::new(ClusterJoinReply {}))
+    }
+
+    async fn cluster_remove(
+        &self,
+        request: Request<ClusterRemoveRequest>,
+    ) -> Result<Response<ClusterRemoveReply>, Status> {
+        self.node.remove(request.into_inner().node_id).await?;
+        Ok(Response::new(ClusterRemoveReply {}))
+    }
+
+    async fn node_info(
+        &self,
+        _request: Request<NodeInfoRequest>,
+    ) -> Result<Response<NodeInfoReply>, Status> {
+        let info = self.node.info();
+        Ok(Response::new(NodeInfoReply {
+            node_id: self.node.id(),
+            cluster_addr: info.cluster_addr.clone(),
+            smtp_addr: info.smtp_addr.clone(),
+            admin_addr: info.admin_addr.clone(),
+            initialized: self.node.is_initialized().await,
+        }))
+    }
+
+    type QueueListStream = MessageStream;
+
+    async fn queue_list(
+        &self,
+        request: Request<QueueListRequest>,
+    ) -> Result<Response<Self::QueueListStream>, Status> {
+        let r = request.into_inner();
+        self.barrier(r.consistency).await?;
+        let limit = if r.limit == 0 {
+            usize::MAX
+        } else {
+            r.limit as usize
+        };
+        let sm = self.node.state_machine().clone();
+        let (tx, rx) = mpsc::channel(LIST_PAGE);
+        tokio::spawn(async move {
+            let mut after = None;
+            let mut sent = 0usize;
+            while sent < limit {
+                let page: Vec<QueuedMessage> = {
+                    let live = sm.read();
+                    live.queue()
+                        .iter_from(after)
+                        .take(LIST_PAGE.min(limit - sent))
+                        .map(to_proto)
+                        .collect()
+                };
+                let Some(last) = page.last() else { break };
+                after = last.id.parse().ok();
+                sent += page.len();
+                let full = page.len() == LIST_PAGE;
+                for m in page {
+                    if tx.send(Ok(m)).await.is_err() {
+                        return;
+                    }
+                }
+                if !full || after.is_none() {
+                    break;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn queue_show(
+        &self,
+        request: Request<QueueShowRequest>,
+    ) -> Result<Response<QueueShowReply>, Status> {
+        let r = request.into_inner();
+        let id: MessageId = r.id.trim().parse().map_err(|_| bad_id(&r.id))?;
+        self.barrier(r.consistency).await?;
+        let sm = self.node.state_machine();
+        let (message, body_type, trace) = {
+            let live = sm.read();
+            let m = live.queue().get(id).ok_or_else(|| not_found(id))?;
+            let body_type = match m.params.body {
+                BodyType::SevenBit => "7BIT",
+                BodyType::EightBitMime => "8BITMIME",
+            };
+            (to_proto(m), body_type, m.trace_header.clone())
+        };
+        let body = if r.include_body {
+            let body = sm
+                .body(id)
+                .map_err(|e| Status::internal(format!("cannot read the body of {id}: {e}")))?
+                .ok_or_else(|| not_found(id))?;
+            let mut full = trace.into_bytes();
+            full.extend_from_slice(&body);
+            Some(full.into())
+        } else {
+            None
+        };
+        Ok(Response::new(QueueShowReply {
+            message: Some(message),
+            body,
+            body_type: body_type.to_owned(),
+        }))
+    }
+
+    async fn queue_stats(
+        &self,
+        request: Request<QueueStatsRequest>,
+    ) -> Result<Response<QueueStatsReply>, Status> {
+        self.barrier(request.into_inner().consistency).await?;
+        let stats = self.node.state_machine().read().queue().stats();
+        Ok(Response::new(QueueStatsReply {
+            messages: stats.messages,
+            bytes: stats.bytes,
+            oldest_received_at_ms: stats.oldest_received_at_ms,
+        }))
+    }
+}

@@ -1,1 +1,435 @@
-fn main() {}
+//! `mxraftctl`: the admin CLI of mxraft, over the `mxraft.v1.Admin` gRPC API.
+//!
+//! Every command prints a readable table by default and JSON with `-o json`. Queue reads are
+//! linearizable unless `--local` is given, so any node shows the same queue.
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use chrono::SecondsFormat;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use serde_json::{Value, json};
+use tonic::transport::{Channel, Endpoint};
+
+use mxraft_proto::admin::admin_client::AdminClient;
+use mxraft_proto::admin::{
+    ClusterJoinRequest, ClusterRemoveRequest, ClusterStatusRequest, NodeInfoRequest,
+    QueueListRequest, QueueShowRequest, QueueStatsRequest, QueuedMessage, ReadConsistency,
+};
+
+/// Administer an mxraft cluster.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Cli {
+    /// Admin endpoint of any node.
+    #[arg(
+        long,
+        global = true,
+        env = "MXRAFT_ENDPOINT",
+        default_value = "http://127.0.0.1:7001"
+    )]
+    endpoint: String,
+    /// Output format.
+    #[arg(long, short = 'o', global = true, value_enum, default_value_t = Output::Table)]
+    output: Output,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Output {
+    Table,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Cluster membership and leadership.
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
+    /// The replicated queue.
+    #[command(subcommand)]
+    Queue(QueueCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum ClusterCommand {
+    /// Members, their roles and addresses, and the leader.
+    Status,
+    /// Add a node: give its admin endpoint, or its id and addresses.
+    Join(JoinArgs),
+    /// Remove a node from the cluster.
+    Remove {
+        /// The node id.
+        id: u64,
+    },
+}
+
+#[derive(Debug, Args)]
+struct JoinArgs {
+    /// Admin endpoint of the node to add; its id and addresses are asked from it.
+    #[arg(conflicts_with_all = ["id", "cluster_addr"])]
+    node_endpoint: Option<String>,
+    /// Id of the node to add.
+    #[arg(long, requires = "cluster_addr")]
+    id: Option<u64>,
+    /// Cluster address (host:port) of the node to add.
+    #[arg(long)]
+    cluster_addr: Option<String>,
+    /// SMTP address (host:port) of the node to add.
+    #[arg(long, default_value = "")]
+    smtp_addr: String,
+    /// Admin address (host:port) of the node to add.
+    #[arg(long, default_value = "")]
+    admin_addr: String,
+}
+
+#[derive(Debug, Subcommand)]
+enum QueueCommand {
+    /// Every queued message, oldest first.
+    List {
+        /// Show at most this many messages.
+        #[arg(long)]
+        limit: Option<u64>,
+        /// Read this node's copy without asking the leader (works without a quorum).
+        #[arg(long)]
+        local: bool,
+    },
+    /// One message.
+    Show {
+        /// The queue id.
+        id: String,
+        /// Also print the message as it will be delivered.
+        #[arg(long)]
+        body: bool,
+        /// Read this node's copy without asking the leader.
+        #[arg(long)]
+        local: bool,
+    },
+    /// Number of messages, bytes, and the oldest message.
+    Stats {
+        /// Read this node's copy without asking the leader.
+        #[arg(long)]
+        local: bool,
+    },
+}
+
+fn consistency(local: bool) -> i32 {
+    if local {
+        ReadConsistency::Local as i32
+    } else {
+        ReadConsistency::Linearizable as i32
+    }
+}
+
+fn endpoint_url(s: &str) -> String {
+    if s.contains("://") {
+        s.to_owned()
+    } else {
+        format!("http://{s}")
+    }
+}
+
+async fn connect(endpoint: &str) -> anyhow::Result<AdminClient<Channel>> {
+    let url = endpoint_url(endpoint);
+    let channel = Endpoint::from_shared(url.clone())
+        .map_err(|e| anyhow::anyhow!("invalid endpoint {url:?}: {e}"))?
+        .connect_timeout(std::time::Duration::from_secs(5))
+        .connect()
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot connect to {url}: {e}"))?;
+    Ok(AdminClient::new(channel).max_decoding_message_size(512 * 1024 * 1024))
+}
+
+fn rfc3339(ms: u64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms as i64)
+        .map(|t| t.to_rfc3339_opts(SecondsFormat::Millis, true))
+        .unwrap_or_default()
+}
+
+fn message_json(m: &QueuedMessage) -> Value {
+    json!({
+        "id": m.id,
+        "sender": m.sender,
+        "size": m.size,
+        "received_at": rfc3339(m.received_at_ms),
+        "received_by": m.received_by,
+        "recipients": m.recipients.iter().map(|r| json!({"address": r.address, "state": r.state})).collect::<Vec<_>>(),
+    })
+}
+
+/// Prints rows as left-aligned columns.
+fn print_table(out: &mut impl Write, rows: &[Vec<String>]) -> std::io::Result<()> {
+    let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let widths: Vec<usize> = (0..cols)
+        .map(|c| {
+            rows.iter()
+                .filter_map(|r| r.get(c))
+                .map(|s| s.chars().count())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    for row in rows {
+        let mut line = String::new();
+        for (c, cell) in row.iter().enumerate() {
+            if c + 1 == row.len() {
+                line.push_str(cell);
+            } else {
+                line.push_str(&format!("{cell:<w$}  ", w = widths[c]));
+            }
+        }
+        writeln!(out, "{}", line.trim_end())?;
+    }
+    Ok(())
+}
+
+fn sender_text(s: &str) -> String {
+    if s.is_empty() {
+        "<>".into()
+    } else {
+        s.to_owned()
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let mut client = connect(&cli.endpoint).await?;
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    match cli.command {
+        Command::Cluster(ClusterCommand::Status) => {
+            let s = client
+                .cluster_status(ClusterStatusRequest {})
+                .await?
+                .into_inner();
+            if cli.output == Output::Json {
+                let v = json!({
+                    "leader_id": s.leader_id,
+                    "node_id": s.node_id,
+                    "term": s.term,
+                    "state": s.state,
+                    "last_log_index": s.last_log_index,
+                    "committed_index": s.committed_index,
+                    "applied_index": s.applied_index,
+                    "members": s.members.iter().map(|m| json!({
+                        "id": m.id,
+                        "role": m.role,
+                        "smtp_addr": m.smtp_addr,
+                        "admin_addr": m.admin_addr,
+                        "cluster_addr": m.cluster_addr,
+                        "matched_index": m.matched_index,
+                    })).collect::<Vec<_>>(),
+                });
+                writeln!(out, "{}", serde_json::to_string_pretty(&v)?)?;
+            } else {
+                let leader = s
+                    .leader_id
+                    .map(|l| l.to_string())
+                    .unwrap_or_else(|| "none".into());
+                writeln!(
+                    out,
+                    "leader: {leader}   term: {}   answered by: node {} ({})",
+                    s.term, s.node_id, s.state
+                )?;
+                writeln!(
+                    out,
+                    "log: last {}   committed {}   applied {}\n",
+                    s.last_log_index, s.committed_index, s.applied_index
+                )?;
+                let mut rows = vec![
+                    vec!["NODE", "ROLE", "SMTP", "ADMIN", "CLUSTER", "MATCHED"]
+                        .into_iter()
+                        .map(String::from)
+                        .collect::<Vec<_>>(),
+                ];
+                for m in &s.members {
+                    rows.push(vec![
+                        m.id.to_string(),
+                        m.role.clone(),
+                        m.smtp_addr.clone(),
+                        m.admin_addr.clone(),
+                        m.cluster_addr.clone(),
+                        m.matched_index
+                            .map(|i| i.to_string())
+                            .unwrap_or_else(|| "-".into()),
+                    ]);
+                }
+                print_table(&mut out, &rows)?;
+            }
+        }
+        Command::Cluster(ClusterCommand::Join(args)) => {
+            let req = match (&args.node_endpoint, args.id, &args.cluster_addr) {
+                (Some(ep), _, _) => {
+                    let info = connect(ep)
+                        .await?
+                        .node_info(NodeInfoRequest {})
+                        .await?
+                        .into_inner();
+                    ClusterJoinRequest {
+                        node_id: info.node_id,
+                        cluster_addr: info.cluster_addr,
+                        smtp_addr: info.smtp_addr,
+                        admin_addr: info.admin_addr,
+                        pristine: !info.initialized,
+                    }
+                }
+                (None, Some(id), Some(addr)) => ClusterJoinRequest {
+                    node_id: id,
+                    cluster_addr: addr.clone(),
+                    smtp_addr: args.smtp_addr.clone(),
+                    admin_addr: args.admin_addr.clone(),
+                    pristine: false,
+                },
+                _ => {
+                    anyhow::bail!("give the new node's admin endpoint, or --id and --cluster-addr")
+                }
+            };
+            let id = req.node_id;
+            client.cluster_join(req).await?;
+            if cli.output == Output::Json {
+                writeln!(out, "{}", json!({"joined": id}))?;
+            } else {
+                writeln!(out, "node {id} joined the cluster as a voter")?;
+            }
+        }
+        Command::Cluster(ClusterCommand::Remove { id }) => {
+            client
+                .cluster_remove(ClusterRemoveRequest { node_id: id })
+                .await?;
+            if cli.output == Output::Json {
+                writeln!(out, "{}", json!({"removed": id}))?;
+            } else {
+                writeln!(out, "node {id} removed from the cluster")?;
+            }
+        }
+        Command::Queue(QueueCommand::List { limit, local }) => {
+            let mut stream = client
+                .queue_list(QueueListRequest {
+                    limit: limit.unwrap_or(0),
+                    consistency: consistency(local),
+                })
+                .await?
+                .into_inner();
+            // Streamed out as it arrives: a huge queue is never held in memory.
+            if cli.output == Output::Json {
+                write!(out, "[")?;
+                let mut first = true;
+                while let Some(m) = stream.message().await? {
+                    let sep = if first { "\n  " } else { ",\n  " };
+                    write!(out, "{sep}{}", message_json(&m))?;
+                    first = false;
+                }
+                writeln!(out, "{}]", if first { "" } else { "\n" })?;
+            } else {
+                writeln!(
+                    out,
+                    "{:<26}  {:>9}  {:<24}  {:<30}  RECIPIENTS",
+                    "ID", "SIZE", "RECEIVED", "SENDER"
+                )?;
+                let mut n = 0u64;
+                while let Some(m) = stream.message().await? {
+                    let rcpts: Vec<String> = m
+                        .recipients
+                        .iter()
+                        .map(|r| format!("{} ({})", r.address, r.state))
+                        .collect();
+                    writeln!(
+                        out,
+                        "{:<26}  {:>9}  {:<24}  {:<30}  {}",
+                        m.id,
+                        m.size,
+                        rfc3339(m.received_at_ms),
+                        sender_text(&m.sender),
+                        rcpts.join(", ")
+                    )?;
+                    n += 1;
+                }
+                writeln!(out, "-- {n} message(s)")?;
+            }
+        }
+        Command::Queue(QueueCommand::Show { id, body, local }) => {
+            let r = client
+                .queue_show(QueueShowRequest {
+                    id,
+                    include_body: body,
+                    consistency: consistency(local),
+                })
+                .await?
+                .into_inner();
+            let m = r.message.ok_or_else(|| anyhow::anyhow!("empty reply"))?;
+            if cli.output == Output::Json {
+                let mut v = message_json(&m);
+                v["body_type"] = json!(r.body_type);
+                if let Some(b) = &r.body {
+                    v["body"] = json!(String::from_utf8_lossy(b));
+                }
+                writeln!(out, "{}", serde_json::to_string_pretty(&v)?)?;
+            } else {
+                let rows = vec![
+                    vec!["id:".into(), m.id.clone()],
+                    vec!["sender:".into(), sender_text(&m.sender)],
+                    vec!["size:".into(), m.size.to_string()],
+                    vec![
+                        "received:".into(),
+                        format!("{} by node {}", rfc3339(m.received_at_ms), m.received_by),
+                    ],
+                    vec!["body type:".into(), r.body_type.clone()],
+                ];
+                print_table(&mut out, &rows)?;
+                for rc in &m.recipients {
+                    writeln!(out, "recipient:  {} ({})", rc.address, rc.state)?;
+                }
+                if let Some(b) = &r.body {
+                    writeln!(out)?;
+                    out.write_all(b)?;
+                }
+            }
+        }
+        Command::Queue(QueueCommand::Stats { local }) => {
+            let s = client
+                .queue_stats(QueueStatsRequest {
+                    consistency: consistency(local),
+                })
+                .await?
+                .into_inner();
+            let oldest = s.oldest_received_at_ms.map(rfc3339);
+            if cli.output == Output::Json {
+                let v =
+                    json!({"messages": s.messages, "bytes": s.bytes, "oldest_received_at": oldest});
+                writeln!(out, "{}", serde_json::to_string_pretty(&v)?)?;
+            } else {
+                let rows = vec![
+                    vec!["messages:".into(), s.messages.to_string()],
+                    vec!["bytes:".into(), s.bytes.to_string()],
+                    vec!["oldest:".into(), oldest.unwrap_or_else(|| "-".into())],
+                ];
+                print_table(&mut out, &rows)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("mxraftctl: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            match e.downcast_ref::<tonic::Status>() {
+                Some(status) => eprintln!("mxraftctl: {} ({:?})", status.message(), status.code()),
+                None => eprintln!("mxraftctl: {e:#}"),
+            }
+            ExitCode::FAILURE
+        }
+    }
+}

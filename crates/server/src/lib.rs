@@ -1,1 +1,275 @@
-//! placeholder
+//! The mxraft daemon: configuration, wiring, startup and shutdown of one node.
+//!
+//! Startup, one log line per phase ([`Server::start`]):
+//! 1. bind the SMTP, admin and cluster listeners (so a taken port fails at once);
+//! 2. open the stores in `node.data_dir` and start Raft;
+//! 3. serve the internal cluster service, then bootstrap (pristine node with
+//!    `cluster.bootstrap`) or ask `cluster.join` seeds to add this node;
+//! 4. serve the admin API and gRPC health;
+//! 5. accept SMTP.
+//!
+//! Shutdown runs the other way ([`RunningServer::shutdown`]): stop accepting SMTP and let
+//! sessions finish, stop the gRPC services, stop Raft, and wait until RocksDB is closed.
+
+pub mod config;
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use mxraft_admin::AdminService;
+use mxraft_cluster::RaftNode;
+use mxraft_cluster::service::ClusterService;
+use mxraft_queue::{CommandResult, Enqueue, QueueCommand};
+use mxraft_smtp::{DomainPolicy, IdGenerator, SmtpContext, SubmitError, Submitter};
+use mxraft_store::{CloseWatch, NodeInfo, StoreOptions, Stores};
+
+pub use config::Config;
+
+/// Hands accepted messages to Raft.
+struct RaftSubmitter(RaftNode);
+
+impl Submitter for RaftSubmitter {
+    async fn submit(&self, message: Enqueue) -> Result<(), SubmitError> {
+        match self.0.propose(QueueCommand::Enqueue(message)).await {
+            Ok(CommandResult::Enqueued { .. }) => Ok(()),
+            Ok(other) => Err(SubmitError(format!("unexpected result {other:?}"))),
+            Err(e) => Err(SubmitError(e.to_string())),
+        }
+    }
+}
+
+/// The addresses a started node listens on.
+#[derive(Debug, Clone)]
+pub struct BoundAddrs {
+    /// SMTP.
+    pub smtp: SocketAddr,
+    /// Admin gRPC.
+    pub admin: SocketAddr,
+    /// Internal cluster gRPC.
+    pub cluster: SocketAddr,
+}
+
+/// A running node.
+pub struct RunningServer {
+    node: RaftNode,
+    addrs: BoundAddrs,
+    smtp_stop: CancellationToken,
+    grpc_stop: CancellationToken,
+    smtp_task: JoinHandle<()>,
+    grpc_tasks: Vec<JoinHandle<()>>,
+    closed: Vec<CloseWatch>,
+}
+
+/// The name of this machine, for the SMTP greeting when `smtp.hostname` is not set.
+fn system_hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+        .map(|s| s.trim().to_owned())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "localhost".into())
+}
+
+async fn bind(what: &str, addr: SocketAddr) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen for {what} on {addr}"))
+}
+
+/// Starting a node.
+pub struct Server;
+
+impl Server {
+    /// Starts a node from its configuration and returns once it serves SMTP.
+    pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
+        config.validate().map_err(anyhow::Error::msg)?;
+        let id = config.node.id;
+
+        let smtp_listener = bind("SMTP", config.smtp.listen).await?;
+        let admin_listener = bind("the admin API", config.admin.listen).await?;
+        let cluster_listener = bind("the cluster service", config.cluster.listen).await?;
+        let addrs = BoundAddrs {
+            smtp: smtp_listener.local_addr()?,
+            admin: admin_listener.local_addr()?,
+            cluster: cluster_listener.local_addr()?,
+        };
+        let info = NodeInfo {
+            cluster_addr: config
+                .cluster
+                .advertise
+                .clone()
+                .unwrap_or_else(|| addrs.cluster.to_string()),
+            smtp_addr: config
+                .smtp
+                .advertise
+                .clone()
+                .unwrap_or_else(|| addrs.smtp.to_string()),
+            admin_addr: config
+                .admin
+                .advertise
+                .clone()
+                .unwrap_or_else(|| addrs.admin.to_string()),
+        };
+        info!(node_id = id, smtp = %addrs.smtp, admin = %addrs.admin, cluster = %addrs.cluster, "listeners bound");
+
+        let data_dir = &config.node.data_dir;
+        let pristine = mxraft_store::is_pristine(data_dir);
+        let stores = Stores::open(data_dir, StoreOptions::default())
+            .with_context(|| format!("cannot open the data directory {}", data_dir.display()))?;
+        let closed = vec![
+            stores.log.closed_watch(),
+            stores.state_machine.closed_watch(),
+        ];
+        info!(data_dir = %data_dir.display(), pristine, "stores opened");
+
+        let node = RaftNode::start(
+            id,
+            info.clone(),
+            config.cluster.clone(),
+            stores.log,
+            stores.state_machine,
+        )
+        .await
+        .map_err(anyhow::Error::msg)?;
+        info!(node_id = id, "raft started");
+
+        let grpc_stop = CancellationToken::new();
+        let mut grpc_tasks = Vec::new();
+        let cluster_router =
+            tonic::transport::Server::builder().add_service(ClusterService::server(node.clone()));
+        grpc_tasks.push(spawn_grpc(
+            "cluster",
+            cluster_listener,
+            cluster_router,
+            grpc_stop.clone(),
+        ));
+
+        if pristine {
+            if config.cluster.bootstrap {
+                node.bootstrap().await.map_err(anyhow::Error::msg)?;
+            } else if !config.cluster.join.is_empty() {
+                info!(seeds = ?config.cluster.join, "asking to join the cluster");
+                node.join_in_background(config.cluster.join.clone());
+            } else {
+                info!("pristine node waiting to be added with `mxraftctl cluster join`");
+            }
+        } else if config.cluster.bootstrap {
+            info!("data directory holds raft state; cluster.bootstrap ignored");
+        }
+
+        let (health, health_service) = tonic_health::server::health_reporter();
+        health
+            .set_serving::<mxraft_proto::admin::admin_server::AdminServer<AdminService>>()
+            .await;
+        let admin_router = tonic::transport::Server::builder()
+            .add_service(health_service)
+            .add_service(AdminService::server(
+                node.clone(),
+                config.admin.read_timeout,
+            ));
+        grpc_tasks.push(spawn_grpc(
+            "admin",
+            admin_listener,
+            admin_router,
+            grpc_stop.clone(),
+        ));
+        info!(addr = %addrs.admin, "admin API serving");
+
+        let ctx = std::sync::Arc::new(SmtpContext {
+            hostname: config.smtp.hostname.clone().unwrap_or_else(system_hostname),
+            config: config.smtp.clone(),
+            policy: DomainPolicy::new(config.domains.iter().map(|d| d.name.as_str())),
+            submitter: RaftSubmitter(node.clone()),
+            ids: IdGenerator::new(id),
+            node_id: id,
+        });
+        let smtp_stop = CancellationToken::new();
+        let smtp_task = tokio::spawn(mxraft_smtp::serve(smtp_listener, ctx, smtp_stop.clone()));
+        info!(addr = %addrs.smtp, domains = config.domains.len(), "SMTP accepting");
+
+        Ok(RunningServer {
+            node,
+            addrs,
+            smtp_stop,
+            grpc_stop,
+            smtp_task,
+            grpc_tasks,
+            closed,
+        })
+    }
+}
+
+fn spawn_grpc(
+    name: &'static str,
+    listener: TcpListener,
+    router: tonic::transport::server::Router,
+    stop: CancellationToken,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        if let Err(e) = router
+            .serve_with_incoming_shutdown(incoming, stop.cancelled_owned())
+            .await
+        {
+            warn!(service = name, error = %e, "gRPC server failed");
+        }
+    })
+}
+
+impl RunningServer {
+    /// The addresses the node listens on.
+    pub fn addrs(&self) -> &BoundAddrs {
+        &self.addrs
+    }
+
+    /// The Raft node.
+    pub fn node(&self) -> &RaftNode {
+        &self.node
+    }
+
+    /// Stops the node in order and returns once its databases are closed.
+    pub async fn shutdown(mut self) -> anyhow::Result<()> {
+        info!("stopping SMTP");
+        self.smtp_stop.cancel();
+        let _ = (&mut self.smtp_task).await;
+        self.stop_rest(Duration::from_secs(2)).await
+    }
+
+    /// Stops the node at once, as close to a crash as a process can do to itself: sessions are
+    /// cut, gRPC servers dropped, Raft stopped. Returns once the databases are closed.
+    pub async fn kill(self) -> anyhow::Result<()> {
+        self.smtp_stop.cancel();
+        self.smtp_task.abort();
+        self.stop_rest(Duration::ZERO).await
+    }
+
+    async fn stop_rest(self, grace: Duration) -> anyhow::Result<()> {
+        info!("stopping gRPC services");
+        self.grpc_stop.cancel();
+        for task in self.grpc_tasks {
+            // Peers keep HTTP/2 connections open; do not wait for them beyond the grace.
+            let abort = task.abort_handle();
+            if tokio::time::timeout(grace, task).await.is_err() {
+                abort.abort();
+            }
+        }
+        info!("stopping raft");
+        self.node.shutdown().await;
+        drop(self.node);
+        let until = Instant::now() + Duration::from_secs(30);
+        while !self.closed.iter().all(CloseWatch::is_closed) {
+            if Instant::now() > until {
+                bail!("the databases were not closed within 30 s");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        info!("stopped");
+        Ok(())
+    }
+}

@@ -1,1 +1,66 @@
-//! placeholder
+//! Inbound SMTP for mxraft: the front door every node runs.
+//!
+//! A connection becomes a [`session`]: greeting → EHLO/HELO → MAIL → RCPT… → DATA → end of data.
+//! Each verb lives in its own file under `session/`. Policy is checked as early as it can be: the
+//! recipient domain at RCPT ([`address::DomainPolicy`]), the declared size at MAIL. The DATA
+//! bytes go through [`data::DataDecoder`], which ends the message only at `CRLF.CRLF` and flags
+//! bare CR/LF, NUL and over-long lines.
+//!
+//! At the end of data the session builds an [`mxraft_queue::Enqueue`] (queue id and receive time
+//! chosen here, once) and hands it to a [`Submitter`] — in the server, the Raft node. The client
+//! gets `250 2.0.0 Ok: queued as <id>` only when the submitter reports the command committed;
+//! otherwise `451 4.3.0`, so the sender keeps responsibility for the message.
+//!
+//! What it does not own: consensus and storage (behind [`Submitter`]), and delivery.
+
+pub mod address;
+pub mod command;
+pub mod config;
+pub mod data;
+pub mod reply;
+mod server;
+mod session;
+
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+pub use address::DomainPolicy;
+pub use config::SmtpConfig;
+pub use reply::Reply;
+pub use server::{SmtpContext, serve};
+
+use mxraft_queue::{Enqueue, MessageId};
+
+/// The queue could not take the message now.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct SubmitError(pub String);
+
+/// Where accepted messages go: commits them to the replicated queue.
+pub trait Submitter: Send + Sync + 'static {
+    /// Commits the message; `Ok` means it is durable on a majority of the cluster.
+    fn submit(&self, message: Enqueue) -> impl Future<Output = Result<(), SubmitError>> + Send;
+}
+
+/// Hands out queue ids for one node: receive time, node id and a sequence number.
+#[derive(Debug)]
+pub struct IdGenerator {
+    node: u64,
+    seq: AtomicU64,
+}
+
+impl IdGenerator {
+    /// A generator for `node`. The sequence starts at a random point so that ids stay unique
+    /// even if the clock steps back across a restart.
+    pub fn new(node: u64) -> Self {
+        IdGenerator {
+            node,
+            seq: AtomicU64::new(rand::random::<u32>() as u64),
+        }
+    }
+
+    /// The next id, for a message received at `millis`.
+    pub fn next(&self, millis: u64) -> MessageId {
+        MessageId::new(millis, self.node, self.seq.fetch_add(1, Ordering::Relaxed))
+    }
+}

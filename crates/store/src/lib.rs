@@ -103,6 +103,22 @@ impl Stores {
     }
 }
 
+/// Tells whether a database has been closed (all its handles dropped), so a node can be
+/// reopened in the same process, as tests and orderly restarts do.
+#[derive(Clone)]
+pub struct CloseWatch(std::sync::Weak<rocksdb::DB>);
+
+impl CloseWatch {
+    pub(crate) fn new(db: &std::sync::Arc<rocksdb::DB>) -> Self {
+        CloseWatch(std::sync::Arc::downgrade(db))
+    }
+
+    /// Whether the database is closed.
+    pub fn is_closed(&self) -> bool {
+        self.0.strong_count() == 0
+    }
+}
+
 /// Whether `data_dir` has never held a node: no Raft log database exists there.
 pub fn is_pristine(data_dir: &Path) -> bool {
     !data_dir.join("raft").join("CURRENT").exists()

@@ -123,8 +123,8 @@ impl LogStore {
     }
 
     /// A handle that tells whether the database is still open, for orderly restarts.
-    pub fn closed_watch(&self) -> std::sync::Weak<DB> {
-        Arc::downgrade(&self.inner.db)
+    pub fn closed_watch(&self) -> crate::CloseWatch {
+        crate::CloseWatch::new(&self.inner.db)
     }
 
     fn cf(&self, name: &str) -> std::io::Result<&rocksdb::ColumnFamily> {

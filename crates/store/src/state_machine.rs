@@ -305,8 +305,8 @@ impl StateMachineStore {
     }
 
     /// Handles that tell whether the databases are closed, for orderly restarts.
-    pub fn closed_watch(&self) -> std::sync::Weak<DB> {
-        Arc::downgrade(&self.read().db)
+    pub fn closed_watch(&self) -> crate::CloseWatch {
+        crate::CloseWatch::new(&self.read().db)
     }
 
     fn write_live<R>(&self, f: impl FnOnce(&mut Live) -> R) -> R {

@@ -1,0 +1,321 @@
+//! The client side of the transport: a pool of gRPC channels to the peers, and openraft's
+//! network factory over it.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use openraft::error::{
+    NetworkError, RPCError, RaftError, ReplicationClosed, StreamingError, Timeout, Unreachable,
+};
+use openraft::network::{RPCOption, RPCTypes, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse,
+};
+use openraft::{OptionalSend, RaftNetworkV2};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, Request, Status};
+use tracing::debug;
+
+use mxraft_proto::cluster::cluster_client::ClusterClient;
+use mxraft_proto::cluster::{
+    RaftPayload, SnapshotChunk, SnapshotFileChunk, SnapshotHeader, snapshot_chunk,
+};
+use mxraft_store::{NodeInfo, SnapshotData, TypeConfig, Vote};
+
+use crate::{MAX_GRPC_MESSAGE, TARGET_NODE_HEADER};
+
+type SnapshotOf = openraft::alias::SnapshotOf<TypeConfig, SnapshotData>;
+
+/// Size of one snapshot chunk on the wire.
+const SNAPSHOT_CHUNK: usize = 1024 * 1024;
+
+/// One lazily connected gRPC channel per peer, shared by Raft replication and forwarding.
+#[derive(Clone, Default)]
+pub struct Peers {
+    channels: Arc<Mutex<HashMap<String, Channel>>>,
+}
+
+impl Peers {
+    /// The channel to `addr` (`host:port`), created on first use. Connecting happens on the
+    /// first request, and again after a failure.
+    pub fn channel(&self, addr: &str) -> Result<Channel, Status> {
+        let mut channels = self
+            .channels
+            .lock()
+            .map_err(|_| Status::internal("peer pool poisoned"))?;
+        if let Some(c) = channels.get(addr) {
+            return Ok(c.clone());
+        }
+        let endpoint = Endpoint::from_shared(format!("http://{addr}"))
+            .map_err(|e| Status::invalid_argument(format!("bad peer address {addr:?}: {e}")))?
+            .connect_timeout(Duration::from_secs(2))
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(10))
+            .keep_alive_timeout(Duration::from_secs(5))
+            .keep_alive_while_idle(true)
+            .initial_stream_window_size(4 * 1024 * 1024)
+            .initial_connection_window_size(16 * 1024 * 1024);
+        let channel = endpoint.connect_lazy();
+        channels.insert(addr.to_owned(), channel.clone());
+        Ok(channel)
+    }
+
+    /// A cluster-service client for `addr`.
+    pub fn client(&self, addr: &str) -> Result<ClusterClient<Channel>, Status> {
+        Ok(ClusterClient::new(self.channel(addr)?)
+            .max_decoding_message_size(MAX_GRPC_MESSAGE)
+            .max_encoding_message_size(MAX_GRPC_MESSAGE))
+    }
+}
+
+/// Wraps `msg` in a request addressed to node `target`.
+pub fn addressed<T>(msg: T, target: Option<u64>, timeout: Option<Duration>) -> Request<T> {
+    let mut req = Request::new(msg);
+    if let Some(target) = target
+        && let Ok(v) = target.to_string().parse()
+    {
+        req.metadata_mut().insert(TARGET_NODE_HEADER, v);
+    }
+    if let Some(t) = timeout {
+        req.set_timeout(t);
+    }
+    req
+}
+
+/// openraft's network factory: hands out one [`PeerClient`] per target.
+pub struct NetworkFactory {
+    local: u64,
+    peers: Peers,
+}
+
+impl NetworkFactory {
+    /// A factory for node `local` over the shared pool.
+    pub fn new(local: u64, peers: Peers) -> Self {
+        NetworkFactory { local, peers }
+    }
+}
+
+impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
+    type Network = PeerClient;
+
+    async fn new_client(&mut self, target: u64, node: &NodeInfo) -> PeerClient {
+        PeerClient {
+            local: self.local,
+            target,
+            client: self.peers.client(&node.cluster_addr),
+        }
+    }
+}
+
+/// The Raft RPCs to one peer.
+pub struct PeerClient {
+    local: u64,
+    target: u64,
+    client: Result<ClusterClient<Channel>, Status>,
+}
+
+fn to_rpc_error(status: Status) -> RPCError<TypeConfig> {
+    match status.code() {
+        Code::Unavailable | Code::FailedPrecondition | Code::Cancelled => {
+            RPCError::Unreachable(Unreachable::new(&status))
+        }
+        _ => RPCError::Network(NetworkError::new(&status)),
+    }
+}
+
+fn decode_reply<T: serde::de::DeserializeOwned>(payload: &[u8]) -> Result<T, RPCError<TypeConfig>> {
+    let result: Result<T, RaftError<TypeConfig>> =
+        mxraft_queue::decode(payload).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+    // The only error a Raft RPC returns is the peer's fatal stop: treat the peer as down.
+    result.map_err(|e| RPCError::Unreachable(Unreachable::new(&e)))
+}
+
+impl PeerClient {
+    fn timeout(&self, action: RPCTypes, after: Duration) -> RPCError<TypeConfig> {
+        RPCError::Timeout(Timeout {
+            action,
+            id: self.local,
+            target: self.target,
+            timeout: after,
+        })
+    }
+
+    async fn unary<F, Fut>(
+        &mut self,
+        action: RPCTypes,
+        payload: Vec<u8>,
+        option: &RPCOption,
+        call: F,
+    ) -> Result<Bytes, RPCError<TypeConfig>>
+    where
+        F: FnOnce(ClusterClient<Channel>, Request<RaftPayload>) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<RaftPayload>, Status>>,
+    {
+        let client = self.client.clone().map_err(to_rpc_error)?;
+        let ttl = option.soft_ttl();
+        let req = addressed(
+            RaftPayload {
+                payload: payload.into(),
+            },
+            Some(self.target),
+            Some(ttl),
+        );
+        match tokio::time::timeout(ttl, call(client, req)).await {
+            Err(_) => Err(self.timeout(action, ttl)),
+            Ok(Err(status)) if status.code() == Code::DeadlineExceeded => {
+                Err(self.timeout(action, ttl))
+            }
+            Ok(Err(status)) => Err(to_rpc_error(status)),
+            Ok(Ok(resp)) => Ok(resp.into_inner().payload),
+        }
+    }
+
+    async fn send_snapshot(
+        &mut self,
+        vote: Vote,
+        snapshot: SnapshotOf,
+        option: &RPCOption,
+    ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
+        let mut client = self
+            .client
+            .clone()
+            .map_err(|s| StreamingError::Unreachable(Unreachable::new(&s)))?;
+        let idle = option.soft_ttl();
+        let files = snapshot
+            .snapshot
+            .files()
+            .map_err(|e| StreamingError::Unreachable(Unreachable::new(&e)))?;
+        let (tx, rx) = mpsc::channel::<SnapshotChunk>(2);
+        let header = SnapshotChunk {
+            item: Some(snapshot_chunk::Item::Header(SnapshotHeader {
+                vote: mxraft_queue::encode(&vote).into(),
+                meta: mxraft_queue::encode(&snapshot.meta).into(),
+            })),
+        };
+        let data = snapshot.snapshot.clone();
+        // The producer reads the checkpoint files and feeds the request stream. A consumer that
+        // stops reading for longer than the idle timeout ends the transfer.
+        let producer = tokio::spawn(async move {
+            tokio::time::timeout(idle, tx.send(header))
+                .await
+                .ok()?
+                .ok()?;
+            for file in files {
+                let mut offset = 0u64;
+                loop {
+                    let d = data.clone();
+                    let name = file.name.clone();
+                    let chunk = tokio::task::spawn_blocking(move || {
+                        let mut buf = vec![0u8; SNAPSHOT_CHUNK];
+                        let n = d.read_at(&name, offset, &mut buf)?;
+                        buf.truncate(n);
+                        Ok::<_, std::io::Error>(buf)
+                    })
+                    .await
+                    .ok()?
+                    .ok()?;
+                    let last = chunk.len() < SNAPSHOT_CHUNK;
+                    let len = chunk.len() as u64;
+                    // Every file is announced by its first chunk, even when it is empty.
+                    if len > 0 || offset == 0 {
+                        let msg = SnapshotChunk {
+                            item: Some(snapshot_chunk::Item::File(SnapshotFileChunk {
+                                name: file.name.clone(),
+                                offset,
+                                data: chunk.into(),
+                            })),
+                        };
+                        tokio::time::timeout(idle, tx.send(msg)).await.ok()?.ok()?;
+                    }
+                    offset += len;
+                    if last {
+                        break;
+                    }
+                }
+            }
+            Some(())
+        });
+        let mut req = Request::new(ReceiverStream::new(rx));
+        if let Ok(v) = self.target.to_string().parse() {
+            req.metadata_mut().insert(TARGET_NODE_HEADER, v);
+        }
+        let result = client.install_snapshot(req).await;
+        producer.abort();
+        let payload = result
+            .map_err(|s| StreamingError::Unreachable(Unreachable::new(&s)))?
+            .into_inner()
+            .payload;
+        let reply: Result<SnapshotResponse<TypeConfig>, RaftError<TypeConfig>> =
+            mxraft_queue::decode(&payload)
+                .map_err(|e| StreamingError::Network(NetworkError::new(&e)))?;
+        reply.map_err(|e| StreamingError::Unreachable(Unreachable::new(&e)))
+    }
+}
+
+impl RaftNetworkV2<TypeConfig> for PeerClient {
+    type SnapshotData = SnapshotData;
+
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
+        let payload = mxraft_queue::encode(&rpc);
+        let reply = self
+            .unary(
+                RPCTypes::AppendEntries,
+                payload,
+                &option,
+                |mut c, r| async move { c.append_entries(r).await },
+            )
+            .await?;
+        decode_reply(&reply)
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+        let payload = mxraft_queue::encode(&rpc);
+        let reply = self
+            .unary(RPCTypes::Vote, payload, &option, |mut c, r| async move {
+                c.vote(r).await
+            })
+            .await?;
+        decode_reply(&reply)
+    }
+
+    async fn pre_vote(
+        &mut self,
+        rpc: VoteRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+        let payload = mxraft_queue::encode(&rpc);
+        let reply = self
+            .unary(RPCTypes::Vote, payload, &option, |mut c, r| async move {
+                c.pre_vote(r).await
+            })
+            .await?;
+        decode_reply(&reply)
+    }
+
+    async fn full_snapshot(
+        &mut self,
+        vote: Vote,
+        snapshot: SnapshotOf,
+        cancel: impl Future<Output = ReplicationClosed> + OptionalSend + 'static,
+        option: RPCOption,
+    ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
+        debug!(target_node = self.target, index = ?snapshot.meta.last_log_id, "sending snapshot");
+        tokio::select! {
+            closed = cancel => Err(StreamingError::Closed(closed)),
+            result = self.send_snapshot(vote, snapshot, &option) => result,
+        }
+    }
+}

@@ -1,0 +1,617 @@
+//! [`RaftNode`]: one openraft instance and what the server asks of it.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use openraft::async_runtime::WatchReceiver;
+use openraft::error::{ClientWriteError, InitializeError, RaftError};
+use openraft::{ChangeMembers, Config, RaftMetrics, ReadPolicy, ServerState, SnapshotPolicy};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use mxraft_proto::cluster::{
+    JoinNode, MembershipRequest, NodeAddresses, ProposeRequest, ReadIndexRequest,
+    membership_request,
+};
+use mxraft_queue::{CommandResult, QueueCommand};
+use mxraft_store::{LogStore, NodeInfo, StateMachineStore, TypeConfig};
+
+use crate::config::ClusterConfig;
+use crate::error::{MembershipError, ProposeError, ReadError, membership_error_from_status};
+use crate::network::{NetworkFactory, Peers, addressed};
+
+/// The openraft instance type of mxraft.
+pub type Raft = openraft::Raft<TypeConfig, StateMachineStore>;
+
+/// Pause before retrying a call that failed.
+const RETRY_PAUSE: Duration = Duration::from_millis(50);
+
+/// A member's role as the admin API shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// The current leader.
+    Leader,
+    /// A voter that is not the leader.
+    Follower,
+    /// A non-voting member catching up.
+    Learner,
+}
+
+impl Role {
+    /// Lower-case name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Leader => "leader",
+            Role::Follower => "follower",
+            Role::Learner => "learner",
+        }
+    }
+}
+
+/// One member, as this node sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberStatus {
+    /// Node id.
+    pub id: u64,
+    /// Its role.
+    pub role: Role,
+    /// Its addresses.
+    pub info: NodeInfo,
+    /// Highest log index replicated to it (known only on the leader).
+    pub matched_index: Option<u64>,
+}
+
+/// This node's view of the cluster.
+#[derive(Debug, Clone)]
+pub struct NodeStatus {
+    /// This node.
+    pub node_id: u64,
+    /// The leader this node knows of.
+    pub leader_id: Option<u64>,
+    /// Current term.
+    pub term: u64,
+    /// This node's Raft state.
+    pub state: &'static str,
+    /// The members of the current membership (voters first, then learners), by id.
+    pub members: Vec<MemberStatus>,
+    /// Last log index on this node.
+    pub last_log_index: u64,
+    /// Committed index known to this node.
+    pub committed_index: u64,
+    /// Applied index of this node's state machine.
+    pub applied_index: u64,
+}
+
+pub(crate) struct Core {
+    pub(crate) id: u64,
+    pub(crate) info: NodeInfo,
+    pub(crate) raft: Raft,
+    pub(crate) state_machine: StateMachineStore,
+    pub(crate) peers: Peers,
+    pub(crate) config: ClusterConfig,
+    membership_lock: tokio::sync::Mutex<()>,
+    pub(crate) shutdown: CancellationToken,
+}
+
+/// A running Raft node. Cheap to clone.
+#[derive(Clone)]
+pub struct RaftNode {
+    pub(crate) core: Arc<Core>,
+}
+
+fn raft_config(c: &ClusterConfig) -> Result<Arc<Config>, String> {
+    let config = Config {
+        cluster_name: "mxraft".into(),
+        heartbeat_interval: c.heartbeat_interval.as_millis() as u64,
+        election_timeout_min: c.election_timeout_min.as_millis() as u64,
+        election_timeout_max: c.election_timeout_max.as_millis() as u64,
+        install_snapshot_timeout: c.install_snapshot_timeout.as_millis() as u64,
+        snapshot_policy: SnapshotPolicy::LogsSinceLast(c.snapshot_after_entries),
+        max_in_snapshot_log_to_keep: c.log_entries_kept,
+        replication_lag_threshold: c.snapshot_after_entries.max(c.log_entries_kept),
+        enable_pre_vote: Some(true),
+        ..Default::default()
+    };
+    config.validate().map(Arc::new).map_err(|e| e.to_string())
+}
+
+impl RaftNode {
+    /// Starts Raft on the given stores. `info` holds the addresses other nodes reach this one at.
+    pub async fn start(
+        id: u64,
+        info: NodeInfo,
+        config: ClusterConfig,
+        log: LogStore,
+        state_machine: StateMachineStore,
+    ) -> Result<RaftNode, String> {
+        let peers = Peers::default();
+        let raft_config = raft_config(&config)?;
+        let network = NetworkFactory::new(id, peers.clone());
+        let raft = Raft::new(id, raft_config, network, log, state_machine.clone())
+            .await
+            .map_err(|e| format!("cannot start raft: {e}"))?;
+        Ok(RaftNode {
+            core: Arc::new(Core {
+                id,
+                info,
+                raft,
+                state_machine,
+                peers,
+                config,
+                membership_lock: tokio::sync::Mutex::new(()),
+                shutdown: CancellationToken::new(),
+            }),
+        })
+    }
+
+    /// This node's id.
+    pub fn id(&self) -> u64 {
+        self.core.id
+    }
+
+    /// This node's addresses.
+    pub fn info(&self) -> &NodeInfo {
+        &self.core.info
+    }
+
+    /// The openraft instance (for metrics and tests).
+    pub fn raft(&self) -> &Raft {
+        &self.core.raft
+    }
+
+    /// The local state machine.
+    pub fn state_machine(&self) -> &StateMachineStore {
+        &self.core.state_machine
+    }
+
+    /// The latest Raft metrics.
+    pub fn metrics(&self) -> RaftMetrics<TypeConfig> {
+        self.core.raft.metrics().borrow_watched().clone()
+    }
+
+    /// Whether this node holds Raft state (it bootstrapped or was joined).
+    pub async fn is_initialized(&self) -> bool {
+        self.core.raft.is_initialized().await.unwrap_or(false)
+    }
+
+    /// Creates a one-node cluster made of this node, unless it already holds Raft state.
+    pub async fn bootstrap(&self) -> Result<bool, String> {
+        let members = BTreeMap::from([(self.core.id, self.core.info.clone())]);
+        match self.core.raft.initialize(members).await {
+            Ok(()) => {
+                info!(node_id = self.core.id, "bootstrapped a new cluster");
+                Ok(true)
+            }
+            Err(RaftError::APIError(InitializeError::NotAllowed(_))) => Ok(false),
+            Err(e) => Err(format!("bootstrap failed: {e}")),
+        }
+    }
+
+    /// In the background, asks `seeds` in turn to add this node until one succeeds.
+    pub fn join_in_background(&self, seeds: Vec<String>) {
+        let node = self.clone();
+        tokio::spawn(async move {
+            let token = node.core.shutdown.clone();
+            let mut attempt = 0u32;
+            loop {
+                for seed in &seeds {
+                    if token.is_cancelled() {
+                        return;
+                    }
+                    match node.ask_to_join(seed).await {
+                        Ok(()) => {
+                            info!(seed = %seed, "joined the cluster");
+                            return;
+                        }
+                        Err(e) => {
+                            if attempt % 10 == 0 {
+                                warn!(seed = %seed, error = %e, "join attempt failed; retrying");
+                            }
+                        }
+                    }
+                }
+                attempt += 1;
+                tokio::select! {
+                    _ = token.cancelled() => return,
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+            }
+        });
+    }
+
+    async fn ask_to_join(&self, seed: &str) -> Result<(), MembershipError> {
+        let pristine = !self.is_initialized().await;
+        let req = MembershipRequest {
+            change: Some(membership_request::Change::Join(JoinNode {
+                node_id: self.core.id,
+                addresses: Some(addresses_of(&self.core.info)),
+                pristine,
+            })),
+        };
+        let mut client = self
+            .core
+            .peers
+            .client(seed)
+            .map_err(|s| MembershipError::Unavailable(s.message().to_owned()))?;
+        // The seed's id is unknown here, so this one request is not addressed.
+        client
+            .change_membership(addressed(req, None, Some(Duration::from_secs(120))))
+            .await
+            .map(|_| ())
+            .map_err(|s| membership_error_from_status(&s))
+    }
+
+    /// The leader this node currently knows of, with its addresses.
+    fn leader(&self) -> Option<(u64, NodeInfo)> {
+        let m = self.core.raft.metrics().borrow_watched().clone();
+        let leader = m.current_leader?;
+        let info = m.membership_config.membership().get_node(&leader)?.clone();
+        Some((leader, info))
+    }
+
+    /// Waits until the metrics change or `until` passes.
+    async fn wait_for_change(&self, until: Instant) {
+        let mut rx = self.core.raft.metrics();
+        drop(rx.borrow_and_update());
+        let pause = until
+            .saturating_duration_since(Instant::now())
+            .min(Duration::from_millis(250));
+        let _ = tokio::time::timeout(pause, rx.changed()).await;
+    }
+
+    /// Commits `cmd` through the leader and returns its applied result.
+    ///
+    /// Gives up after the commit timeout. Retries (after a lost leader, a forwarded call that
+    /// failed, or an entry discarded by a leader change) resend the same command, which is
+    /// safe because commands are idempotent.
+    pub async fn propose(&self, cmd: QueueCommand) -> Result<CommandResult, ProposeError> {
+        let timeout = self.core.config.commit_timeout;
+        let until = Instant::now() + timeout;
+        loop {
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(ProposeError::Timeout(timeout));
+            }
+            match self.leader() {
+                None => self.wait_for_change(until).await,
+                Some((leader, _)) if leader == self.core.id => {
+                    match tokio::time::timeout(left, self.core.raft.client_write(cmd.clone())).await
+                    {
+                        Err(_) => return Err(ProposeError::Timeout(timeout)),
+                        Ok(Ok(resp)) => return Ok(resp.data),
+                        Ok(Err(RaftError::Fatal(f))) => {
+                            return Err(ProposeError::Stopped(f.to_string()));
+                        }
+                        Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))))
+                        | Ok(Err(RaftError::APIError(ClientWriteError::LogEntryDiscarded(_)))) => {
+                            self.wait_for_change(until).await;
+                        }
+                        Ok(Err(RaftError::APIError(e))) => {
+                            return Err(ProposeError::Invalid(e.to_string()));
+                        }
+                    }
+                }
+                Some((leader, info)) => match self.forward(leader, &info, &cmd, left).await {
+                    Ok(result) => return Ok(result),
+                    Err(status) => {
+                        if status.code() == tonic::Code::InvalidArgument {
+                            return Err(ProposeError::Invalid(status.message().to_owned()));
+                        }
+                        tracing::debug!(leader, error = %status, "forwarded proposal failed; retrying");
+                        tokio::time::sleep(RETRY_PAUSE.min(left)).await;
+                        self.wait_for_change(until).await;
+                    }
+                },
+            }
+        }
+    }
+
+    async fn forward(
+        &self,
+        leader: u64,
+        info: &NodeInfo,
+        cmd: &QueueCommand,
+        left: Duration,
+    ) -> Result<CommandResult, tonic::Status> {
+        let mut client = self.core.peers.client(&info.cluster_addr)?;
+        let req = ProposeRequest {
+            command: mxraft_queue::encode(cmd).into(),
+        };
+        let reply = tokio::time::timeout(
+            left,
+            client.propose(addressed(req, Some(leader), Some(left))),
+        )
+        .await
+        .map_err(|_| tonic::Status::deadline_exceeded("forwarded proposal timed out"))??;
+        mxraft_queue::decode(&reply.into_inner().result)
+            .map_err(|e| tonic::Status::internal(e.to_string()))
+    }
+
+    /// Makes a following read of the local state machine linearizable: the leader confirms its
+    /// leadership with a quorum and names the log index the read must see; this node then
+    /// waits until it has applied that index.
+    pub async fn read_barrier(&self, timeout: Duration) -> Result<(), ReadError> {
+        let until = Instant::now() + timeout;
+        loop {
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(ReadError::NoQuorum(format!(
+                    "no confirmed leader within {timeout:?}"
+                )));
+            }
+            let index = match self.leader() {
+                None => {
+                    self.wait_for_change(until).await;
+                    continue;
+                }
+                Some((leader, _)) if leader == self.core.id => {
+                    match tokio::time::timeout(left, self.read_index()).await {
+                        Ok(Ok(index)) => index,
+                        Ok(Err(e)) => {
+                            tracing::debug!(error = %e, "read index failed; retrying");
+                            self.wait_for_change(until).await;
+                            continue;
+                        }
+                        Err(_) => continue,
+                    }
+                }
+                Some((leader, info)) => {
+                    let asked = async {
+                        let mut client = self.core.peers.client(&info.cluster_addr)?;
+                        let reply = client
+                            .read_index(addressed(ReadIndexRequest {}, Some(leader), Some(left)))
+                            .await?;
+                        Ok::<u64, tonic::Status>(reply.into_inner().index)
+                    };
+                    match tokio::time::timeout(left, asked).await {
+                        Ok(Ok(index)) => index,
+                        _ => {
+                            tokio::time::sleep(RETRY_PAUSE.min(left)).await;
+                            continue;
+                        }
+                    }
+                }
+            };
+            let left = until.saturating_duration_since(Instant::now());
+            return match self
+                .core
+                .raft
+                .wait(Some(left))
+                .applied_index_at_least(Some(index), "linearizable read")
+                .await
+            {
+                Ok(_) => Ok(()),
+                Err(e) => Err(ReadError::NoQuorum(format!(
+                    "not caught up with the leader: {e}"
+                ))),
+            };
+        }
+    }
+
+    /// On the leader: confirms leadership with a quorum and returns the index to read at.
+    pub(crate) async fn read_index(&self) -> Result<u64, String> {
+        let linearizer = self
+            .core
+            .raft
+            .get_read_linearizer(ReadPolicy::ReadIndex)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(linearizer.read_log_id().index())
+    }
+
+    /// Adds node `id` at `info` to the cluster: as a learner, then, once caught up, as a voter.
+    /// Runs on the leader; other nodes forward it there.
+    pub async fn join(
+        &self,
+        id: u64,
+        info: NodeInfo,
+        pristine: bool,
+    ) -> Result<(), MembershipError> {
+        let change = membership_request::Change::Join(JoinNode {
+            node_id: id,
+            addresses: Some(addresses_of(&info)),
+            pristine,
+        });
+        self.membership_change(change).await
+    }
+
+    /// Removes node `id` from the cluster. Runs on the leader; other nodes forward it there.
+    pub async fn remove(&self, id: u64) -> Result<(), MembershipError> {
+        self.membership_change(membership_request::Change::Remove(id))
+            .await
+    }
+
+    pub(crate) async fn membership_change(
+        &self,
+        change: membership_request::Change,
+    ) -> Result<(), MembershipError> {
+        let until = Instant::now() + Duration::from_secs(120);
+        loop {
+            match self.leader() {
+                Some((leader, _)) if leader == self.core.id => {
+                    return self.change_on_leader(change).await;
+                }
+                Some((leader, info)) => {
+                    let mut client = self
+                        .core
+                        .peers
+                        .client(&info.cluster_addr)
+                        .map_err(|s| MembershipError::Unavailable(s.to_string()))?;
+                    let req = MembershipRequest {
+                        change: Some(change.clone()),
+                    };
+                    let left = until.saturating_duration_since(Instant::now());
+                    match client
+                        .change_membership(addressed(req, Some(leader), Some(left)))
+                        .await
+                    {
+                        Ok(_) => return Ok(()),
+                        Err(s) => match membership_error_from_status(&s) {
+                            MembershipError::Unavailable(m) if Instant::now() >= until => {
+                                return Err(MembershipError::Unavailable(m));
+                            }
+                            MembershipError::Unavailable(_) => {
+                                tokio::time::sleep(RETRY_PAUSE * 4).await
+                            }
+                            other => return Err(other),
+                        },
+                    }
+                }
+                None if Instant::now() >= until => {
+                    return Err(MembershipError::Unavailable("no leader".into()));
+                }
+                None => self.wait_for_change(until).await,
+            }
+        }
+    }
+
+    async fn change_on_leader(
+        &self,
+        change: membership_request::Change,
+    ) -> Result<(), MembershipError> {
+        // One change at a time: openraft refuses overlapping changes, and a join is two of them.
+        let _guard = self.core.membership_lock.lock().await;
+        let raft = &self.core.raft;
+        let membership = raft.metrics().borrow_watched().membership_config.clone();
+        let membership = membership.membership();
+        let voters: BTreeSet<u64> = membership.voter_ids().collect();
+        let failed = |e: RaftError<TypeConfig, ClientWriteError<TypeConfig>>| match e {
+            RaftError::APIError(ClientWriteError::ForwardToLeader(_)) => {
+                MembershipError::Unavailable(
+                    "leadership changed during the membership change".into(),
+                )
+            }
+            other => MembershipError::Failed(other.to_string()),
+        };
+        match change {
+            membership_request::Change::Join(join) => {
+                let id = join.node_id;
+                let info = info_of(join.addresses.unwrap_or_default());
+                if info.cluster_addr.is_empty() {
+                    return Err(MembershipError::Refused(
+                        "a joining node needs a cluster address".into(),
+                    ));
+                }
+                if let Some(existing) = membership.get_node(&id) {
+                    if *existing != info {
+                        return Err(MembershipError::Refused(format!(
+                            "node id {id} is already a member at {} (cluster); node ids are never reused: \
+                             remove it first and join the new node under a new id",
+                            existing.cluster_addr
+                        )));
+                    }
+                    if join.pristine {
+                        return Err(MembershipError::Refused(format!(
+                            "node {id} is already a member but now has an empty data directory; a node that \
+                             lost its data must not rejoin under its old id: `mxraftctl cluster remove {id}`, \
+                             then join it under a new id"
+                        )));
+                    }
+                    if voters.contains(&id) {
+                        return Ok(());
+                    }
+                } else {
+                    info!(node_id = id, addr = %info.cluster_addr, "adding learner");
+                    raft.add_learner(id, info, true).await.map_err(failed)?;
+                }
+                info!(node_id = id, "promoting to voter");
+                raft.change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
+                    .await
+                    .map_err(failed)?;
+                info!(node_id = id, "node joined");
+                Ok(())
+            }
+            membership_request::Change::Remove(id) => {
+                if membership.get_node(&id).is_none() {
+                    return Err(MembershipError::NotMember(id));
+                }
+                if voters.contains(&id) {
+                    if voters.len() == 1 {
+                        return Err(MembershipError::Refused(format!(
+                            "node {id} is the last voter"
+                        )));
+                    }
+                    raft.change_membership(
+                        ChangeMembers::RemoveVoters(BTreeSet::from([id])),
+                        false,
+                    )
+                    .await
+                    .map_err(failed)?;
+                } else {
+                    raft.change_membership(ChangeMembers::RemoveNodes(BTreeSet::from([id])), false)
+                        .await
+                        .map_err(failed)?;
+                }
+                info!(node_id = id, "node removed");
+                Ok(())
+            }
+        }
+    }
+
+    /// This node's view of the cluster.
+    pub fn status(&self) -> NodeStatus {
+        let m = self.metrics();
+        let membership = m.membership_config.membership();
+        let voters: BTreeSet<u64> = membership.voter_ids().collect();
+        let matched = m.replication.clone().unwrap_or_default();
+        let mut members: Vec<MemberStatus> = membership
+            .nodes()
+            .map(|(id, info)| MemberStatus {
+                id: *id,
+                role: if Some(*id) == m.current_leader {
+                    Role::Leader
+                } else if voters.contains(id) {
+                    Role::Follower
+                } else {
+                    Role::Learner
+                },
+                info: info.clone(),
+                matched_index: matched
+                    .get(id)
+                    .map(|l| l.as_ref().map(|l| l.index).unwrap_or(0)),
+            })
+            .collect();
+        members.sort_by_key(|s| (s.role == Role::Learner, s.id));
+        NodeStatus {
+            node_id: self.core.id,
+            leader_id: m.current_leader,
+            term: m.current_term,
+            state: match m.state {
+                ServerState::Leader => "leader",
+                ServerState::Follower => "follower",
+                ServerState::Candidate => "candidate",
+                ServerState::Learner => "learner",
+                ServerState::Shutdown => "shutdown",
+            },
+            members,
+            last_log_index: m.last_log_index.unwrap_or(0),
+            committed_index: m.local_committed.as_ref().map(|l| l.index).unwrap_or(0),
+            applied_index: m.last_applied.as_ref().map(|l| l.index).unwrap_or(0),
+        }
+    }
+
+    /// Stops background work and Raft. The stores close once the last handle is dropped.
+    pub async fn shutdown(&self) {
+        self.core.shutdown.cancel();
+        if let Err(e) = self.core.raft.shutdown().await {
+            warn!(error = %e, "raft did not stop cleanly");
+        }
+    }
+}
+
+pub(crate) fn addresses_of(info: &NodeInfo) -> NodeAddresses {
+    NodeAddresses {
+        cluster_addr: info.cluster_addr.clone(),
+        smtp_addr: info.smtp_addr.clone(),
+        admin_addr: info.admin_addr.clone(),
+    }
+}
+
+pub(crate) fn info_of(a: NodeAddresses) -> NodeInfo {
+    NodeInfo {
+        cluster_addr: a.cluster_addr,
+        smtp_addr: a.smtp_addr,
+        admin_addr: a.admin_addr,
+    }
+}

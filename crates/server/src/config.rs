@@ -1,0 +1,335 @@
+//! The configuration file of `mxraftd`: one TOML document, one section per subsystem.
+//!
+//! Every section rejects unknown keys, every field has a default in one place (the `Default`
+//! impl of its section), and [`Config::validate`] checks what types cannot, with errors that
+//! name the key. See `docs/configuration.md` for every key.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use mxraft_cluster::ClusterConfig;
+use mxraft_smtp::SmtpConfig;
+
+/// The whole configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// This node.
+    pub node: NodeConfig,
+    /// The SMTP listener.
+    #[serde(default)]
+    pub smtp: SmtpConfig,
+    /// The admin gRPC service.
+    #[serde(default)]
+    pub admin: AdminConfig,
+    /// Raft and the internal cluster service.
+    #[serde(default)]
+    pub cluster: ClusterConfig,
+    /// The protected domains.
+    #[serde(default)]
+    pub domains: Vec<DomainConfig>,
+    /// Logging.
+    #[serde(default)]
+    pub log: LogConfig,
+}
+
+/// The `[node]` section.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    /// This node's id: a positive integer, unique in the cluster and never reused by a node
+    /// that lost its data.
+    pub id: u64,
+    /// Where the Raft log, the queue and the snapshots are kept.
+    pub data_dir: PathBuf,
+}
+
+/// The `[admin]` section.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// Address the admin gRPC service (and gRPC health) listens on.
+    pub listen: SocketAddr,
+    /// Address (`host:port`) operators reach `listen` at. Defaults to the bound address.
+    pub advertise: Option<String>,
+    /// How long a linearizable read may wait for the leader and for this node to catch up.
+    #[serde(with = "humantime_serde")]
+    pub read_timeout: Duration,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 7001)),
+            advertise: None,
+            read_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// One `[[domains]]` entry: a domain this cluster is backup MX for.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DomainConfig {
+    /// The domain, e.g. `example.com`.
+    pub name: String,
+    /// The primary mail server's next hop (`host:port`), to which queued mail is handed back.
+    pub primary: Option<String>,
+}
+
+/// The `[log]` section.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// A `tracing` filter such as `info` or `info,mxraft_smtp=debug`; `RUST_LOG` overrides it.
+    pub level: String,
+    /// `text` or `json`.
+    pub format: LogFormat,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            level: "info".into(),
+            format: LogFormat::Text,
+        }
+    }
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// The configuration could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for this schema.
+    #[error("{path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong, with the key and position.
+        message: String,
+    },
+    /// A value is out of range or inconsistent.
+    #[error("{path}: {message}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong, naming the key.
+        message: String,
+    },
+}
+
+fn valid_host_port(s: &str) -> bool {
+    match s.rsplit_once(':') {
+        Some((host, port)) => {
+            !host.is_empty() && !host.contains(' ') && port.parse::<u16>().is_ok_and(|p| p > 0)
+        }
+        None => false,
+    }
+}
+
+impl Config {
+    /// Reads, parses and validates a configuration file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let config = Self::parse(&text).map_err(|message| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message,
+        })?;
+        config.validate().map_err(|message| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            message,
+        })?;
+        Ok(config)
+    }
+
+    /// Parses configuration text (without validating it).
+    pub fn parse(text: &str) -> Result<Config, String> {
+        toml::from_str(text).map_err(|e| e.to_string().trim_end().to_owned())
+    }
+
+    /// Checks what the types cannot; the error names the key.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.node.id == 0 {
+            return Err("node.id must be a positive integer".into());
+        }
+        if self.node.id > u64::from(u16::MAX) {
+            return Err(format!(
+                "node.id must be at most {} (it is part of every queue id)",
+                u16::MAX
+            ));
+        }
+        if self.node.data_dir.as_os_str().is_empty() {
+            return Err("node.data_dir must not be empty".into());
+        }
+        self.smtp.validate()?;
+        self.cluster.validate()?;
+        if self.admin.read_timeout.is_zero() {
+            return Err("admin.read_timeout must be greater than zero".into());
+        }
+        for (key, value) in [
+            ("smtp.advertise", &self.smtp.advertise),
+            ("admin.advertise", &self.admin.advertise),
+            ("cluster.advertise", &self.cluster.advertise),
+        ] {
+            if let Some(v) = value
+                && !valid_host_port(v)
+            {
+                return Err(format!("{key} must be host:port, not {v:?}"));
+            }
+        }
+        for seed in &self.cluster.join {
+            if !valid_host_port(seed) {
+                return Err(format!(
+                    "cluster.join entries must be host:port, not {seed:?}"
+                ));
+            }
+        }
+        if self.domains.is_empty() {
+            return Err("at least one [[domains]] entry is required: mxraft accepts mail only for its protected domains".into());
+        }
+        let mut seen = std::collections::HashSet::new();
+        for d in &self.domains {
+            let name = mxraft_smtp::address::normalize_domain(&d.name);
+            let probe = mxraft_smtp::address::parse_mailbox(&format!("postmaster@{name}"));
+            if probe.is_err() || name.starts_with('[') {
+                return Err(format!("domains.name {:?} is not a domain name", d.name));
+            }
+            if !seen.insert(name) {
+                return Err(format!("domains.name {:?} is listed twice", d.name));
+            }
+            if let Some(p) = &d.primary
+                && !valid_host_port(p)
+            {
+                return Err(format!(
+                    "domains.primary of {:?} must be host:port, not {p:?}",
+                    d.name
+                ));
+            }
+        }
+        if self.log.level.trim().is_empty() {
+            return Err("log.level must not be empty".into());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+        [node]
+        id = 1
+        data_dir = "/var/lib/mxraft"
+
+        [[domains]]
+        name = "example.com"
+    "#;
+
+    #[test]
+    fn minimal_config_gets_the_documented_defaults() {
+        let c = Config::parse(MINIMAL).expect("parses");
+        c.validate().expect("valid");
+        assert_eq!(c.smtp.listen, "0.0.0.0:25".parse().expect("addr"));
+        assert_eq!(c.smtp.max_message_size, 50 * 1024 * 1024);
+        assert_eq!(c.smtp.max_recipients, 1000);
+        assert_eq!(c.admin.listen, "127.0.0.1:7001".parse().expect("addr"));
+        assert_eq!(c.cluster.listen, "0.0.0.0:7100".parse().expect("addr"));
+        assert_eq!(c.cluster.commit_timeout, Duration::from_secs(15));
+        assert!(!c.cluster.bootstrap);
+        assert_eq!(c.log.format, LogFormat::Text);
+    }
+
+    #[test]
+    fn unknown_keys_are_refused_with_their_name() {
+        let text = format!("{MINIMAL}\n[smtp]\nmax_mesage_size = 10\n");
+        let err = Config::parse(&text).expect_err("typo refused");
+        assert!(err.contains("max_mesage_size"), "{err}");
+        let err =
+            Config::parse("[node]\nid = 1\ndata_dir = \"x\"\ncolour = 1\n").expect_err("refused");
+        assert!(err.contains("colour"), "{err}");
+    }
+
+    #[test]
+    fn invalid_values_name_their_key() {
+        let cases = [
+            (
+                "[node]\nid = 0\ndata_dir = \"x\"\n[[domains]]\nname = \"a.test\"\n",
+                "node.id",
+            ),
+            ("[node]\nid = 1\ndata_dir = \"x\"\n", "[[domains]]"),
+            (
+                "[node]\nid = 1\ndata_dir = \"x\"\n[[domains]]\nname = \"not a domain\"\n",
+                "domains.name",
+            ),
+            (
+                "[node]\nid = 1\ndata_dir = \"x\"\n[[domains]]\nname = \"a.test\"\nprimary = \"nohost\"\n",
+                "domains.primary",
+            ),
+            (
+                "[node]\nid = 1\ndata_dir = \"x\"\n[smtp]\nmax_recipients = 5\n[[domains]]\nname = \"a.test\"\n",
+                "smtp.max_recipients",
+            ),
+            (
+                "[node]\nid = 1\ndata_dir = \"x\"\n[cluster]\nbootstrap = true\njoin = [\"a:1\"]\n[[domains]]\nname = \"a.test\"\n",
+                "cluster.bootstrap",
+            ),
+        ];
+        for (text, key) in cases {
+            let c = Config::parse(text).expect("parses");
+            let err = c.validate().expect_err("invalid");
+            assert!(err.contains(key), "{key}: {err}");
+        }
+        let err = Config::parse(
+            "[node]\nid = 1\ndata_dir = \"x\"\n[cluster]\ncommit_timeout = \"soon\"\n",
+        )
+        .expect_err("bad duration");
+        assert!(err.contains("commit_timeout"), "{err}");
+    }
+
+    /// Every configuration shipped in the repository parses and validates.
+    #[test]
+    fn shipped_configs_are_valid() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let mut checked = 0;
+        for dir in ["deploy/local", "deploy/examples"] {
+            let Ok(entries) = std::fs::read_dir(root.join(dir)) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                let path = entry.path();
+                if path.extension().is_some_and(|e| e == "toml") {
+                    Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
+                    checked += 1;
+                }
+            }
+        }
+        assert!(
+            checked >= 4,
+            "expected the shipped configs, found {checked}"
+        );
+    }
+}

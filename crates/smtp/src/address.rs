@@ -1,0 +1,254 @@
+//! Mailbox syntax (RFC 5321 §4.1.2) and the recipient-domain policy.
+
+use std::collections::HashSet;
+
+/// A syntactically valid mailbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mailbox {
+    /// The local part as written (quotes kept).
+    pub local: String,
+    /// The domain, lower-cased, without a trailing dot; `[...]` for an address literal.
+    pub domain: String,
+    /// Whether the local part is a quoted string.
+    pub quoted: bool,
+}
+
+impl Mailbox {
+    /// The address in canonical form: local part as written, domain normalized.
+    pub fn address(&self) -> String {
+        format!("{}@{}", self.local, self.domain)
+    }
+
+    /// Whether the address is routed or quoted in a way that could hide another destination:
+    /// `%` or `!` in the local part, an `@` inside a quoted local part, or an address literal.
+    pub fn is_routed(&self) -> bool {
+        self.local.contains('%')
+            || self.local.contains('!')
+            || (self.quoted && self.local.contains('@'))
+            || self.domain.starts_with('[')
+    }
+}
+
+/// Why an address was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AddressError {
+    /// Not a mailbox at all.
+    Syntax,
+    /// A source route (`@relay:user@domain`).
+    SourceRoute,
+    /// Contains non-ASCII characters, which need SMTPUTF8.
+    NonAscii,
+    /// Longer than RFC 5321 §4.5.3.1 allows.
+    TooLong,
+}
+
+fn is_atext(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-/=?^_`{|}~".contains(&b)
+}
+
+fn valid_dot_string(s: &str) -> bool {
+    !s.is_empty()
+        && s.split('.')
+            .all(|atom| !atom.is_empty() && atom.bytes().all(is_atext))
+}
+
+fn valid_quoted_string(s: &str) -> bool {
+    let b = s.as_bytes();
+    if b.len() < 2 || b[0] != b'"' || b[b.len() - 1] != b'"' {
+        return false;
+    }
+    let mut i = 1;
+    while i < b.len() - 1 {
+        match b[i] {
+            b'\\' => {
+                if i + 1 >= b.len() - 1 || !(32..=126).contains(&b[i + 1]) {
+                    return false;
+                }
+                i += 2;
+            }
+            b'"' => return false,
+            32..=126 => i += 1,
+            _ => return false,
+        }
+    }
+    true
+}
+
+fn valid_domain(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 255
+        && s.split('.').all(|label| {
+            let b = label.as_bytes();
+            !b.is_empty()
+                && b.len() <= 63
+                && b[0].is_ascii_alphanumeric()
+                && b[b.len() - 1].is_ascii_alphanumeric()
+                && b.iter().all(|c| c.is_ascii_alphanumeric() || *c == b'-')
+        })
+}
+
+fn valid_address_literal(s: &str) -> bool {
+    s.len() > 2
+        && s.starts_with('[')
+        && s.ends_with(']')
+        && s[1..s.len() - 1]
+            .bytes()
+            .all(|b| (33..=126).contains(&b) && b != b'[' && b != b']' && b != b'\\')
+}
+
+/// Normalizes a domain for comparison: ASCII lower case, one trailing dot removed.
+pub fn normalize_domain(domain: &str) -> String {
+    domain
+        .strip_suffix('.')
+        .unwrap_or(domain)
+        .to_ascii_lowercase()
+}
+
+/// Parses the address inside the angle brackets of a path.
+pub fn parse_mailbox(addr: &str) -> Result<Mailbox, AddressError> {
+    if !addr.is_ascii() {
+        return Err(AddressError::NonAscii);
+    }
+    if addr.len() > 254 {
+        return Err(AddressError::TooLong);
+    }
+    if addr.starts_with('@') {
+        return Err(AddressError::SourceRoute);
+    }
+    let at = if addr.starts_with('"') {
+        // The local part ends at the closing quote.
+        let b = addr.as_bytes();
+        let mut i = 1;
+        let mut end = None;
+        while i < b.len() {
+            match b[i] {
+                b'\\' => i += 2,
+                b'"' => {
+                    end = Some(i);
+                    break;
+                }
+                _ => i += 1,
+            }
+        }
+        let end = end.ok_or(AddressError::Syntax)?;
+        if b.get(end + 1) != Some(&b'@') {
+            return Err(AddressError::Syntax);
+        }
+        end + 1
+    } else {
+        addr.rfind('@').ok_or(AddressError::Syntax)?
+    };
+    let (local, domain) = (&addr[..at], &addr[at + 1..]);
+    let quoted = local.starts_with('"');
+    if local.len() > 64 {
+        return Err(AddressError::TooLong);
+    }
+    let local_ok = if quoted {
+        valid_quoted_string(local)
+    } else {
+        valid_dot_string(local)
+    };
+    if !local_ok {
+        return Err(AddressError::Syntax);
+    }
+    let domain = if domain.starts_with('[') {
+        if !valid_address_literal(domain) {
+            return Err(AddressError::Syntax);
+        }
+        domain.to_owned()
+    } else {
+        let d = normalize_domain(domain);
+        if !valid_domain(&d) {
+            return Err(AddressError::Syntax);
+        }
+        d
+    };
+    Ok(Mailbox {
+        local: local.to_owned(),
+        domain,
+        quoted,
+    })
+}
+
+/// The domains this cluster accepts mail for.
+#[derive(Debug, Clone, Default)]
+pub struct DomainPolicy {
+    domains: HashSet<String>,
+}
+
+impl DomainPolicy {
+    /// A policy accepting mail for `domains` (compared case-insensitively, trailing dot ignored).
+    pub fn new<I: IntoIterator<Item = S>, S: AsRef<str>>(domains: I) -> Self {
+        DomainPolicy {
+            domains: domains
+                .into_iter()
+                .map(|d| normalize_domain(d.as_ref()))
+                .collect(),
+        }
+    }
+
+    /// Whether mail to this mailbox may be accepted for relay to a protected domain.
+    pub fn accepts(&self, mailbox: &Mailbox) -> bool {
+        !mailbox.is_routed() && self.domains.contains(&mailbox.domain)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_and_normalizes_mailboxes() {
+        assert_eq!(
+            parse_mailbox("User.Name+tag@Example.TEST."),
+            Ok(Mailbox {
+                local: "User.Name+tag".into(),
+                domain: "example.test".into(),
+                quoted: false
+            })
+        );
+        let q = parse_mailbox("\"a b@c\"@example.test").expect("quoted local part");
+        assert!(q.quoted);
+        assert!(q.is_routed());
+        assert_eq!(
+            parse_mailbox("x@[127.0.0.1]").map(|m| m.is_routed()),
+            Ok(true)
+        );
+    }
+
+    #[test]
+    fn refuses_malformed_and_routed_forms() {
+        assert_eq!(
+            parse_mailbox("@a.test:u@b.test"),
+            Err(AddressError::SourceRoute)
+        );
+        assert_eq!(parse_mailbox("no-at-sign"), Err(AddressError::Syntax));
+        assert_eq!(parse_mailbox("a..b@x.test"), Err(AddressError::Syntax));
+        assert_eq!(parse_mailbox("a@-x.test"), Err(AddressError::Syntax));
+        assert_eq!(parse_mailbox("a@x..test"), Err(AddressError::Syntax));
+        assert_eq!(parse_mailbox("üser@x.test"), Err(AddressError::NonAscii));
+        assert_eq!(
+            parse_mailbox(&format!("{}@x.test", "a".repeat(65))),
+            Err(AddressError::TooLong)
+        );
+    }
+
+    #[test]
+    fn policy_accepts_only_protected_unrouted_domains() {
+        let p = DomainPolicy::new(["Example.TEST."]);
+        let ok = |a: &str| p.accepts(&parse_mailbox(a).expect("valid"));
+        assert!(ok("user@example.test"));
+        assert!(ok("user@EXAMPLE.test."));
+        assert!(!ok("user@other.test"));
+        assert!(!ok("user@sub.example.test"));
+        assert!(!ok("victim%evil.test@example.test"));
+        assert!(!ok("evil.test!victim@example.test"));
+        assert!(!ok("\"victim@evil.test\"@example.test"));
+        assert!(!ok("user@[127.0.0.1]"));
+        // user@example.test@evil.test: the domain is the part after the last '@'.
+        assert_eq!(
+            parse_mailbox("user@example.test@evil.test"),
+            Err(AddressError::Syntax)
+        );
+    }
+}

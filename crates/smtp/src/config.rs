@@ -1,0 +1,94 @@
+//! The `[smtp]` section of the configuration.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// The SMTP listener of one node.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SmtpConfig {
+    /// Address the SMTP listener binds.
+    pub listen: SocketAddr,
+    /// Address (`host:port`) clients reach this listener at, as shown by `mxraftctl cluster
+    /// status`. Defaults to the bound address.
+    pub advertise: Option<String>,
+    /// Name used in the greeting, the EHLO reply and `Received:` headers. Defaults to the
+    /// machine's host name.
+    pub hostname: Option<String>,
+    /// Largest accepted message in bytes, advertised with SIZE.
+    pub max_message_size: u64,
+    /// Most recipients per message; more get `452 4.5.3`.
+    pub max_recipients: usize,
+    /// Longest text line in DATA, in bytes without CRLF (RFC 5321: 998).
+    pub max_line_length: usize,
+    /// Client errors after which the session is closed with `421`.
+    pub max_errors: u32,
+    /// Most concurrent sessions on this node; more are turned away with `421`.
+    pub max_sessions: usize,
+    /// How long to wait for the next command (RFC 5321 §4.5.3.2: at least 5 minutes).
+    #[serde(with = "humantime_serde")]
+    pub command_timeout: Duration,
+    /// How long to wait for the next block of message data (RFC 5321: 3 minutes).
+    #[serde(with = "humantime_serde")]
+    pub data_timeout: Duration,
+    /// On shutdown, how long sessions in the middle of a transaction may take to finish.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+}
+
+impl Default for SmtpConfig {
+    fn default() -> Self {
+        SmtpConfig {
+            listen: SocketAddr::from(([0, 0, 0, 0], 25)),
+            advertise: None,
+            hostname: None,
+            max_message_size: 50 * 1024 * 1024,
+            max_recipients: 1000,
+            max_line_length: 998,
+            max_errors: 20,
+            max_sessions: 1000,
+            command_timeout: Duration::from_secs(300),
+            data_timeout: Duration::from_secs(180),
+            shutdown_grace: Duration::from_secs(30),
+        }
+    }
+}
+
+impl SmtpConfig {
+    /// Checks the values serde cannot; errors name the key.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.max_message_size < 64 * 1024 {
+            return Err(
+                "smtp.max_message_size must be at least 65536 (RFC 5321 §4.5.3.1.7)".into(),
+            );
+        }
+        if self.max_message_size > 200 * 1024 * 1024 {
+            return Err("smtp.max_message_size must be at most 209715200: every message travels in one Raft entry".into());
+        }
+        if self.max_recipients < 100 {
+            return Err("smtp.max_recipients must be at least 100 (RFC 5321 §4.5.3.1.8)".into());
+        }
+        if self.max_line_length < 998 {
+            return Err("smtp.max_line_length must be at least 998 (RFC 5321 §4.5.3.1.6)".into());
+        }
+        if self.max_errors == 0 {
+            return Err("smtp.max_errors must be greater than zero".into());
+        }
+        if self.max_sessions == 0 {
+            return Err("smtp.max_sessions must be greater than zero".into());
+        }
+        if self.command_timeout.is_zero() || self.data_timeout.is_zero() {
+            return Err(
+                "smtp.command_timeout and smtp.data_timeout must be greater than zero".into(),
+            );
+        }
+        if let Some(h) = &self.hostname
+            && (h.is_empty() || h.contains(char::is_whitespace))
+        {
+            return Err("smtp.hostname must be a host name without spaces".into());
+        }
+        Ok(())
+    }
+}

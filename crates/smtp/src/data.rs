@@ -1,0 +1,280 @@
+//! The DATA decoder: finds the end of data and undoes dot-stuffing (RFC 5321 §4.5.2).
+//!
+//! Only `CRLF.CRLF` ends the data. A line starts only after CRLF, so a bare LF or bare CR can
+//! never make a `.` look like the start of a line: `\n.\n`, `\r.\r` and every mix of them stay
+//! inside the message (SMTP smuggling). The decoder notes bare CR, bare LF, NUL bytes and
+//! over-long lines, so the session can refuse such a message as a whole, and stops storing bytes
+//! past the size limit while it keeps looking for the end.
+
+/// What the decoder saw that makes the message unacceptable.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DataFlaws {
+    /// A CR not followed by LF, or an LF not preceded by CR.
+    pub bare_cr_or_lf: bool,
+    /// A NUL byte.
+    pub nul: bool,
+    /// A line longer than the line limit (without its CRLF).
+    pub long_line: bool,
+    /// More bytes than the size limit.
+    pub too_big: bool,
+}
+
+impl DataFlaws {
+    /// Whether nothing is wrong.
+    pub fn is_clean(&self) -> bool {
+        *self == DataFlaws::default()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// At the start of a line (after CRLF, or right after the DATA command).
+    LineStart,
+    /// Inside a line.
+    Text,
+    /// Saw CR inside a line.
+    Cr,
+    /// Saw `.` at the start of a line.
+    Dot,
+    /// Saw `.` then CR at the start of a line.
+    DotCr,
+}
+
+/// Incremental DATA decoder; feed it the bytes as they arrive.
+#[derive(Debug, Clone)]
+pub struct DataDecoder {
+    state: State,
+    line_len: usize,
+    max_line: usize,
+    max_size: usize,
+    out: Vec<u8>,
+    flaws: DataFlaws,
+}
+
+impl DataDecoder {
+    /// A decoder that keeps at most `max_size` bytes of message and flags lines longer than
+    /// `max_line` bytes (not counting CRLF).
+    pub fn new(max_size: usize, max_line: usize) -> Self {
+        DataDecoder {
+            state: State::LineStart,
+            line_len: 0,
+            max_line,
+            max_size,
+            out: Vec::with_capacity(max_size.min(64 * 1024)),
+            flaws: DataFlaws::default(),
+        }
+    }
+
+    fn emit(&mut self, bytes: &[u8]) {
+        if self.out.len() + bytes.len() > self.max_size {
+            self.flaws.too_big = true;
+            return;
+        }
+        self.out.extend_from_slice(bytes);
+    }
+
+    fn text_byte(&mut self, b: u8) {
+        match b {
+            b'\r' => self.state = State::Cr,
+            b'\n' => {
+                // A bare LF does not end the line: the next `.` is not at a line start.
+                self.flaws.bare_cr_or_lf = true;
+                self.emit(b"\n");
+                self.bump_line();
+                self.state = State::Text;
+            }
+            _ => {
+                if b == 0 {
+                    self.flaws.nul = true;
+                }
+                self.emit(&[b]);
+                self.bump_line();
+                self.state = State::Text;
+            }
+        }
+    }
+
+    fn bump_line(&mut self) {
+        self.line_len += 1;
+        if self.line_len > self.max_line {
+            self.flaws.long_line = true;
+        }
+    }
+
+    /// Consumes bytes from `input`. Returns `Some(n)` when the end of data was found, `n` being
+    /// the bytes of `input` up to and including the final CRLF; `None` when it needs more.
+    pub fn feed(&mut self, input: &[u8]) -> Option<usize> {
+        for (i, &b) in input.iter().enumerate() {
+            match self.state {
+                State::LineStart => match b {
+                    b'.' => self.state = State::Dot,
+                    _ => {
+                        self.line_len = 0;
+                        self.text_byte(b);
+                    }
+                },
+                State::Text => self.text_byte(b),
+                State::Cr => {
+                    if b == b'\n' {
+                        self.emit(b"\r\n");
+                        self.line_len = 0;
+                        self.state = State::LineStart;
+                    } else {
+                        self.flaws.bare_cr_or_lf = true;
+                        self.emit(b"\r");
+                        self.bump_line();
+                        self.text_byte(b);
+                    }
+                }
+                State::Dot => {
+                    self.line_len = 0;
+                    if b == b'\r' {
+                        self.state = State::DotCr;
+                    } else {
+                        // A leading dot followed by text is transparency: drop the dot.
+                        self.bump_line();
+                        self.text_byte(b);
+                    }
+                }
+                State::DotCr => {
+                    if b == b'\n' {
+                        return Some(i + 1);
+                    }
+                    // `.` CR without LF: the dot was stuffing, the CR is bare.
+                    self.flaws.bare_cr_or_lf = true;
+                    self.bump_line();
+                    self.emit(b"\r");
+                    self.text_byte(b);
+                }
+            }
+        }
+        None
+    }
+
+    /// What was wrong with the message.
+    pub fn flaws(&self) -> DataFlaws {
+        self.flaws
+    }
+
+    /// The decoded message (valid once `feed` returned `Some`).
+    pub fn into_message(self) -> Vec<u8> {
+        self.out
+    }
+}
+
+/// Dot-stuffs `message` and appends the end-of-data line: the inverse of [`DataDecoder`] for
+/// messages whose lines all end in CRLF.
+pub fn encode(message: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(message.len() + message.len() / 64 + 5);
+    let mut line_start = true;
+    for (i, &b) in message.iter().enumerate() {
+        if line_start && b == b'.' {
+            out.push(b'.');
+        }
+        out.push(b);
+        line_start = b == b'\n' && i > 0 && message[i - 1] == b'\r';
+    }
+    if !message.is_empty() && !message.ends_with(b"\r\n") {
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b".\r\n");
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decode_all(wire: &[u8]) -> (Option<usize>, Vec<u8>, DataFlaws) {
+        let mut d = DataDecoder::new(1 << 20, 998);
+        let end = d.feed(wire);
+        let flaws = d.flaws();
+        (end, d.into_message(), flaws)
+    }
+
+    #[test]
+    fn ends_only_at_crlf_dot_crlf_and_unstuffs() {
+        let wire = b"Subject: x\r\n\r\n..leading dot\r\n.\r\nMAIL FROM:<next>\r\n";
+        let (end, msg, flaws) = decode_all(wire);
+        assert_eq!(end, Some(wire.len() - b"MAIL FROM:<next>\r\n".len()));
+        assert_eq!(msg, b"Subject: x\r\n\r\n.leading dot\r\n");
+        assert!(flaws.is_clean());
+    }
+
+    #[test]
+    fn empty_message_ends_immediately() {
+        let (end, msg, flaws) = decode_all(b".\r\n");
+        assert_eq!(end, Some(3));
+        assert!(msg.is_empty());
+        assert!(flaws.is_clean());
+    }
+
+    #[test]
+    fn smuggling_sequences_never_end_the_data() {
+        for seq in [
+            &b"\n.\n"[..],
+            b"\r.\r",
+            b"\r.\n",
+            b"\n.\r",
+            b"\n.\r\n",
+            b"\r\n.\n",
+            b"\r.\r\n",
+            b"\r\n.\r",
+            b"\r\n\x00.\r\n",
+        ] {
+            let mut wire = b"Subject: a\r\n\r\nbody".to_vec();
+            wire.extend_from_slice(seq);
+            wire.extend_from_slice(b"MAIL FROM:<evil@x>\r\nRCPT TO:<v@y>\r\nDATA\r\nsmuggled\r\n");
+            let (end, _msg, flaws) = decode_all(&wire);
+            assert_eq!(end, None, "{seq:?} ended the data");
+            assert!(!flaws.is_clean(), "{seq:?} was not flagged");
+            // Only the real terminator ends it, and the message is still flagged.
+            let mut d = DataDecoder::new(1 << 20, 998);
+            assert_eq!(d.feed(&wire), None);
+            assert_eq!(d.feed(b"\r\n.\r\n"), Some(5));
+            assert!(!d.flaws().is_clean());
+        }
+    }
+
+    #[test]
+    fn flags_size_and_line_limits_but_keeps_looking_for_the_end() {
+        let mut d = DataDecoder::new(10, 998);
+        assert_eq!(d.feed(b"0123456789abcdef\r\n.\r\n"), Some(21));
+        assert!(d.flaws().too_big);
+        let mut d = DataDecoder::new(1 << 20, 5);
+        assert_eq!(d.feed(b"123456\r\n.\r\n"), Some(11));
+        assert!(d.flaws().long_line);
+        let mut d = DataDecoder::new(1 << 20, 5);
+        assert_eq!(d.feed(b"12345\r\n.\r\n"), Some(10));
+        assert!(d.flaws().is_clean());
+    }
+
+    #[test]
+    fn round_trips_through_encode_with_any_chunking() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        for _ in 0..500 {
+            let lines = rng.random_range(0..8);
+            let mut msg = Vec::new();
+            for _ in 0..lines {
+                let len = rng.random_range(0..20);
+                for _ in 0..len {
+                    msg.push(*b".ab.\t x".get(rng.random_range(0..7)).unwrap_or(&b'a'));
+                }
+                msg.extend_from_slice(b"\r\n");
+            }
+            let wire = encode(&msg);
+            let mut d = DataDecoder::new(1 << 20, 998);
+            let mut pos = 0;
+            let mut end = None;
+            while pos < wire.len() && end.is_none() {
+                let n = rng.random_range(1..=(wire.len() - pos));
+                end = d.feed(&wire[pos..pos + n]).map(|e| pos + e);
+                pos += n;
+            }
+            assert_eq!(end, Some(wire.len()));
+            assert!(d.flaws().is_clean());
+            assert_eq!(d.into_message(), msg);
+        }
+    }
+}

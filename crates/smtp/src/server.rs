@@ -1,0 +1,92 @@
+//! The accept loop: one task per connection, a session limit, and an orderly shutdown.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, info, info_span, warn};
+
+use crate::address::DomainPolicy;
+use crate::config::SmtpConfig;
+use crate::session::Session;
+use crate::{IdGenerator, Submitter};
+
+/// Everything a session needs, shared by all sessions of a node.
+pub struct SmtpContext<S> {
+    /// The `[smtp]` configuration.
+    pub config: SmtpConfig,
+    /// The name this node gives itself.
+    pub hostname: String,
+    /// The protected domains.
+    pub policy: DomainPolicy,
+    /// Where accepted messages go.
+    pub submitter: S,
+    /// Queue ids.
+    pub ids: IdGenerator,
+    /// This node's id, recorded with each message.
+    pub node_id: u64,
+}
+
+/// Serves SMTP on `listener` until `shutdown` is cancelled, then lets sessions finish their
+/// current transaction for up to `shutdown_grace` and closes the rest.
+pub async fn serve<S: Submitter>(
+    listener: TcpListener,
+    ctx: Arc<SmtpContext<S>>,
+    shutdown: CancellationToken,
+) {
+    let active = Arc::new(AtomicUsize::new(0));
+    let mut sessions = JoinSet::new();
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            Some(_) = sessions.join_next(), if !sessions.is_empty() => {}
+            accepted = listener.accept() => {
+                let (mut stream, peer) = match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        warn!(error = %e, "accept failed");
+                        continue;
+                    }
+                };
+                let _ = stream.set_nodelay(true);
+                if active.load(Ordering::Relaxed) >= ctx.config.max_sessions {
+                    warn!(client = %peer, limit = ctx.config.max_sessions, "session limit reached");
+                    let msg = format!("421 4.7.0 {} Error: too many connections, try again later\r\n", ctx.hostname);
+                    let _ = stream.write_all(msg.as_bytes()).await;
+                    continue;
+                }
+                active.fetch_add(1, Ordering::Relaxed);
+                let session = Session::new(ctx.clone(), stream, peer, shutdown.clone());
+                let active = active.clone();
+                sessions.spawn(
+                    async move {
+                        session.run().await;
+                        active.fetch_sub(1, Ordering::Relaxed);
+                    }
+                    .instrument(info_span!("smtp", client = %peer)),
+                );
+            }
+        }
+    }
+    drop(listener);
+    if !sessions.is_empty() {
+        info!(
+            sessions = sessions.len(),
+            "waiting for SMTP sessions to finish"
+        );
+        let drained = tokio::time::timeout(ctx.config.shutdown_grace, async {
+            while sessions.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            warn!(
+                sessions = sessions.len(),
+                "closing SMTP sessions that did not finish"
+            );
+            sessions.shutdown().await;
+        }
+    }
+}

@@ -1,0 +1,149 @@
+//! DATA (RFC 5321 §4.1.1.4): receive the message, then commit it before answering.
+
+use std::net::IpAddr;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::{Buf, Bytes};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tracing::{info, warn};
+
+use mxraft_queue::{Enqueue, MessageId};
+
+use super::{Flow, Session};
+use crate::Submitter;
+use crate::data::DataDecoder;
+use crate::reply::Reply;
+
+impl<S: Submitter, T: AsyncRead + AsyncWrite + Unpin + Send> Session<S, T> {
+    /// Receives the message and answers only once it is committed (or cannot be).
+    pub(super) async fn data(&mut self) -> Flow {
+        let Some(tx) = &self.tx else {
+            return self.error(Reply::new(503, "5.5.1", "Error: need MAIL command"));
+        };
+        if tx.recipients.is_empty() {
+            return self.error(Reply::new(554, "5.5.1", "Error: no valid recipients"));
+        }
+        self.reply(Reply::new(354, "", "End data with <CR><LF>.<CR><LF>"));
+
+        let max_size = usize::try_from(self.ctx.config.max_message_size).unwrap_or(usize::MAX);
+        let mut decoder = DataDecoder::new(max_size, self.ctx.config.max_line_length);
+        loop {
+            if !self.inbuf.is_empty() {
+                match decoder.feed(&self.inbuf) {
+                    Some(n) => {
+                        self.inbuf.advance(n);
+                        break;
+                    }
+                    None => self.inbuf.clear(),
+                }
+            }
+            match self.fill(self.ctx.config.data_timeout).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    warn!("connection lost during DATA; nothing queued");
+                    return Flow::Close;
+                }
+                Err(()) => {
+                    warn!("timeout during DATA; nothing queued");
+                    let r = Reply::new(
+                        421,
+                        "4.4.2",
+                        format!("{} Error: timeout exceeded", self.ctx.hostname),
+                    );
+                    self.reply(r);
+                    return Flow::Close;
+                }
+            }
+        }
+
+        // The transaction ends here whatever the outcome (RFC 5321 §4.1.1.4).
+        let Some(tx) = self.tx.take() else {
+            return Flow::Continue;
+        };
+        let flaws = decoder.flaws();
+        if flaws.too_big {
+            return self.error(Reply::new(552, "5.3.4", "Error: message file too big"));
+        }
+        if flaws.bare_cr_or_lf {
+            info!(rule = "bare_newline", "message refused");
+            return self.error(Reply::new(
+                550,
+                "5.5.2",
+                "Error: bare <CR> or <LF> received; lines must end in <CR><LF>",
+            ));
+        }
+        if flaws.nul {
+            info!(rule = "nul", "message refused");
+            return self.error(Reply::new(
+                550,
+                "5.6.0",
+                "Error: message contains NUL bytes",
+            ));
+        }
+        if flaws.long_line {
+            info!(rule = "line_length", "message refused");
+            return self.error(Reply::new(500, "5.5.2", "Error: message line too long"));
+        }
+
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        let id = self.ctx.ids.next(now);
+        let body = Bytes::from(decoder.into_message());
+        let enqueue = Enqueue {
+            id,
+            received_at_ms: now,
+            received_by: self.ctx.node_id,
+            trace_header: self.trace_header(id, &tx.recipients, now),
+            sender: tx.sender,
+            params: tx.params,
+            recipients: tx.recipients,
+            body,
+        };
+        let (sender, rcpts, size) = (
+            enqueue.sender.clone(),
+            enqueue.recipients.len(),
+            enqueue.body.len(),
+        );
+        match self.ctx.submitter.submit(enqueue).await {
+            Ok(()) => {
+                info!(queue_id = %id, from = %sender, rcpts, size, "queued");
+                self.ok(Reply::new(250, "2.0.0", format!("Ok: queued as {id}")))
+            }
+            Err(e) => {
+                warn!(queue_id = %id, error = %e, "not queued: no commit");
+                self.reply(Reply::new(
+                    451,
+                    "4.3.0",
+                    "Error: queue unavailable, try again later",
+                ));
+                Flow::Continue
+            }
+        }
+    }
+
+    /// The `Received:` header (RFC 5321 §4.4) for a message accepted now.
+    fn trace_header(&self, id: MessageId, recipients: &[String], now_ms: u64) -> String {
+        let helo = self.helo.as_deref().unwrap_or("unknown");
+        let ip = match self.peer.ip() {
+            IpAddr::V4(v4) => v4.to_string(),
+            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                Some(v4) => v4.to_string(),
+                None => format!("IPv6:{v6}"),
+            },
+        };
+        let with = if self.esmtp { "ESMTP" } else { "SMTP" };
+        let date = chrono::DateTime::from_timestamp_millis(now_ms as i64)
+            .unwrap_or_default()
+            .to_rfc2822();
+        let for_clause = match recipients {
+            [one] => format!("\r\n\tfor <{one}>"),
+            _ => String::new(),
+        };
+        format!(
+            "Received: from {helo} ([{ip}])\r\n\tby {host} (mxraft) with {with} id {id}{for_clause};\r\n\t{date}\r\n",
+            host = self.ctx.hostname
+        )
+    }
+}

@@ -1,0 +1,266 @@
+//! One SMTP session: reading lines, dispatching verbs, writing replies.
+//!
+//! Replies are collected and written when the session is about to wait for more input, so a
+//! pipelining client (RFC 2920) gets all replies to a group at once, in order. Each verb with
+//! state lives in its own file; the trivial ones are answered here.
+
+mod data;
+mod ehlo;
+mod mail;
+mod rcpt;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Buf, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio_util::sync::CancellationToken;
+use tracing::debug;
+
+use mxraft_queue::MailParams;
+
+use crate::Submitter;
+use crate::command::{self, Command, CommandError};
+use crate::reply::Reply;
+use crate::server::SmtpContext;
+
+/// Longest command line, CRLF included (RFC 5321 §4.5.3.1.4).
+const MAX_COMMAND_LINE: usize = 512;
+
+/// The envelope being built between MAIL and the end of data.
+#[derive(Debug, Default)]
+pub(crate) struct Transaction {
+    pub(crate) sender: String,
+    pub(crate) params: MailParams,
+    pub(crate) recipients: Vec<String>,
+}
+
+/// Whether the session goes on after a command.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Flow {
+    Continue,
+    Close,
+}
+
+/// What the line reader produced.
+enum Input {
+    Line(String),
+    /// A line the reader refused; the reply says why.
+    Refused(Reply),
+    /// The client closed the connection.
+    Closed,
+    /// The client was silent for too long.
+    TimedOut,
+    /// The node is shutting down.
+    Shutdown,
+}
+
+pub(crate) struct Session<S, T> {
+    ctx: Arc<SmtpContext<S>>,
+    io: T,
+    peer: SocketAddr,
+    inbuf: BytesMut,
+    out: Vec<u8>,
+    helo: Option<String>,
+    esmtp: bool,
+    tx: Option<Transaction>,
+    errors: u32,
+    shutdown: CancellationToken,
+}
+
+impl<S: Submitter, T: AsyncRead + AsyncWrite + Unpin + Send> Session<S, T> {
+    pub(crate) fn new(
+        ctx: Arc<SmtpContext<S>>,
+        io: T,
+        peer: SocketAddr,
+        shutdown: CancellationToken,
+    ) -> Self {
+        Session {
+            ctx,
+            io,
+            peer,
+            inbuf: BytesMut::with_capacity(8 * 1024),
+            out: Vec::with_capacity(1024),
+            helo: None,
+            esmtp: false,
+            tx: None,
+            errors: 0,
+            shutdown,
+        }
+    }
+
+    pub(crate) async fn run(mut self) {
+        debug!("session opened");
+        let greeting = Reply::new(220, "", format!("{} ESMTP mxraft", self.ctx.hostname));
+        self.reply(greeting);
+        loop {
+            let flow = match self.read_line().await {
+                Input::Line(line) => self.dispatch(&line).await,
+                Input::Refused(reply) => self.error(reply),
+                Input::Closed => Flow::Close,
+                Input::TimedOut => {
+                    let r = Reply::new(
+                        421,
+                        "4.4.2",
+                        format!("{} Error: timeout exceeded", self.ctx.hostname),
+                    );
+                    self.reply(r);
+                    Flow::Close
+                }
+                Input::Shutdown => {
+                    let r = Reply::new(
+                        421,
+                        "4.3.2",
+                        format!("{} Service shutting down", self.ctx.hostname),
+                    );
+                    self.reply(r);
+                    Flow::Close
+                }
+            };
+            if flow == Flow::Close {
+                break;
+            }
+        }
+        let _ = self.flush().await;
+        let _ = self.io.shutdown().await;
+        debug!("session closed");
+    }
+
+    async fn dispatch(&mut self, line: &str) -> Flow {
+        let cmd = match command::parse(line) {
+            Ok(cmd) => cmd,
+            Err(CommandError::Unknown) => {
+                return self.error(Reply::new(500, "5.5.2", "Error: command not recognized"));
+            }
+            Err(CommandError::Syntax(syntax)) => {
+                return self.error(Reply::new(501, "5.5.4", syntax));
+            }
+            Err(CommandError::BadPath) => {
+                return self.error(Reply::new(501, "5.1.3", "Bad address syntax"));
+            }
+        };
+        match cmd {
+            Command::Ehlo(name) => self.ehlo(name, true),
+            Command::Helo(name) => self.ehlo(name, false),
+            Command::Mail(args) => self.mail(args),
+            Command::Rcpt(args) => self.rcpt(args),
+            Command::Data => self.data().await,
+            Command::Rset => {
+                self.tx = None;
+                self.ok(Reply::new(250, "2.0.0", "Ok"))
+            }
+            Command::Noop => self.ok(Reply::new(250, "2.0.0", "Ok")),
+            Command::Quit => {
+                self.reply(Reply::new(221, "2.0.0", "Bye"));
+                Flow::Close
+            }
+            Command::Vrfy => self.error(Reply::new(502, "5.5.1", "VRFY command is disabled")),
+            Command::Help => self.ok(Reply::new(214, "2.0.0", "See RFC 5321")),
+            Command::NotImplemented(verb) => self.error(Reply::new(
+                502,
+                "5.5.1",
+                format!("Error: {verb} not implemented"),
+            )),
+        }
+    }
+
+    /// Queues a reply for the client.
+    pub(crate) fn reply(&mut self, reply: Reply) {
+        reply.write_to(&mut self.out);
+    }
+
+    /// Queues a success reply.
+    pub(crate) fn ok(&mut self, reply: Reply) -> Flow {
+        self.reply(reply);
+        Flow::Continue
+    }
+
+    /// Queues an error reply and counts it; too many errors end the session.
+    pub(crate) fn error(&mut self, reply: Reply) -> Flow {
+        debug!(reply = %reply, "command refused");
+        self.reply(reply);
+        self.errors += 1;
+        if self.errors >= self.ctx.config.max_errors {
+            let r = Reply::new(
+                421,
+                "4.7.0",
+                format!("{} Error: too many errors", self.ctx.hostname),
+            );
+            self.reply(r);
+            return Flow::Close;
+        }
+        Flow::Continue
+    }
+
+    async fn flush(&mut self) -> std::io::Result<()> {
+        if !self.out.is_empty() {
+            self.io.write_all(&self.out).await?;
+            self.io.flush().await?;
+            self.out.clear();
+        }
+        Ok(())
+    }
+
+    /// Writes pending replies, then waits for more bytes. Returns false when the connection is
+    /// closed or failed; times out after `timeout`.
+    async fn fill(&mut self, timeout: Duration) -> Result<bool, ()> {
+        if self.flush().await.is_err() {
+            return Ok(false);
+        }
+        self.inbuf.reserve(16 * 1024);
+        match tokio::time::timeout(timeout, self.io.read_buf(&mut self.inbuf)).await {
+            Err(_) => Err(()),
+            Ok(Ok(0)) | Ok(Err(_)) => Ok(false),
+            Ok(Ok(_)) => Ok(true),
+        }
+    }
+
+    /// Reads one command line. Bare CR, bare LF, NUL, bytes that are not UTF-8 and lines over
+    /// 512 bytes are refused here, before parsing.
+    async fn read_line(&mut self) -> Input {
+        let mut discarding = false;
+        loop {
+            if let Some(lf) = self.inbuf.iter().position(|&b| b == b'\n') {
+                let line = self.inbuf.split_to(lf + 1);
+                if discarding || line.len() > MAX_COMMAND_LINE {
+                    return Input::Refused(Reply::new(500, "5.5.2", "Error: line too long"));
+                }
+                let Some(content) = line.strip_suffix(b"\r\n") else {
+                    return Input::Refused(Reply::new(500, "5.5.2", "Error: bare <LF> received"));
+                };
+                if content.contains(&b'\r') {
+                    return Input::Refused(Reply::new(500, "5.5.2", "Error: bare <CR> received"));
+                }
+                if content.contains(&0) {
+                    return Input::Refused(Reply::new(500, "5.5.2", "Error: NUL byte received"));
+                }
+                return match std::str::from_utf8(content) {
+                    Ok(s) => Input::Line(s.to_owned()),
+                    Err(_) => Input::Refused(Reply::new(
+                        500,
+                        "5.5.2",
+                        "Error: command is not valid UTF-8",
+                    )),
+                };
+            }
+            if self.inbuf.len() > MAX_COMMAND_LINE {
+                // Drop what we have of the over-long line and keep reading until its end.
+                discarding = true;
+                let keep = usize::from(self.inbuf.last() == Some(&b'\r'));
+                self.inbuf.advance(self.inbuf.len() - keep);
+            }
+            let timeout = self.ctx.config.command_timeout;
+            let shutdown = self.shutdown.clone();
+            let filled = tokio::select! {
+                _ = shutdown.cancelled() => return Input::Shutdown,
+                r = self.fill(timeout) => r,
+            };
+            match filled {
+                Ok(true) => {}
+                Ok(false) => return Input::Closed,
+                Err(()) => return Input::TimedOut,
+            }
+        }
+    }
+}

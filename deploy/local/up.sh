@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# Starts a three-node mxraft cluster on loopback, or restarts the nodes that are not running.
+#
+#   SMTP   127.0.0.1:2525  :2526  :2527
+#   admin  127.0.0.1:7001  :7002  :7003   (mxraftctl --endpoint http://127.0.0.1:7001 ...)
+#   raft   127.0.0.1:7101  :7102  :7103   (internal)
+#
+# Protects example.test (next hop 127.0.0.1:2500). Data, logs and nodeN.pid files live in
+# $MXRAFT_LOCAL_DIR (default .local-cluster/ at the top of the repository).
+# Installs what is missing, builds in release mode, waits for a leader and three voters.
+set -euo pipefail
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+dir=${MXRAFT_LOCAL_DIR:-$root/.local-cluster}
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/mxraft/target}
+bin=$CARGO_TARGET_DIR/release
+
+"$root/scripts/install-deps.sh"
+echo "up: building (release)"
+(cd "$root" && cargo build --release --locked -p mxraftd -p mxraftctl)
+
+mkdir -p "$dir"
+dir=$(cd "$dir" && pwd)
+
+# A node runs when its pid file names a live mxraftd process.
+running() {
+    local pidfile=$dir/node$1.pid pid
+    [[ -f $pidfile ]] || return 1
+    pid=$(<"$pidfile")
+    kill -0 "$pid" 2>/dev/null && tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q mxraftd
+}
+
+# Just started: alive is enough (the child may not have exec'd mxraftd yet).
+alive() {
+    kill -0 "$(<"$dir/node$1.pid")" 2>/dev/null
+}
+
+for n in 1 2 3; do
+    if running "$n"; then
+        echo "up: node $n already running (pid $(<"$dir/node$n.pid"))"
+        continue
+    fi
+    nohup "$bin/mxraftd" --config "$root/deploy/local/node$n.toml" --data-dir "$dir/node$n" \
+        >>"$dir/node$n.log" 2>&1 </dev/null &
+    echo $! >"$dir/node$n.pid"
+    echo "up: started node $n (pid $!, log $dir/node$n.log)"
+done
+
+# Wait until one node reports a leader and three voters, all of them running.
+deadline=$((SECONDS + 120))
+while :; do
+    for n in 1 2 3; do
+        alive "$n" || { echo "up: node $n exited; see $dir/node$n.log" >&2; tail -n 20 "$dir/node$n.log" >&2; exit 1; }
+    done
+    status=$("$bin/mxraftctl" --endpoint "http://127.0.0.1:7001" cluster status -o json 2>/dev/null ||
+             "$bin/mxraftctl" --endpoint "http://127.0.0.1:7002" cluster status -o json 2>/dev/null || true)
+    if [[ -n $status ]] && jq -e '.leader_id != null and ([.members[] | select(.role == "leader" or .role == "follower")] | length) == 3' \
+        <<<"$status" >/dev/null; then
+        break
+    fi
+    if ((SECONDS > deadline)); then
+        echo "up: no leader with three voters after 120 s; see the logs in $dir" >&2
+        exit 1
+    fi
+    sleep 0.5
+done
+
+leader=$(jq -r .leader_id <<<"$status")
+cat <<MSG
+up: cluster ready, leader is node $leader
+  SMTP    127.0.0.1:2525  127.0.0.1:2526  127.0.0.1:2527
+  admin   http://127.0.0.1:7001  http://127.0.0.1:7002  http://127.0.0.1:7003
+  try     swaks --server 127.0.0.1:2525 --to postmaster@example.test
+          $bin/mxraftctl queue list
+  stop    deploy/local/down.sh
+MSG
