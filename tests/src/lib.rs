@@ -1,1 +1,308 @@
-//! placeholder
+//! Shared helpers for mxraft's cross-crate tests.
+//!
+//! - [`TestCluster`]: real `mxraftd` nodes in this process, every listener on port 0, each with
+//!   its own data directory; nodes can be killed and restarted from their disk.
+//! - [`smtp`]: a small SMTP client that reports every reply, for driving the front door.
+//! - [`admin`]: a connection to a node's admin API.
+
+pub mod smtp;
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use tempfile::TempDir;
+use tonic::transport::Channel;
+
+use mxraft_proto::admin::admin_client::AdminClient;
+use mxraft_proto::admin::{QueueListRequest, ReadConsistency};
+use mxraftd::config::Config;
+use mxraftd::{RunningServer, Server};
+
+/// Starts logging for tests once (`RUST_LOG` sets the filter; off by default).
+pub fn init_tracing() {
+    use std::sync::Once;
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("off"));
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_test_writer()
+            .try_init();
+    });
+}
+
+/// Announces a test phase in the test output.
+pub fn phase(text: &str) {
+    eprintln!("--- {text}");
+}
+
+/// Polls `check` every 50 ms until it returns `Some`, failing after `timeout`.
+pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let until = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return Ok(v);
+        }
+        if Instant::now() > until {
+            bail!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Connects to a node's admin API.
+pub async fn admin(addr: SocketAddr) -> anyhow::Result<AdminClient<Channel>> {
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
+        .connect()
+        .await
+        .with_context(|| format!("admin API at {addr}"))?;
+    Ok(AdminClient::new(channel))
+}
+
+/// The queue ids a node lists, in order.
+pub async fn queue_ids(
+    addr: SocketAddr,
+    consistency: ReadConsistency,
+) -> anyhow::Result<Vec<String>> {
+    let mut client = admin(addr).await?;
+    let mut stream = client
+        .queue_list(QueueListRequest {
+            limit: 0,
+            consistency: consistency as i32,
+        })
+        .await?
+        .into_inner();
+    let mut ids = Vec::new();
+    while let Some(m) = stream.message().await? {
+        ids.push(m.id);
+    }
+    Ok(ids)
+}
+
+/// Tunables of a test cluster.
+#[derive(Debug, Clone)]
+pub struct ClusterOptions {
+    /// Build a snapshot after this many entries.
+    pub snapshot_after_entries: u64,
+    /// Log entries kept behind a snapshot.
+    pub log_entries_kept: u64,
+    /// How long an SMTP end of data waits for a commit.
+    pub commit_timeout: Duration,
+}
+
+impl Default for ClusterOptions {
+    fn default() -> Self {
+        ClusterOptions {
+            snapshot_after_entries: 5000,
+            log_entries_kept: 1000,
+            commit_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Nodes of one cluster running in this process.
+pub struct TestCluster {
+    dir: TempDir,
+    configs: Vec<Config>,
+    nodes: Vec<Option<RunningServer>>,
+}
+
+fn node_config(id: u64, data_dir: PathBuf, opts: &ClusterOptions) -> anyhow::Result<Config> {
+    let text = format!(
+        r#"
+        [node]
+        id = {id}
+        data_dir = "{dir}"
+        [smtp]
+        listen = "127.0.0.1:0"
+        hostname = "node{id}.test"
+        [admin]
+        listen = "127.0.0.1:0"
+        read_timeout = "10s"
+        [cluster]
+        listen = "127.0.0.1:0"
+        heartbeat_interval = "100ms"
+        election_timeout_min = "500ms"
+        election_timeout_max = "1000ms"
+        commit_timeout = "{commit}"
+        snapshot_after_entries = {snap}
+        log_entries_kept = {kept}
+        [[domains]]
+        name = "example.test"
+        "#,
+        dir = data_dir.display(),
+        commit = humantime::format_duration(opts.commit_timeout),
+        snap = opts.snapshot_after_entries,
+        kept = opts.log_entries_kept,
+    );
+    Config::parse(&text).map_err(anyhow::Error::msg)
+}
+
+impl TestCluster {
+    /// Starts `n` nodes: node 1 bootstraps, the others join through it, and this returns once
+    /// all `n` are voters.
+    pub async fn start(n: u64, opts: ClusterOptions) -> anyhow::Result<TestCluster> {
+        init_tracing();
+        let dir = tempfile::tempdir()?;
+        let mut cluster = TestCluster {
+            dir,
+            configs: Vec::new(),
+            nodes: Vec::new(),
+        };
+        for id in 1..=n {
+            let mut config = node_config(id, cluster.dir.path().join(format!("node{id}")), &opts)?;
+            if id == 1 {
+                config.cluster.bootstrap = true;
+            } else {
+                config.cluster.join = vec![cluster.node(1).addrs().cluster.to_string()];
+            }
+            let server = Server::start(config.clone()).await?;
+            // Restarts must come back on the same addresses, which the membership records.
+            config.smtp.listen = server.addrs().smtp;
+            config.admin.listen = server.addrs().admin;
+            config.cluster.listen = server.addrs().cluster;
+            config.cluster.bootstrap = false;
+            config.cluster.join.clear();
+            cluster.configs.push(config);
+            cluster.nodes.push(Some(server));
+        }
+        let want: BTreeSet<u64> = (1..=n).collect();
+        cluster.wait_for_voters(&want).await?;
+        Ok(cluster)
+    }
+
+    /// The running node `id` (1-based). Panics if it is stopped.
+    pub fn node(&self, id: u64) -> &RunningServer {
+        self.nodes[(id - 1) as usize]
+            .as_ref()
+            .unwrap_or_else(|| panic!("node {id} is not running"))
+    }
+
+    /// Whether node `id` runs.
+    pub fn is_running(&self, id: u64) -> bool {
+        self.nodes[(id - 1) as usize].is_some()
+    }
+
+    /// Ids of the running nodes.
+    pub fn running(&self) -> Vec<u64> {
+        (1..=self.nodes.len() as u64)
+            .filter(|id| self.is_running(*id))
+            .collect()
+    }
+
+    /// SMTP address of node `id`.
+    pub fn smtp_addr(&self, id: u64) -> SocketAddr {
+        self.configs[(id - 1) as usize].smtp.listen
+    }
+
+    /// Admin address of node `id`.
+    pub fn admin_addr(&self, id: u64) -> SocketAddr {
+        self.configs[(id - 1) as usize].admin.listen
+    }
+
+    /// Waits until a running node reports `voters` as the voter set, and a leader among them.
+    pub async fn wait_for_voters(&self, voters: &BTreeSet<u64>) -> anyhow::Result<u64> {
+        wait_for(
+            "the voters and a leader",
+            Duration::from_secs(30),
+            || async {
+                for id in self.running() {
+                    let m = self.node(id).node().metrics();
+                    let have: BTreeSet<u64> =
+                        m.membership_config.membership().voter_ids().collect();
+                    let in_joint = m.membership_config.membership().get_joint_config().len() > 1;
+                    if let Some(leader) = m.current_leader
+                        && &have == voters
+                        && !in_joint
+                        && self.is_running(leader)
+                    {
+                        return Some(leader);
+                    }
+                }
+                None
+            },
+        )
+        .await
+    }
+
+    /// Waits for a leader among the running nodes that all running nodes agree on.
+    pub async fn wait_for_leader(&self) -> anyhow::Result<u64> {
+        wait_for("an agreed leader", Duration::from_secs(30), || async {
+            let running = self.running();
+            let leaders: BTreeSet<Option<u64>> = running
+                .iter()
+                .map(|id| self.node(*id).node().metrics().current_leader)
+                .collect();
+            match leaders.into_iter().collect::<Vec<_>>().as_slice() {
+                [Some(l)]
+                    if self.is_running(*l)
+                        && self.node(*l).node().metrics().state
+                            == openraft::ServerState::Leader =>
+                {
+                    Some(*l)
+                }
+                _ => None,
+            }
+        })
+        .await
+    }
+
+    /// Waits until every running node has applied at least what the leader has committed.
+    pub async fn wait_for_convergence(&self) -> anyhow::Result<()> {
+        let leader = self.wait_for_leader().await?;
+        let committed = self.node(leader).node().status().committed_index;
+        wait_for(
+            "all running nodes to apply the leader's commits",
+            Duration::from_secs(30),
+            || async {
+                self.running()
+                    .iter()
+                    .all(|id| self.node(*id).node().status().applied_index >= committed)
+                    .then_some(())
+            },
+        )
+        .await
+    }
+
+    /// Stops node `id` at once, keeping its data directory.
+    pub async fn kill(&mut self, id: u64) -> anyhow::Result<()> {
+        let server = self.nodes[(id - 1) as usize]
+            .take()
+            .with_context(|| format!("node {id} is not running"))?;
+        server.kill().await
+    }
+
+    /// Starts node `id` again from its data directory, on its old addresses.
+    pub async fn restart(&mut self, id: u64) -> anyhow::Result<()> {
+        if self.is_running(id) {
+            bail!("node {id} is running");
+        }
+        let config = self.configs[(id - 1) as usize].clone();
+        let server = Server::start(config).await?;
+        self.nodes[(id - 1) as usize] = Some(server);
+        Ok(())
+    }
+
+    /// Stops every node in order.
+    pub async fn shutdown(mut self) -> anyhow::Result<()> {
+        for slot in &mut self.nodes {
+            if let Some(server) = slot.take() {
+                server.shutdown().await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The configuration node `id` runs with.
+    pub fn config(&self, id: u64) -> &Config {
+        &self.configs[(id - 1) as usize]
+    }
+}

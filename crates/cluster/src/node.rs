@@ -205,7 +205,7 @@ impl RaftNode {
                             return;
                         }
                         Err(e) => {
-                            if attempt % 10 == 0 {
+                            if attempt.is_multiple_of(10) {
                                 warn!(seed = %seed, error = %e, "join attempt failed; retrying");
                             }
                         }

@@ -248,7 +248,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, std::io::Error> {
         let last_purged_log_id: Option<LogId> = self.get_meta(KEY_PURGED)?;
-        let last_log_id = self.last_entry_id()?.or_else(|| last_purged_log_id.clone());
+        let last_log_id = self.last_entry_id()?.or(last_purged_log_id);
         Ok(LogState {
             last_purged_log_id,
             last_log_id,

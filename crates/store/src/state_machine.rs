@@ -446,7 +446,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
 
     async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), std::io::Error> {
         let live = self.read();
-        Ok((live.last_applied.clone(), live.membership.clone()))
+        Ok((live.last_applied, live.membership.clone()))
     }
 
     async fn apply<Strm>(&mut self, entries: Strm) -> Result<(), std::io::Error>
@@ -468,11 +468,11 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             let mut batch = WriteBatch::default();
             let mut membership_changed = false;
             for (entry, responder) in entries {
-                let log_id = entry.log_id.clone();
+                let log_id = entry.log_id;
                 let result = match entry.payload {
                     EntryPayload::Blank => CommandResult::Nothing,
                     EntryPayload::Membership(m) => {
-                        live.membership = StoredMembership::new(Some(log_id.clone()), m);
+                        live.membership = StoredMembership::new(Some(log_id), m);
                         membership_changed = true;
                         CommandResult::Nothing
                     }

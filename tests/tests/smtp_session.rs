@@ -1,0 +1,464 @@
+//! The SMTP session against a recording queue: protocol order, policy, limits, pipelining and
+//! hostile input. The replies asserted are the ones DESIGN §5 and RFC 5321 prescribe.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use mxraft_queue::Enqueue;
+use mxraft_smtp::{DomainPolicy, IdGenerator, SmtpConfig, SmtpContext, SubmitError, Submitter};
+use mxraft_tests::smtp::{Client, queued_id};
+
+/// Records what it is given; fails every submission when `fail` is set.
+#[derive(Clone, Default)]
+struct Recorder {
+    queued: Arc<Mutex<Vec<Enqueue>>>,
+    fail: bool,
+}
+
+impl Submitter for Recorder {
+    async fn submit(&self, message: Enqueue) -> Result<(), SubmitError> {
+        if self.fail {
+            return Err(SubmitError("no quorum".into()));
+        }
+        self.queued
+            .lock()
+            .map_err(|e| SubmitError(e.to_string()))?
+            .push(message);
+        Ok(())
+    }
+}
+
+impl Recorder {
+    fn messages(&self) -> Vec<Enqueue> {
+        self.queued.lock().map(|q| q.clone()).unwrap_or_default()
+    }
+}
+
+struct Front {
+    addr: SocketAddr,
+    recorder: Recorder,
+    stop: CancellationToken,
+}
+
+impl Drop for Front {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+async fn front(config: SmtpConfig, fail: bool) -> Front {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let recorder = Recorder {
+        fail,
+        ..Recorder::default()
+    };
+    let ctx = Arc::new(SmtpContext {
+        config,
+        hostname: "mx.test".into(),
+        policy: DomainPolicy::new(["example.test", "Other.Example."]),
+        submitter: recorder.clone(),
+        ids: IdGenerator::new(7),
+        node_id: 7,
+    });
+    let stop = CancellationToken::new();
+    tokio::spawn(mxraft_smtp::serve(listener, ctx, stop.clone()));
+    Front {
+        addr,
+        recorder,
+        stop,
+    }
+}
+
+async fn default_front() -> Front {
+    front(SmtpConfig::default(), false).await
+}
+
+async fn ehlo(addr: SocketAddr) -> Client {
+    let mut c = Client::connect(addr).await.expect("connect");
+    assert_eq!(c.command("EHLO client.test").await.expect("ehlo").code, 250);
+    c
+}
+
+#[tokio::test]
+async fn ehlo_advertises_the_extensions() {
+    let f = default_front().await;
+    let mut c = Client::connect(f.addr).await.expect("connect");
+    let r = c.command("EHLO client.test").await.expect("ehlo");
+    assert_eq!(r.code, 250);
+    let lines: Vec<&str> = r.text.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            "mx.test",
+            "PIPELINING",
+            "SIZE 52428800",
+            "8BITMIME",
+            "ENHANCEDSTATUSCODES"
+        ]
+    );
+    let r = c.command("HELO client.test").await.expect("helo");
+    assert_eq!((r.code, r.text.as_str()), (250, "mx.test"));
+    assert_eq!(c.command("QUIT").await.expect("quit").code, 221);
+}
+
+#[tokio::test]
+async fn commands_out_of_order_are_refused() {
+    let f = default_front().await;
+    let mut c = Client::connect(f.addr).await.expect("connect");
+    let r = c.command("MAIL FROM:<a@client.test>").await.expect("mail");
+    assert_eq!(
+        (r.code, r.text.as_str()),
+        (503, "5.5.1 Error: send HELO/EHLO first")
+    );
+    assert_eq!(c.command("EHLO client.test").await.expect("ehlo").code, 250);
+    let r = c.command("RCPT TO:<u@example.test>").await.expect("rcpt");
+    assert_eq!(
+        (r.code, r.text.as_str()),
+        (503, "5.5.1 Error: need MAIL command")
+    );
+    let r = c.command("DATA").await.expect("data");
+    assert_eq!(r.code, 503);
+    assert_eq!(
+        c.command("MAIL FROM:<a@client.test>")
+            .await
+            .expect("mail")
+            .code,
+        250
+    );
+    let r = c.command("MAIL FROM:<a@client.test>").await.expect("mail");
+    assert_eq!(
+        (r.code, r.text.as_str()),
+        (503, "5.5.1 Error: nested MAIL command")
+    );
+    let r = c.command("DATA").await.expect("data");
+    assert_eq!(
+        (r.code, r.text.as_str()),
+        (554, "5.5.1 Error: no valid recipients")
+    );
+    assert_eq!(c.command("RSET").await.expect("rset").code, 250);
+    assert_eq!(
+        c.command("MAIL FROM:<>").await.expect("null sender").code,
+        250
+    );
+    let r = c.command("XYZZY").await.expect("unknown");
+    assert_eq!(
+        (r.code, r.text.as_str()),
+        (500, "5.5.2 Error: command not recognized")
+    );
+    let r = c.command("VRFY postmaster").await.expect("vrfy");
+    assert_eq!(r.code, 502);
+    assert!(f.recorder.messages().is_empty());
+}
+
+#[tokio::test]
+async fn only_protected_domains_are_relayed() {
+    let f = default_front().await;
+    let mut c = ehlo(f.addr).await;
+    assert_eq!(
+        c.command("MAIL FROM:<a@client.test>")
+            .await
+            .expect("mail")
+            .code,
+        250
+    );
+    for ok in [
+        "user@example.test",
+        "User@EXAMPLE.TEST",
+        "user@example.test.",
+        "x@other.example",
+    ] {
+        let r = c.command(&format!("RCPT TO:<{ok}>")).await.expect("rcpt");
+        assert_eq!((r.code, r.text.as_str()), (250, "2.1.5 Ok"), "{ok}");
+    }
+    for relay in [
+        "user@elsewhere.test",
+        "user@sub.example.test",
+        "victim%elsewhere.test@example.test",
+        "elsewhere.test!victim@example.test",
+        "\"victim@elsewhere.test\"@example.test",
+        "@example.test:victim@elsewhere.test",
+        "user@[127.0.0.1]",
+    ] {
+        let r = c
+            .command(&format!("RCPT TO:<{relay}>"))
+            .await
+            .expect("rcpt");
+        assert_eq!(r.code, 554, "{relay}: {r:?}");
+        assert!(r.text.starts_with("5.7.1 "), "{relay}: {r:?}");
+        assert!(r.text.ends_with("Relay access denied"), "{relay}: {r:?}");
+    }
+    let r = c
+        .command("RCPT TO:<user@example.test@elsewhere.test>")
+        .await
+        .expect("rcpt");
+    assert_eq!(r.code, 501, "{r:?}");
+}
+
+#[tokio::test]
+async fn accepted_message_is_handed_over_whole() {
+    let f = default_front().await;
+    let mut c = ehlo(f.addr).await;
+    let body = b"Subject: hi\r\n\r\n.dot line\r\n..two dots\r\nend\r\n";
+    let r = c
+        .send_mail(
+            "a@client.test",
+            &["u1@example.test", "u2@Example.Test"],
+            body,
+        )
+        .await
+        .expect("send");
+    let id = queued_id(&r).expect("queued");
+    assert_eq!(r.text, format!("2.0.0 Ok: queued as {id}"));
+    let queued = f.recorder.messages();
+    assert_eq!(queued.len(), 1);
+    let m = &queued[0];
+    assert_eq!(m.id.to_string(), id);
+    assert_eq!(m.sender, "a@client.test");
+    assert_eq!(m.recipients, ["u1@example.test", "u2@example.test"]);
+    assert_eq!(&m.body[..], &body[..]);
+    assert_eq!(m.received_by, 7);
+    assert!(m.trace_header.starts_with(
+        "Received: from client.test ([127.0.0.1])\r\n\tby mx.test (mxraft) with ESMTP id "
+    ));
+    assert!(m.trace_header.ends_with("\r\n"));
+    // The session continues with a new transaction.
+    let r = c
+        .send_mail("", &["u1@example.test"], b"Subject: 2\r\n\r\n")
+        .await
+        .expect("second");
+    assert_eq!(r.code, 250);
+    assert_eq!(f.recorder.messages()[1].sender, "");
+}
+
+#[tokio::test]
+async fn pipelined_commands_get_their_replies_in_order() {
+    let f = default_front().await;
+    let mut c = ehlo(f.addr).await;
+    c.send_raw(b"MAIL FROM:<a@client.test>\r\nRCPT TO:<u@example.test>\r\nRCPT TO:<x@elsewhere.test>\r\nRCPT TO:<v@example.test>\r\nDATA\r\n")
+        .await
+        .expect("write");
+    let codes = [250, 250, 554, 250, 354];
+    for want in codes {
+        assert_eq!(c.read_reply().await.expect("reply").code, want);
+    }
+    c.send_raw(b"Subject: p\r\n\r\nbody\r\n.\r\nMAIL FROM:<b@client.test>\r\nRCPT TO:<u@example.test>\r\nDATA\r\nSubject: q\r\n\r\n.\r\nQUIT\r\n")
+        .await
+        .expect("write");
+    for want in [250, 250, 250, 354, 250, 221] {
+        assert_eq!(c.read_reply().await.expect("reply").code, want);
+    }
+    let queued = f.recorder.messages();
+    assert_eq!(queued.len(), 2);
+    assert_eq!(queued[0].recipients, ["u@example.test", "v@example.test"]);
+    assert_eq!(&queued[0].body[..], b"Subject: p\r\n\r\nbody\r\n");
+    assert_eq!(&queued[1].body[..], b"Subject: q\r\n\r\n");
+}
+
+#[tokio::test]
+async fn smuggled_end_of_data_never_queues_a_second_message() {
+    let sequences: [&[u8]; 9] = [
+        b"\n.\n",
+        b"\r.\r",
+        b"\r.\n",
+        b"\n.\r",
+        b"\n.\r\n",
+        b"\r\n.\n",
+        b"\r.\r\n",
+        b"\r\n.\r",
+        b"\r\n\x00.\r\n",
+    ];
+    let f = default_front().await;
+    for seq in sequences {
+        let mut c = ehlo(f.addr).await;
+        assert_eq!(
+            c.command("MAIL FROM:<a@client.test>")
+                .await
+                .expect("mail")
+                .code,
+            250
+        );
+        assert_eq!(
+            c.command("RCPT TO:<u@example.test>")
+                .await
+                .expect("rcpt")
+                .code,
+            250
+        );
+        assert_eq!(c.command("DATA").await.expect("data").code, 354);
+        let mut wire = b"Subject: first\r\n\r\nhello".to_vec();
+        wire.extend_from_slice(seq);
+        wire.extend_from_slice(b"MAIL FROM:<evil@client.test>\r\nRCPT TO:<u@example.test>\r\nDATA\r\nSubject: smuggled\r\n\r\nsmuggled\r\n.\r\n");
+        c.send_raw(&wire).await.expect("write");
+        let r = c.read_reply().await.expect("reply");
+        assert_eq!(r.code, 550, "{seq:?}: {r:?}");
+        // Nothing after the real end of data is taken as a command.
+        assert_eq!(c.command("NOOP").await.expect("noop").code, 250, "{seq:?}");
+    }
+    assert!(f.recorder.messages().is_empty(), "no message may be queued");
+}
+
+#[tokio::test]
+async fn size_limits_apply_at_mail_and_during_data() {
+    let config = SmtpConfig {
+        max_message_size: 64 * 1024,
+        ..SmtpConfig::default()
+    };
+    let f = front(config, false).await;
+    let mut c = ehlo(f.addr).await;
+    let r = c
+        .command("MAIL FROM:<a@client.test> SIZE=70000")
+        .await
+        .expect("mail");
+    assert_eq!(
+        (r.code, r.text.as_str()),
+        (552, "5.3.4 Message size exceeds fixed limit")
+    );
+    let r = c
+        .command("MAIL FROM:<a@client.test> SIZE=100 BODY=8BITMIME")
+        .await
+        .expect("mail");
+    assert_eq!(r.code, 250);
+    assert_eq!(
+        c.command("RCPT TO:<u@example.test>")
+            .await
+            .expect("rcpt")
+            .code,
+        250
+    );
+    assert_eq!(c.command("DATA").await.expect("data").code, 354);
+    let big = "x".repeat(900) + "\r\n";
+    c.send_raw(&mxraft_smtp::data::encode(big.repeat(80).as_bytes()))
+        .await
+        .expect("write");
+    let r = c.read_reply().await.expect("reply");
+    assert_eq!(
+        (r.code, r.text.as_str()),
+        (552, "5.3.4 Error: message file too big")
+    );
+    let r = c
+        .command("MAIL FROM:<a@client.test> FOO=BAR")
+        .await
+        .expect("mail");
+    assert_eq!(r.code, 555);
+    assert!(f.recorder.messages().is_empty());
+}
+
+#[tokio::test]
+async fn too_many_recipients_get_452() {
+    let config = SmtpConfig {
+        max_recipients: 2,
+        ..SmtpConfig::default()
+    };
+    let f = front(config, false).await;
+    let mut c = ehlo(f.addr).await;
+    assert_eq!(
+        c.command("MAIL FROM:<a@client.test>")
+            .await
+            .expect("mail")
+            .code,
+        250
+    );
+    assert_eq!(
+        c.command("RCPT TO:<a@example.test>")
+            .await
+            .expect("rcpt")
+            .code,
+        250
+    );
+    assert_eq!(
+        c.command("RCPT TO:<b@example.test>")
+            .await
+            .expect("rcpt")
+            .code,
+        250
+    );
+    let r = c.command("RCPT TO:<c@example.test>").await.expect("rcpt");
+    assert_eq!(
+        (r.code, r.text.as_str()),
+        (452, "4.5.3 Error: too many recipients")
+    );
+}
+
+#[tokio::test]
+async fn a_failed_commit_answers_451_and_the_session_goes_on() {
+    let f = front(SmtpConfig::default(), true).await;
+    let mut c = ehlo(f.addr).await;
+    let r = c
+        .send_mail("a@client.test", &["u@example.test"], b"Subject: x\r\n\r\n")
+        .await
+        .expect("send");
+    assert_eq!(
+        (r.code, r.text.as_str()),
+        (451, "4.3.0 Error: queue unavailable, try again later")
+    );
+    assert_eq!(
+        c.command("MAIL FROM:<a@client.test>")
+            .await
+            .expect("mail")
+            .code,
+        250
+    );
+}
+
+#[tokio::test]
+async fn malformed_command_lines_are_refused() {
+    let f = default_front().await;
+    let mut c = ehlo(f.addr).await;
+    c.send_raw(b"NOOP\n").await.expect("write");
+    let r = c.read_reply().await.expect("reply");
+    assert_eq!(
+        (r.code, r.text.as_str()),
+        (500, "5.5.2 Error: bare <LF> received")
+    );
+    c.send_raw(b"NO\rOP\r\n").await.expect("write");
+    assert_eq!(c.read_reply().await.expect("reply").code, 500);
+    c.send_raw(format!("NOOP {}\r\n", "x".repeat(600)).as_bytes())
+        .await
+        .expect("write");
+    let r = c.read_reply().await.expect("reply");
+    assert_eq!(
+        (r.code, r.text.as_str()),
+        (500, "5.5.2 Error: line too long")
+    );
+    // The over-long line is discarded whole; the next command works.
+    assert_eq!(c.command("NOOP").await.expect("noop").code, 250);
+}
+
+#[tokio::test]
+async fn too_many_errors_close_the_session() {
+    let config = SmtpConfig {
+        max_errors: 3,
+        ..SmtpConfig::default()
+    };
+    let f = front(config, false).await;
+    let mut c = ehlo(f.addr).await;
+    assert_eq!(c.command("BOGUS").await.expect("1").code, 500);
+    assert_eq!(c.command("BOGUS").await.expect("2").code, 500);
+    c.send_raw(b"BOGUS\r\n").await.expect("write");
+    assert_eq!(c.read_reply().await.expect("3").code, 500);
+    let r = c.read_reply().await.expect("421");
+    assert_eq!(r.code, 421);
+    assert!(c.read_reply().await.is_err(), "connection closed");
+}
+
+#[tokio::test]
+async fn an_idle_client_is_disconnected() {
+    let config = SmtpConfig {
+        command_timeout: Duration::from_millis(300),
+        ..SmtpConfig::default()
+    };
+    let f = front(config, false).await;
+    let mut c = ehlo(f.addr).await;
+    // Waiting for a reply the client never asked for: the server speaks first, on timeout.
+    let r = c.read_reply().await.expect("timeout reply");
+    assert_eq!(
+        (r.code, r.text.as_str()),
+        (421, "4.4.2 mx.test Error: timeout exceeded")
+    );
+    assert!(c.read_reply().await.is_err(), "connection closed");
+}
