@@ -17,7 +17,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
-use mxraft_cluster::RaftNode;
+use mxraft_cluster::{RaftNode, WeakRaftNode};
 use mxraft_proto::admin::admin_server::{Admin, AdminServer};
 use mxraft_proto::admin::{
     ClusterJoinReply, ClusterJoinRequest, ClusterRemoveReply, ClusterRemoveRequest,
@@ -33,21 +33,31 @@ const LIST_PAGE: usize = 256;
 
 /// The admin service of one node.
 pub struct AdminService {
-    node: RaftNode,
+    node: WeakRaftNode,
     read_timeout: Duration,
 }
 
 impl AdminService {
     /// The tonic server for `node`. Linearizable reads wait at most `read_timeout`.
     pub fn server(node: RaftNode, read_timeout: Duration) -> AdminServer<AdminService> {
-        AdminServer::new(AdminService { node, read_timeout })
+        AdminServer::new(AdminService {
+            node: node.downgrade(),
+            read_timeout,
+        })
+    }
+
+    /// The node, or UNAVAILABLE once it is shutting down.
+    fn node(&self) -> Result<RaftNode, Status> {
+        self.node
+            .upgrade()
+            .ok_or_else(|| Status::unavailable(format!("node {} is shutting down", self.node.id())))
     }
 
     async fn barrier(&self, consistency: i32) -> Result<(), Status> {
         match ReadConsistency::try_from(consistency) {
             Ok(ReadConsistency::Local) => Ok(()),
             Ok(ReadConsistency::Linearizable) => {
-                Ok(self.node.read_barrier(self.read_timeout).await?)
+                Ok(self.node()?.read_barrier(self.read_timeout).await?)
             }
             Err(_) => Err(Status::invalid_argument(format!(
                 "unknown read consistency {consistency}"
@@ -90,7 +100,7 @@ impl Admin for AdminService {
         &self,
         _request: Request<ClusterStatusRequest>,
     ) -> Result<Response<ClusterStatusReply>, Status> {
-        let s = self.node.status();
+        let s = self.node()?.status();
         Ok(Response::new(ClusterStatusReply {
             node_id: s.node_id,
             leader_id: s.leader_id,
@@ -132,7 +142,7 @@ impl Admin for AdminService {
             smtp_addr: r.smtp_addr,
             admin_addr: r.admin_addr,
         };
-        self.node.join(r.node_id, info, r.pristine).await?;
+        self.node()?.join(r.node_id, info, r.pristine).await?;
         Ok(Response::new(ClusterJoinReply {}))
     }
 
@@ -140,7 +150,7 @@ impl Admin for AdminService {
         &self,
         request: Request<ClusterRemoveRequest>,
     ) -> Result<Response<ClusterRemoveReply>, Status> {
-        self.node.remove(request.into_inner().node_id).await?;
+        self.node()?.remove(request.into_inner().node_id).await?;
         Ok(Response::new(ClusterRemoveReply {}))
     }
 
@@ -148,13 +158,14 @@ impl Admin for AdminService {
         &self,
         _request: Request<NodeInfoRequest>,
     ) -> Result<Response<NodeInfoReply>, Status> {
-        let info = self.node.info();
+        let node = self.node()?;
+        let info = node.info();
         Ok(Response::new(NodeInfoReply {
-            node_id: self.node.id(),
+            node_id: node.id(),
             cluster_addr: info.cluster_addr.clone(),
             smtp_addr: info.smtp_addr.clone(),
             admin_addr: info.admin_addr.clone(),
-            initialized: self.node.is_initialized().await,
+            initialized: node.is_initialized().await,
         }))
     }
 
@@ -171,7 +182,7 @@ impl Admin for AdminService {
         } else {
             r.limit as usize
         };
-        let sm = self.node.state_machine().clone();
+        let sm = self.node()?.state_machine().clone();
         let (tx, rx) = mpsc::channel(LIST_PAGE);
         tokio::spawn(async move {
             let mut after = None;
@@ -209,7 +220,7 @@ impl Admin for AdminService {
         let r = request.into_inner();
         let id: MessageId = r.id.trim().parse().map_err(|_| bad_id(&r.id))?;
         self.barrier(r.consistency).await?;
-        let sm = self.node.state_machine();
+        let sm = self.node()?.state_machine().clone();
         let (message, body_type, trace) = {
             let live = sm.read();
             let m = live.queue().get(id).ok_or_else(|| not_found(id))?;
@@ -242,7 +253,7 @@ impl Admin for AdminService {
         request: Request<QueueStatsRequest>,
     ) -> Result<Response<QueueStatsReply>, Status> {
         self.barrier(request.into_inner().consistency).await?;
-        let stats = self.node.state_machine().read().queue().stats();
+        let stats = self.node()?.state_machine().read().queue().stats();
         Ok(Response::new(QueueStatsReply {
             messages: stats.messages,
             bytes: stats.bytes,

@@ -26,7 +26,7 @@ pub mod service;
 
 pub use config::ClusterConfig;
 pub use error::{MembershipError, ProposeError, ReadError};
-pub use node::{MemberStatus, NodeStatus, RaftNode, Role};
+pub use node::{MemberStatus, NodeStatus, RaftNode, Role, WeakRaftNode};
 
 /// gRPC metadata key naming the node a request is meant for.
 pub const TARGET_NODE_HEADER: &str = "x-mxraft-target-node";

@@ -7,10 +7,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures::{Stream, StreamExt};
+use openraft::base::{BoxFuture, BoxStream};
 use openraft::error::{
     NetworkError, RPCError, RaftError, ReplicationClosed, StreamingError, Timeout, Unreachable,
 };
 use openraft::network::{RPCOption, RPCTypes, RaftNetworkFactory};
+use openraft::raft::StreamAppendResult;
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse,
 };
@@ -275,6 +278,48 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
             )
             .await?;
         decode_reply(&reply)
+    }
+
+    fn stream_append<'s, St>(
+        &'s mut self,
+        input: St,
+        option: RPCOption,
+    ) -> BoxFuture<
+        's,
+        Result<
+            BoxStream<'s, Result<StreamAppendResult<TypeConfig>, RPCError<TypeConfig>>>,
+            RPCError<TypeConfig>,
+        >,
+    >
+    where
+        St: Stream<Item = AppendEntriesRequest<TypeConfig>> + OptionalSend + Unpin + 'static,
+    {
+        Box::pin(async move {
+            let mut client = self.client.clone().map_err(to_rpc_error)?;
+            let requests = input.map(|req| RaftPayload {
+                payload: mxraft_queue::encode(&req).into(),
+            });
+            let mut request = Request::new(requests);
+            if let Ok(v) = self.target.to_string().parse() {
+                request.metadata_mut().insert(TARGET_NODE_HEADER, v);
+            }
+            let ttl = option.soft_ttl();
+            let response = match tokio::time::timeout(ttl, client.stream_append(request)).await {
+                Err(_) => return Err(self.timeout(RPCTypes::AppendEntries, ttl)),
+                Ok(r) => r.map_err(to_rpc_error)?,
+            };
+            let results = response.into_inner().map(|item| {
+                let payload = item.map_err(to_rpc_error)?.payload;
+                let result: Result<
+                    StreamAppendResult<TypeConfig>,
+                    openraft::error::Fatal<TypeConfig>,
+                > = mxraft_queue::decode(&payload)
+                    .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+                // A fatal error means the peer stopped: treat it as unreachable.
+                result.map_err(|e| RPCError::Unreachable(Unreachable::new(&e)))
+            });
+            Ok(Box::pin(results) as BoxStream<'s, _>)
+        })
     }
 
     async fn vote(

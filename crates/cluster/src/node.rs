@@ -100,6 +100,26 @@ pub struct RaftNode {
     pub(crate) core: Arc<Core>,
 }
 
+/// A handle that does not keep the node alive: the gRPC services hold this, so connections
+/// that peers keep open never keep a stopped node's databases open.
+#[derive(Clone)]
+pub struct WeakRaftNode {
+    id: u64,
+    core: std::sync::Weak<Core>,
+}
+
+impl WeakRaftNode {
+    /// The node, unless it has been shut down and dropped.
+    pub fn upgrade(&self) -> Option<RaftNode> {
+        self.core.upgrade().map(|core| RaftNode { core })
+    }
+
+    /// The node's id.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+}
+
 fn raft_config(c: &ClusterConfig) -> Result<Arc<Config>, String> {
     let config = Config {
         cluster_name: "mxraft".into(),
@@ -143,6 +163,14 @@ impl RaftNode {
                 shutdown: CancellationToken::new(),
             }),
         })
+    }
+
+    /// A handle that does not keep the node alive.
+    pub fn downgrade(&self) -> WeakRaftNode {
+        WeakRaftNode {
+            id: self.core.id,
+            core: Arc::downgrade(&self.core),
+        }
     }
 
     /// This node's id.
@@ -199,7 +227,11 @@ impl RaftNode {
                     if token.is_cancelled() {
                         return;
                     }
-                    match node.ask_to_join(seed).await {
+                    let attempt_result = tokio::select! {
+                        _ = token.cancelled() => return,
+                        r = node.ask_to_join(seed) => r,
+                    };
+                    match attempt_result {
                         Ok(()) => {
                             info!(seed = %seed, "joined the cluster");
                             return;

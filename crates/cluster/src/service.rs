@@ -1,5 +1,8 @@
 //! The server side of the transport: the `mxraft.cluster.v1.Cluster` gRPC service.
 
+use std::pin::Pin;
+
+use futures::{Stream, StreamExt};
 use openraft::error::RaftError;
 use openraft::raft::{AppendEntriesRequest, VoteRequest};
 use openraft::storage::Snapshot;
@@ -14,20 +17,29 @@ use mxraft_proto::cluster::{
 use mxraft_queue::QueueCommand;
 use mxraft_store::{SnapshotMeta, TypeConfig, Vote};
 
-use crate::node::RaftNode;
+use crate::node::{RaftNode, WeakRaftNode};
 use crate::{LEADER_HEADER, MAX_GRPC_MESSAGE, TARGET_NODE_HEADER};
 
 /// The cluster service of one node.
 pub struct ClusterService {
-    node: RaftNode,
+    node: WeakRaftNode,
 }
 
 impl ClusterService {
     /// The tonic server for `node`, with message limits large enough for replication batches.
     pub fn server(node: RaftNode) -> ClusterServer<ClusterService> {
-        ClusterServer::new(ClusterService { node })
-            .max_decoding_message_size(MAX_GRPC_MESSAGE)
-            .max_encoding_message_size(MAX_GRPC_MESSAGE)
+        ClusterServer::new(ClusterService {
+            node: node.downgrade(),
+        })
+        .max_decoding_message_size(MAX_GRPC_MESSAGE)
+        .max_encoding_message_size(MAX_GRPC_MESSAGE)
+    }
+
+    /// The node, or UNAVAILABLE once it is shutting down.
+    fn node(&self) -> Result<RaftNode, Status> {
+        self.node
+            .upgrade()
+            .ok_or_else(|| Status::unavailable(format!("node {} is shutting down", self.node.id())))
     }
 
     /// Refuses a request addressed to another node. `required` is false for the calls a joining
@@ -52,9 +64,9 @@ impl ClusterService {
     }
 
     /// A "not leader" error naming the leader this node knows of.
-    fn not_leader(&self) -> Status {
-        let mut status = Status::unavailable(format!("node {} is not the leader", self.node.id()));
-        if let Some(leader) = self.node.metrics().current_leader
+    fn not_leader(&self, node: &RaftNode) -> Status {
+        let mut status = Status::unavailable(format!("node {} is not the leader", node.id()));
+        if let Some(leader) = node.metrics().current_leader
             && let Ok(v) = leader.to_string().parse()
         {
             status.metadata_mut().insert(LEADER_HEADER, v);
@@ -62,8 +74,8 @@ impl ClusterService {
         status
     }
 
-    fn is_leader(&self) -> bool {
-        self.node.metrics().current_leader == Some(self.node.id())
+    fn is_leader(node: &RaftNode) -> bool {
+        node.metrics().current_leader == Some(node.id())
     }
 }
 
@@ -85,13 +97,40 @@ impl Cluster for ClusterService {
     ) -> Result<Response<RaftPayload>, Status> {
         self.check_target(&request, true)?;
         let rpc: AppendEntriesRequest<TypeConfig> = decode(&request.into_inner().payload)?;
-        Ok(payload(&self.node.raft().append_entries(rpc).await))
+        Ok(payload(&self.node()?.raft().append_entries(rpc).await))
+    }
+
+    type StreamAppendStream = Pin<Box<dyn Stream<Item = Result<RaftPayload, Status>> + Send>>;
+
+    async fn stream_append(
+        &self,
+        request: Request<Streaming<RaftPayload>>,
+    ) -> Result<Response<Self::StreamAppendStream>, Status> {
+        self.check_target(&request, true)?;
+        // Requests are decoded as they arrive. A malformed one ends the input; the leader then
+        // sees the stream end early and starts a new one.
+        let requests = futures::stream::unfold(request.into_inner(), |mut incoming| async move {
+            let payload = incoming.message().await.ok()??;
+            match mxraft_queue::decode::<AppendEntriesRequest<TypeConfig>>(&payload.payload) {
+                Ok(req) => Some((req, incoming)),
+                Err(e) => {
+                    warn!(error = %e, "malformed append request; closing the stream");
+                    None
+                }
+            }
+        });
+        let results = self.node()?.raft().stream_append(requests).map(|result| {
+            Ok(RaftPayload {
+                payload: mxraft_queue::encode(&result).into(),
+            })
+        });
+        Ok(Response::new(Box::pin(results)))
     }
 
     async fn vote(&self, request: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
         self.check_target(&request, true)?;
         let rpc: VoteRequest<TypeConfig> = decode(&request.into_inner().payload)?;
-        Ok(payload(&self.node.raft().vote(rpc).await))
+        Ok(payload(&self.node()?.raft().vote(rpc).await))
     }
 
     async fn pre_vote(
@@ -100,7 +139,7 @@ impl Cluster for ClusterService {
     ) -> Result<Response<RaftPayload>, Status> {
         self.check_target(&request, true)?;
         let rpc: VoteRequest<TypeConfig> = decode(&request.into_inner().payload)?;
-        Ok(payload(&self.node.raft().pre_vote(rpc).await))
+        Ok(payload(&self.node()?.raft().pre_vote(rpc).await))
     }
 
     async fn install_snapshot(
@@ -120,7 +159,7 @@ impl Cluster for ClusterService {
         let vote: Vote = decode(&header.vote)?;
         let meta: SnapshotMeta = decode(&header.meta)?;
         let mut receiver = self
-            .node
+            .node()?
             .state_machine()
             .snapshot_receiver()
             .map_err(|e| Status::internal(format!("cannot receive snapshot: {e}")))?;
@@ -141,7 +180,7 @@ impl Cluster for ClusterService {
             .map_err(|e| Status::internal(format!("cannot store snapshot: {e}")))?;
         info!(index = ?meta.last_log_id, bytes, "snapshot received");
         let result = self
-            .node
+            .node()?
             .raft()
             .install_full_snapshot(
                 vote,
@@ -163,11 +202,12 @@ impl Cluster for ClusterService {
         request: Request<ProposeRequest>,
     ) -> Result<Response<ProposeReply>, Status> {
         self.check_target(&request, false)?;
-        if !self.is_leader() {
-            return Err(self.not_leader());
+        let node = self.node()?;
+        if !Self::is_leader(&node) {
+            return Err(self.not_leader(&node));
         }
         let cmd: QueueCommand = decode(&request.into_inner().command)?;
-        let result = self.node.propose(cmd).await?;
+        let result = node.propose(cmd).await?;
         Ok(Response::new(ProposeReply {
             result: mxraft_queue::encode(&result).into(),
         }))
@@ -178,10 +218,11 @@ impl Cluster for ClusterService {
         request: Request<ReadIndexRequest>,
     ) -> Result<Response<ReadIndexReply>, Status> {
         self.check_target(&request, false)?;
-        if !self.is_leader() {
-            return Err(self.not_leader());
+        let node = self.node()?;
+        if !Self::is_leader(&node) {
+            return Err(self.not_leader(&node));
         }
-        let index = self.node.read_index().await.map_err(Status::unavailable)?;
+        let index = node.read_index().await.map_err(Status::unavailable)?;
         Ok(Response::new(ReadIndexReply { index }))
     }
 
@@ -194,7 +235,7 @@ impl Cluster for ClusterService {
             .into_inner()
             .change
             .ok_or_else(|| Status::invalid_argument("membership request without a change"))?;
-        self.node.membership_change(change).await?;
+        self.node()?.membership_change(change).await?;
         Ok(Response::new(MembershipReply {}))
     }
 }

@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
+use tokio_stream::StreamExt;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -141,8 +142,7 @@ impl Server {
 
         let grpc_stop = CancellationToken::new();
         let mut grpc_tasks = Vec::new();
-        let cluster_router =
-            tonic::transport::Server::builder().add_service(ClusterService::server(node.clone()));
+        let cluster_router = grpc_builder().add_service(ClusterService::server(node.clone()));
         grpc_tasks.push(spawn_grpc(
             "cluster",
             cluster_listener,
@@ -167,12 +167,13 @@ impl Server {
         health
             .set_serving::<mxraft_proto::admin::admin_server::AdminServer<AdminService>>()
             .await;
-        let admin_router = tonic::transport::Server::builder()
-            .add_service(health_service)
-            .add_service(AdminService::server(
-                node.clone(),
-                config.admin.read_timeout,
-            ));
+        let admin_router =
+            grpc_builder()
+                .add_service(health_service)
+                .add_service(AdminService::server(
+                    node.clone(),
+                    config.admin.read_timeout,
+                ));
         grpc_tasks.push(spawn_grpc(
             "admin",
             admin_listener,
@@ -205,6 +206,13 @@ impl Server {
     }
 }
 
+/// A gRPC server with windows large enough for replication batches and snapshot chunks.
+fn grpc_builder() -> tonic::transport::Server {
+    tonic::transport::Server::builder()
+        .initial_stream_window_size(4 * 1024 * 1024)
+        .initial_connection_window_size(16 * 1024 * 1024)
+}
+
 fn spawn_grpc(
     name: &'static str,
     listener: TcpListener,
@@ -212,7 +220,12 @@ fn spawn_grpc(
     stop: CancellationToken,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
-        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        // Small request/response messages must not wait for Nagle's algorithm.
+        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener).map(|s| {
+            s.inspect(|s| {
+                let _ = s.set_nodelay(true);
+            })
+        });
         if let Err(e) = router
             .serve_with_incoming_shutdown(incoming, stop.cancelled_owned())
             .await
