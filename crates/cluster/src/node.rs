@@ -131,6 +131,7 @@ fn raft_config(c: &ClusterConfig) -> Result<Arc<Config>, String> {
         max_in_snapshot_log_to_keep: c.log_entries_kept,
         replication_lag_threshold: c.snapshot_after_entries.max(c.log_entries_kept),
         enable_pre_vote: Some(true),
+        broadcast_submitted_on_append: Some(true),
         ..Default::default()
     };
     config.validate().map(Arc::new).map_err(|e| e.to_string())
