@@ -167,6 +167,15 @@ async fn node_that_missed_many_entries_catches_up_through_a_snapshot() -> anyhow
         .collect();
     assert_eq!(local, all, "the follower's queue after the snapshot");
 
+    phase("the installed snapshot is what the follower restarts from");
+    cluster.kill(lagging).await?;
+    cluster.restart(lagging).await?;
+    let local: BTreeSet<String> = queue_ids(cluster.admin_addr(lagging), ReadConsistency::Local)
+        .await?
+        .into_iter()
+        .collect();
+    assert_eq!(local, all, "the follower's queue after a restart");
+
     phase("after the install the follower keeps replicating normally");
     all.extend(send_through(&cluster, lagging, 3, 900).await?);
     cluster.wait_for_convergence().await?;

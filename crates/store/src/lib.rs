@@ -103,17 +103,18 @@ impl Stores {
     }
 }
 
-/// Tells whether a database has been closed (all its handles dropped), so a node can be
-/// reopened in the same process, as tests and orderly restarts do.
+/// Tells whether a store has been closed (all its handles dropped, so its RocksDB databases are
+/// closed), so a node can be reopened in the same process, as tests and orderly restarts do.
 #[derive(Clone)]
-pub struct CloseWatch(std::sync::Weak<rocksdb::DB>);
+pub struct CloseWatch(std::sync::Weak<dyn std::any::Any + Send + Sync>);
 
 impl CloseWatch {
-    pub(crate) fn new(db: &std::sync::Arc<rocksdb::DB>) -> Self {
-        CloseWatch(std::sync::Arc::downgrade(db))
+    pub(crate) fn new<T: Send + Sync + 'static>(owner: &std::sync::Arc<T>) -> Self {
+        let owner: std::sync::Arc<dyn std::any::Any + Send + Sync> = owner.clone();
+        CloseWatch(std::sync::Arc::downgrade(&owner))
     }
 
-    /// Whether the database is closed.
+    /// Whether the store is closed.
     pub fn is_closed(&self) -> bool {
         self.0.strong_count() == 0
     }

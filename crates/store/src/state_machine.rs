@@ -306,7 +306,8 @@ impl StateMachineStore {
 
     /// Handles that tell whether the databases are closed, for orderly restarts.
     pub fn closed_watch(&self) -> crate::CloseWatch {
-        crate::CloseWatch::new(&self.read().db)
+        // The shared state owns the live database and every retired one.
+        crate::CloseWatch::new(&self.shared)
     }
 
     fn write_live<R>(&self, f: impl FnOnce(&mut Live) -> R) -> R {
