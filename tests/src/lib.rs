@@ -96,6 +96,10 @@ pub struct ClusterOptions {
     pub log_entries_kept: u64,
     /// How long an SMTP end of data waits for a commit.
     pub commit_timeout: Duration,
+    /// The next hop of `example.test` (nothing listens on the default, port 9 of loopback).
+    pub primary: String,
+    /// More TOML appended to every node's configuration (e.g. a `[delivery]` section).
+    pub extra: String,
 }
 
 impl Default for ClusterOptions {
@@ -104,6 +108,8 @@ impl Default for ClusterOptions {
             snapshot_after_entries: 5000,
             log_entries_kept: 1000,
             commit_timeout: Duration::from_secs(5),
+            primary: "127.0.0.1:9".into(),
+            extra: String::new(),
         }
     }
 }
@@ -137,7 +143,11 @@ fn node_config(id: u64, data_dir: PathBuf, opts: &ClusterOptions) -> anyhow::Res
         log_entries_kept = {kept}
         [[domains]]
         name = "example.test"
+        primary = "{primary}"
+        {extra}
         "#,
+        primary = opts.primary,
+        extra = opts.extra,
         dir = data_dir.display(),
         commit = humantime::format_duration(opts.commit_timeout),
         snap = opts.snapshot_after_entries,

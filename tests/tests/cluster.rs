@@ -274,7 +274,10 @@ async fn a_retried_enqueue_is_applied_once() -> anyhow::Result<()> {
         received_by: follower,
         sender: "a@client.test".into(),
         params: MailParams::default(),
-        recipients: vec!["user@example.test".into()],
+        recipients: vec![(
+            "user@example.test".into(),
+            mxraft_queue::RcptParams::default(),
+        )],
         trace_header: "Received: test\r\n".into(),
         body: bytes::Bytes::from_static(b"Subject: x\r\n\r\nx\r\n"),
     });

@@ -9,7 +9,9 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use mxraft_queue::Enqueue;
-use mxraft_smtp::{DomainPolicy, IdGenerator, SmtpConfig, SmtpContext, SubmitError, Submitter};
+use mxraft_smtp::{
+    DomainPolicy, EtrnReply, IdGenerator, SmtpConfig, SmtpContext, SubmitError, Submitter,
+};
 use mxraft_tests::smtp::{Client, queued_id};
 
 /// Records what it is given; fails every submission when `fail` is set.
@@ -29,6 +31,14 @@ impl Submitter for Recorder {
             .map_err(|e| SubmitError(e.to_string()))?
             .push(message);
         Ok(())
+    }
+
+    async fn etrn(&self, client: std::net::IpAddr, domain: &str) -> EtrnReply {
+        match (client.is_loopback(), domain) {
+            (true, "example.test") => EtrnReply::Started,
+            (true, "other.example") => EtrnReply::NothingQueued,
+            _ => EtrnReply::NotAllowed,
+        }
     }
 }
 
@@ -97,8 +107,11 @@ async fn ehlo_advertises_the_extensions() {
             "mx.test",
             "PIPELINING",
             "SIZE 52428800",
+            "ETRN",
             "8BITMIME",
-            "ENHANCEDSTATUSCODES"
+            "ENHANCEDSTATUSCODES",
+            "DSN",
+            "SMTPUTF8"
         ]
     );
     let r = c.command("HELO client.test").await.expect("helo");
@@ -219,7 +232,8 @@ async fn accepted_message_is_handed_over_whole() {
     let m = &queued[0];
     assert_eq!(m.id.to_string(), id);
     assert_eq!(m.sender, "a@client.test");
-    assert_eq!(m.recipients, ["u1@example.test", "u2@example.test"]);
+    let rcpts: Vec<&str> = m.recipients.iter().map(|(a, _)| a.as_str()).collect();
+    assert_eq!(rcpts, ["u1@example.test", "u2@example.test"]);
     assert_eq!(&m.body[..], &body[..]);
     assert_eq!(m.received_by, 7);
     assert!(m.trace_header.starts_with(
@@ -254,7 +268,12 @@ async fn pipelined_commands_get_their_replies_in_order() {
     }
     let queued = f.recorder.messages();
     assert_eq!(queued.len(), 2);
-    assert_eq!(queued[0].recipients, ["u@example.test", "v@example.test"]);
+    let rcpts: Vec<&str> = queued[0]
+        .recipients
+        .iter()
+        .map(|(a, _)| a.as_str())
+        .collect();
+    assert_eq!(rcpts, ["u@example.test", "v@example.test"]);
     assert_eq!(&queued[0].body[..], b"Subject: p\r\n\r\nbody\r\n");
     assert_eq!(&queued[1].body[..], b"Subject: q\r\n\r\n");
 }
@@ -461,4 +480,124 @@ async fn an_idle_client_is_disconnected() {
         (421, "4.4.2 mx.test Error: timeout exceeded")
     );
     assert!(c.read_reply().await.is_err(), "connection closed");
+}
+
+#[tokio::test]
+async fn dsn_and_smtputf8_parameters_are_parsed_and_kept() {
+    use mxraft_queue::{Notify, Ret};
+    let f = default_front().await;
+    let mut c = ehlo(f.addr).await;
+    let r = c
+        .command("MAIL FROM:<a@client.test> RET=HDRS ENVID=QQ314159 SMTPUTF8")
+        .await
+        .expect("mail");
+    assert_eq!(r.code, 250, "{r:?}");
+    let r = c
+        .command(
+            "RCPT TO:<üser@example.test> NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;user+40example.test",
+        )
+        .await
+        .expect("rcpt");
+    assert_eq!(r.code, 250, "{r:?}");
+    let r = c
+        .command("RCPT TO:<v@example.test> NOTIFY=NEVER")
+        .await
+        .expect("rcpt");
+    assert_eq!(r.code, 250, "{r:?}");
+    c.send_raw(b"DATA\r\n").await.expect("write");
+    assert_eq!(c.read_reply().await.expect("354").code, 354);
+    c.send_raw(b"Subject: x\r\n\r\n.\r\n").await.expect("write");
+    assert_eq!(c.read_reply().await.expect("250").code, 250);
+    let m = &f.recorder.messages()[0];
+    assert_eq!(m.params.ret, Some(Ret::Headers));
+    assert_eq!(m.params.envid.as_deref(), Some("QQ314159"));
+    assert!(m.params.smtputf8);
+    assert_eq!(m.recipients[0].0, "üser@example.test");
+    assert_eq!(
+        m.recipients[0].1.notify,
+        Some(Notify {
+            success: true,
+            failure: true,
+            delay: false
+        })
+    );
+    assert_eq!(
+        m.recipients[0].1.orcpt.as_deref(),
+        Some("rfc822;user+40example.test")
+    );
+    assert_eq!(m.recipients[1].1.notify, Some(Notify::NEVER));
+    assert!(m.trace_header.contains("with UTF8SMTP id"));
+
+    let r = c
+        .command("MAIL FROM:<a@client.test> RET=MAYBE")
+        .await
+        .expect("mail");
+    assert_eq!(r.code, 555);
+    assert_eq!(
+        c.command("MAIL FROM:<a@client.test> ENVID=a=b")
+            .await
+            .expect("mail")
+            .code,
+        501
+    );
+    assert_eq!(
+        c.command("MAIL FROM:<a@client.test>")
+            .await
+            .expect("mail")
+            .code,
+        250
+    );
+    assert_eq!(
+        c.command("RCPT TO:<üser@example.test>")
+            .await
+            .expect("rcpt")
+            .code,
+        553,
+        "UTF-8 needs SMTPUTF8"
+    );
+    assert_eq!(
+        c.command("RCPT TO:<u@example.test> NOTIFY=NEVER,DELAY")
+            .await
+            .expect("rcpt")
+            .code,
+        501
+    );
+}
+
+#[tokio::test]
+async fn etrn_is_answered_per_rfc_1985() {
+    let f = default_front().await;
+    let mut c = Client::connect(f.addr).await.expect("connect");
+    assert_eq!(
+        c.command("ETRN example.test").await.expect("etrn").code,
+        503,
+        "HELO first"
+    );
+    assert_eq!(c.command("EHLO client.test").await.expect("ehlo").code, 250);
+    let r = c.command("ETRN example.test").await.expect("etrn");
+    assert_eq!(
+        (r.code, r.text.as_str()),
+        (250, "2.0.0 Queuing for node example.test started")
+    );
+    assert_eq!(
+        c.command("ETRN @Other.Example").await.expect("etrn").code,
+        251
+    );
+    assert_eq!(
+        c.command("ETRN elsewhere.test").await.expect("etrn").code,
+        459
+    );
+    assert_eq!(c.command("ETRN").await.expect("etrn").code, 501);
+    assert_eq!(
+        c.command("MAIL FROM:<a@client.test>")
+            .await
+            .expect("mail")
+            .code,
+        250
+    );
+    assert_eq!(
+        c.command("ETRN example.test").await.expect("etrn").code,
+        503,
+        "not inside a transaction"
+    );
 }

@@ -64,7 +64,7 @@ mod tests {
             received_by: 1,
             sender: "a@b.example".into(),
             params: MailParams::default(),
-            recipients: vec!["c@d.example".into()],
+            recipients: vec![("c@d.example".into(), crate::RcptParams::default())],
             trace_header: "Received: x\r\n".into(),
             body: Bytes::from_static(b"Subject: hi\r\n\r\nbody\r\n"),
         });

@@ -11,20 +11,126 @@ use serde::{Deserialize, Serialize};
 
 use crate::NodeId;
 use crate::id::MessageId;
-use crate::message::MailParams;
+use crate::message::{MailParams, RcptParams};
 
 /// A change to the replicated queue.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum QueueCommand {
     /// Queue a message accepted over SMTP. Idempotent by `id`.
     Enqueue(Enqueue),
-    /// Remove a message and its body from the queue, whatever its state.
+    /// Remove a message and its body from the queue, whatever its state, without a DSN.
     Delete {
         /// The message to remove.
         id: MessageId,
         /// When the removal was requested, in milliseconds since the Unix epoch.
         at_ms: u64,
     },
+    /// Grant `node` the right to deliver these messages to `destination`. The fencing token is
+    /// the log index of this entry. A message is granted only if it is not held, has pending
+    /// recipients and no claim valid at `at_ms`.
+    Claim {
+        /// Candidate messages.
+        ids: Vec<MessageId>,
+        /// The node that will deliver.
+        node: NodeId,
+        /// The destination it delivers to.
+        destination: String,
+        /// When the claim was decided.
+        at_ms: u64,
+        /// How long the claim lasts unless renewed.
+        lease_ms: u64,
+    },
+    /// Extend the lease of the messages still held under `token`.
+    Renew {
+        /// The claim's fencing token.
+        token: u64,
+        /// The messages to keep.
+        ids: Vec<MessageId>,
+        /// When the renewal was sent.
+        at_ms: u64,
+        /// New lease length from `at_ms`.
+        lease_ms: u64,
+    },
+    /// Delivery results under `token`. Results for a message whose claim has another token are
+    /// ignored: they come from a node whose claim expired.
+    Report(Report),
+    /// Give up the claim on these messages without results.
+    Release {
+        /// The claim's fencing token.
+        token: u64,
+        /// The messages released.
+        ids: Vec<MessageId>,
+    },
+    /// These messages outlived the queue lifetime: fail their pending recipients and send DSNs.
+    Expire {
+        /// The expired messages.
+        ids: Vec<MessageId>,
+        /// When.
+        at_ms: u64,
+        /// The host name DSNs are signed with.
+        reporting_mta: String,
+    },
+    /// Send the one delay DSN these messages get, where NOTIFY allows.
+    DelayNotice {
+        /// The delayed messages.
+        ids: Vec<MessageId>,
+        /// When.
+        at_ms: u64,
+        /// The host name DSNs are signed with.
+        reporting_mta: String,
+    },
+    /// Stop delivering a message until it is released.
+    Hold {
+        /// The message.
+        id: MessageId,
+    },
+    /// Release a held message; it is due at once.
+    Resume {
+        /// The message.
+        id: MessageId,
+        /// When.
+        at_ms: u64,
+    },
+    /// Fail every pending recipient of a message now and send the DSN.
+    Bounce {
+        /// The message.
+        id: MessageId,
+        /// When.
+        at_ms: u64,
+        /// The host name the DSN is signed with.
+        reporting_mta: String,
+    },
+    /// Make pending recipients due now (`queue flush`, ETRN).
+    Reschedule {
+        /// Which messages.
+        target: FlushTarget,
+        /// When.
+        at_ms: u64,
+    },
+    /// Record whether a destination's primary answers. Going up makes its mail due at once.
+    SetDestination {
+        /// The destination (a domain).
+        destination: String,
+        /// Whether it answered.
+        up: bool,
+        /// When.
+        at_ms: u64,
+        /// Whether this comes from a probe (rather than a delivery attempt).
+        probed: bool,
+        /// The error, when it did not answer.
+        error: Option<String>,
+    },
+}
+
+/// Which messages a flush concerns.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FlushTarget {
+    /// Every message.
+    All,
+    /// Messages with pending recipients in this destination.
+    Destination(String),
+    /// One message.
+    Message(MessageId),
 }
 
 /// A message accepted by an SMTP session, with everything needed to queue it.
@@ -40,8 +146,8 @@ pub struct Enqueue {
     pub sender: String,
     /// The envelope parameters of `MAIL FROM`.
     pub params: MailParams,
-    /// The accepted recipients, in `RCPT TO` order.
-    pub recipients: Vec<String>,
+    /// The accepted recipients with their parameters, in `RCPT TO` order.
+    pub recipients: Vec<(String, RcptParams)>,
     /// The `Received:` header to put in front of the body, ending in CRLF.
     pub trace_header: String,
     /// The message as received after the end of DATA was removed and dots were unstuffed.
@@ -63,6 +169,48 @@ impl fmt::Debug for Enqueue {
     }
 }
 
+/// Results of one delivery attempt, for the messages of one claim.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Report {
+    /// The claim's fencing token.
+    pub token: u64,
+    /// When the results were known.
+    pub at_ms: u64,
+    /// The host name DSNs are signed with.
+    pub reporting_mta: String,
+    /// Per message, per recipient.
+    pub messages: Vec<MessageReport>,
+}
+
+/// The results for one message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MessageReport {
+    /// The message.
+    pub id: MessageId,
+    /// `(recipient index, outcome)` for the recipients attempted.
+    pub recipients: Vec<(u32, Outcome)>,
+}
+
+/// What became of one recipient in one attempt.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Outcome {
+    /// 2xx: the primary took responsibility.
+    Delivered {
+        /// The reply.
+        reply: String,
+    },
+    /// 5xx or a permanent condition: fail it and send a DSN.
+    Failed {
+        /// The reply or diagnostic.
+        reply: String,
+    },
+    /// 4xx or a network error: try again after the backoff.
+    Deferred {
+        /// The reply or error.
+        reply: String,
+    },
+}
+
 impl fmt::Display for QueueCommand {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -75,6 +223,47 @@ impl fmt::Display for QueueCommand {
                 e.body.len()
             ),
             QueueCommand::Delete { id, .. } => write!(f, "delete {id}"),
+            QueueCommand::Claim {
+                ids,
+                node,
+                destination,
+                ..
+            } => {
+                write!(
+                    f,
+                    "claim {} message(s) for {destination} by node {node}",
+                    ids.len()
+                )
+            }
+            QueueCommand::Renew { token, ids, .. } => {
+                write!(f, "renew claim {token} on {} message(s)", ids.len())
+            }
+            QueueCommand::Report(r) => write!(
+                f,
+                "report {} message(s) under claim {}",
+                r.messages.len(),
+                r.token
+            ),
+            QueueCommand::Release { token, ids } => {
+                write!(f, "release {} message(s) of claim {token}", ids.len())
+            }
+            QueueCommand::Expire { ids, .. } => write!(f, "expire {} message(s)", ids.len()),
+            QueueCommand::DelayNotice { ids, .. } => {
+                write!(f, "delay notice for {} message(s)", ids.len())
+            }
+            QueueCommand::Hold { id } => write!(f, "hold {id}"),
+            QueueCommand::Resume { id, .. } => write!(f, "release {id}"),
+            QueueCommand::Bounce { id, .. } => write!(f, "bounce {id}"),
+            QueueCommand::Reschedule { target, .. } => write!(f, "flush {target:?}"),
+            QueueCommand::SetDestination {
+                destination, up, ..
+            } => {
+                write!(
+                    f,
+                    "destination {destination} {}",
+                    if *up { "up" } else { "down" }
+                )
+            }
         }
     }
 }
@@ -98,5 +287,18 @@ pub enum CommandResult {
         id: MessageId,
         /// Whether the message was in the queue.
         existed: bool,
+    },
+    /// A claim: the messages granted under `token` (possibly none).
+    Claimed {
+        /// The fencing token.
+        token: u64,
+        /// The messages granted.
+        granted: Vec<MessageId>,
+    },
+    /// How many of the named messages the command changed; the others were unknown, in another
+    /// state, or (for claims) held under another token.
+    Applied {
+        /// Messages changed.
+        changed: u32,
     },
 }

@@ -11,7 +11,9 @@
 //! - [`command`]: [`QueueCommand`], the entries of the Raft log, and [`CommandResult`], the
 //!   answer to the proposer.
 //! - [`state`]: [`QueueState::apply`], which turns one command into an [`Outcome`]: the result
-//!   and the list of [`Change`]s that the storage layer must persist.
+//!   and the list of [`Change`]s that the storage layer must persist. Claims carry a fencing
+//!   token (the log index of the `Claim` entry); reports under another token are ignored.
+//! - [`policy`]: the retry backoff; [`dsn`]: rendering of delivery status notifications.
 //! - [`codec`]: the versioned binary encoding of every record that is stored or replicated.
 //!
 //! What it does not own: storage (`mxraft-store` persists the [`Change`]s and the bodies),
@@ -19,15 +21,23 @@
 
 pub mod codec;
 pub mod command;
+pub mod dsn;
 pub mod id;
 pub mod message;
+pub mod policy;
 pub mod state;
 
 pub use codec::{CodecError, decode, encode};
-pub use command::{CommandResult, Enqueue, QueueCommand};
+pub use command::{
+    CommandResult, Enqueue, FlushTarget, MessageReport, Outcome as AttemptOutcome, QueueCommand,
+    Report,
+};
 pub use id::{MessageId, ParseIdError};
-pub use message::{BodyType, MailParams, Message, Recipient, RecipientState};
-pub use state::{Change, Outcome, QueueState, QueueStats};
+pub use message::{
+    BodyType, Claim, Destination, MailParams, Message, Notify, RcptParams, Recipient,
+    RecipientState, Ret, destination_of,
+};
+pub use state::{BodyLookup, Change, ClaimView, DSN_NODE, Outcome, QueueState, QueueStats};
 
 /// Identifier of a cluster node, as used by Raft membership.
 pub type NodeId = u64;

@@ -11,6 +11,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use mxraft_cluster::ClusterConfig;
+use mxraft_delivery::DeliveryConfig;
 use mxraft_smtp::SmtpConfig;
 
 /// The whole configuration.
@@ -28,9 +29,15 @@ pub struct Config {
     /// Raft and the internal cluster service.
     #[serde(default)]
     pub cluster: ClusterConfig,
+    /// Delivery to the primaries.
+    #[serde(default)]
+    pub delivery: DeliveryConfig,
     /// The protected domains.
     #[serde(default)]
     pub domains: Vec<DomainConfig>,
+    /// Fixed next hops for other destinations (e.g. where DSNs to senders go).
+    #[serde(default)]
+    pub routes: Vec<RouteConfig>,
     /// Logging.
     #[serde(default)]
     pub log: LogConfig,
@@ -76,8 +83,35 @@ impl Default for AdminConfig {
 pub struct DomainConfig {
     /// The domain, e.g. `example.com`.
     pub name: String,
-    /// The primary mail server's next hop (`host:port`), to which queued mail is handed back.
+    /// The primary's next hop (`host:port`): queued mail goes there, without an MX lookup.
     pub primary: Option<String>,
+    /// Our own MX preference for the domain: mail goes to the domain's MX hosts with a better
+    /// (lower) preference. Use instead of `primary`.
+    pub mx_preference: Option<u16>,
+    /// Overrides `delivery.max_queue_lifetime` for this domain.
+    #[serde(default, with = "humantime_serde")]
+    pub max_queue_lifetime: Option<Duration>,
+}
+
+/// One `[[routes]]` entry: a fixed next hop for a destination that is not protected.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// The destination domain.
+    pub domain: String,
+    /// Where its mail goes (`host:port`).
+    pub next_hop: String,
+}
+
+/// Splits `host:port` (with `[v6]:port` for IPv6 literals).
+pub fn split_host_port(s: &str) -> Option<(String, u16)> {
+    let (host, port) = s.rsplit_once(':')?;
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    let port = port.parse::<u16>().ok().filter(|p| *p > 0)?;
+    (!host.is_empty() && !host.contains(' ')).then(|| (host.to_owned(), port))
 }
 
 /// The `[log]` section.
@@ -220,15 +254,47 @@ impl Config {
             if !seen.insert(name) {
                 return Err(format!("domains.name {:?} is listed twice", d.name));
             }
-            if let Some(p) = &d.primary
-                && !valid_host_port(p)
-            {
+            match (&d.primary, d.mx_preference) {
+                (Some(p), None) if !valid_host_port(p) => {
+                    return Err(format!(
+                        "domains.primary of {:?} must be host:port, not {p:?}",
+                        d.name
+                    ));
+                }
+                (Some(_), Some(_)) => {
+                    return Err(format!(
+                        "domains {:?}: set either primary (a fixed next hop) or mx_preference (MX lookup), not both",
+                        d.name
+                    ));
+                }
+                (None, None) => {
+                    return Err(format!(
+                        "domains {:?}: set primary (host:port) or mx_preference (our own MX preference), \
+                         so that queued mail reaches the primary without looping back to this cluster",
+                        d.name
+                    ));
+                }
+                _ => {}
+            }
+            if d.max_queue_lifetime.is_some_and(|l| l.is_zero()) {
                 return Err(format!(
-                    "domains.primary of {:?} must be host:port, not {p:?}",
+                    "domains.max_queue_lifetime of {:?} must be greater than zero",
                     d.name
                 ));
             }
         }
+        for r in &self.routes {
+            if !valid_host_port(&r.next_hop) {
+                return Err(format!(
+                    "routes.next_hop of {:?} must be host:port, not {:?}",
+                    r.domain, r.next_hop
+                ));
+            }
+            if mxraft_smtp::address::parse_mailbox(&format!("postmaster@{}", r.domain)).is_err() {
+                return Err(format!("routes.domain {:?} is not a domain name", r.domain));
+            }
+        }
+        self.delivery.validate()?;
         if self.log.level.trim().is_empty() {
             return Err("log.level must not be empty".into());
         }
@@ -247,6 +313,7 @@ mod tests {
 
         [[domains]]
         name = "example.com"
+        primary = "mail.example.com:25"
     "#;
 
     #[test]
@@ -260,6 +327,12 @@ mod tests {
         assert_eq!(c.cluster.listen, "0.0.0.0:7100".parse().expect("addr"));
         assert_eq!(c.cluster.commit_timeout, Duration::from_secs(15));
         assert!(!c.cluster.bootstrap);
+        assert_eq!(c.delivery.probe_interval, Duration::from_secs(10));
+        assert_eq!(c.delivery.connections_per_destination, 10);
+        assert_eq!(
+            c.delivery.max_queue_lifetime,
+            Duration::from_secs(14 * 86400)
+        );
         assert_eq!(c.log.format, LogFormat::Text);
     }
 
@@ -275,31 +348,55 @@ mod tests {
 
     #[test]
     fn invalid_values_name_their_key() {
+        let base = "[node]\nid = 1\ndata_dir = \"x\"\n";
+        let domain = "[[domains]]\nname = \"a.test\"\nprimary = \"p.test:25\"\n";
         let cases = [
             (
-                "[node]\nid = 0\ndata_dir = \"x\"\n[[domains]]\nname = \"a.test\"\n",
+                format!("[node]\nid = 0\ndata_dir = \"x\"\n{domain}"),
                 "node.id",
             ),
-            ("[node]\nid = 1\ndata_dir = \"x\"\n", "[[domains]]"),
             (
-                "[node]\nid = 1\ndata_dir = \"x\"\n[[domains]]\nname = \"not a domain\"\n",
+                format!("[node]\nid = 65535\ndata_dir = \"x\"\n{domain}"),
+                "node.id",
+            ),
+            (base.to_string(), "[[domains]]"),
+            (
+                format!("{base}[[domains]]\nname = \"not a domain\"\nprimary = \"p:25\"\n"),
                 "domains.name",
             ),
             (
-                "[node]\nid = 1\ndata_dir = \"x\"\n[[domains]]\nname = \"a.test\"\nprimary = \"nohost\"\n",
+                format!("{base}[[domains]]\nname = \"a.test\"\nprimary = \"nohost\"\n"),
                 "domains.primary",
             ),
             (
-                "[node]\nid = 1\ndata_dir = \"x\"\n[smtp]\nmax_recipients = 5\n[[domains]]\nname = \"a.test\"\n",
+                format!("{base}[[domains]]\nname = \"a.test\"\n"),
+                "set primary",
+            ),
+            (
+                format!(
+                    "{base}[[domains]]\nname = \"a.test\"\nprimary = \"p:25\"\nmx_preference = 20\n"
+                ),
+                "not both",
+            ),
+            (
+                format!("{base}[smtp]\nmax_recipients = 5\n{domain}"),
                 "smtp.max_recipients",
             ),
             (
-                "[node]\nid = 1\ndata_dir = \"x\"\n[cluster]\nbootstrap = true\njoin = [\"a:1\"]\n[[domains]]\nname = \"a.test\"\n",
+                format!("{base}[cluster]\nbootstrap = true\njoin = [\"a:1\"]\n{domain}"),
                 "cluster.bootstrap",
+            ),
+            (
+                format!("{base}{domain}[[routes]]\ndomain = \"s.test\"\nnext_hop = \"nope\"\n"),
+                "routes.next_hop",
+            ),
+            (
+                format!("{base}{domain}[delivery]\nconnections_per_destination = 0\n"),
+                "delivery.connections_per_destination",
             ),
         ];
         for (text, key) in cases {
-            let c = Config::parse(text).expect("parses");
+            let c = Config::parse(&text).expect("parses");
             let err = c.validate().expect_err("invalid");
             assert!(err.contains(key), "{key}: {err}");
         }

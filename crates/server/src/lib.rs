@@ -13,7 +13,9 @@
 
 pub mod config;
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -26,23 +28,88 @@ use tracing::{info, warn};
 use mxraft_admin::AdminService;
 use mxraft_cluster::RaftNode;
 use mxraft_cluster::service::ClusterService;
+use mxraft_delivery::{Delivery, Route, RouteTable};
+use mxraft_queue::FlushTarget;
 use mxraft_queue::{CommandResult, Enqueue, QueueCommand};
-use mxraft_smtp::{DomainPolicy, IdGenerator, SmtpContext, SubmitError, Submitter};
+use mxraft_smtp::{DomainPolicy, EtrnReply, IdGenerator, SmtpContext, SubmitError, Submitter};
 use mxraft_store::{CloseWatch, NodeInfo, StoreOptions, Stores};
 
 pub use config::Config;
 
-/// Hands accepted messages to Raft.
-struct RaftSubmitter(RaftNode);
+/// Hands accepted messages to Raft, and ETRN requests to delivery.
+struct RaftSubmitter {
+    node: RaftNode,
+    delivery: Arc<Delivery>,
+    policy: DomainPolicy,
+}
 
 impl Submitter for RaftSubmitter {
     async fn submit(&self, message: Enqueue) -> Result<(), SubmitError> {
-        match self.0.propose(QueueCommand::Enqueue(message)).await {
+        match self.node.propose(QueueCommand::Enqueue(message)).await {
             Ok(CommandResult::Enqueued { .. }) => Ok(()),
             Ok(other) => Err(SubmitError(format!("unexpected result {other:?}"))),
             Err(e) => Err(SubmitError(e.to_string())),
         }
     }
+
+    async fn etrn(&self, client: std::net::IpAddr, domain: &str) -> EtrnReply {
+        if !self.policy.is_protected(domain) || !self.delivery.etrn_allowed(client, domain).await {
+            return EtrnReply::NotAllowed;
+        }
+        let queued = self
+            .node
+            .state_machine()
+            .read()
+            .queue()
+            .queued_destinations()
+            .contains_key(domain);
+        if !queued {
+            return EtrnReply::NothingQueued;
+        }
+        let cmd = QueueCommand::Reschedule {
+            target: FlushTarget::Destination(domain.to_owned()),
+            at_ms: now_ms(),
+        };
+        match self.node.propose(cmd).await {
+            Ok(_) => EtrnReply::Started,
+            Err(_) => EtrnReply::Unavailable,
+        }
+    }
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// The route table and per-domain lifetimes from the configuration.
+fn routes(config: &Config) -> (RouteTable, BTreeMap<String, Duration>) {
+    let mut table = RouteTable::new();
+    let mut lifetimes = BTreeMap::new();
+    for d in &config.domains {
+        let name = mxraft_smtp::address::normalize_domain(&d.name);
+        let route = match (&d.primary, d.mx_preference) {
+            (Some(p), _) => match config::split_host_port(p) {
+                Some((host, port)) => Route::NextHop { host, port },
+                None => continue,
+            },
+            (None, own) => Route::Mx {
+                own_preference: own,
+            },
+        };
+        table.insert(&name, route);
+        if let Some(l) = d.max_queue_lifetime {
+            lifetimes.insert(name, l);
+        }
+    }
+    for r in &config.routes {
+        if let Some((host, port)) = config::split_host_port(&r.next_hop) {
+            table.insert(&r.domain, Route::NextHop { host, port });
+        }
+    }
+    (table, lifetimes)
 }
 
 /// The addresses a started node listens on.
@@ -63,6 +130,8 @@ pub struct RunningServer {
     smtp_stop: CancellationToken,
     grpc_stop: CancellationToken,
     smtp_task: JoinHandle<()>,
+    delivery_stop: CancellationToken,
+    delivery_task: JoinHandle<()>,
     grpc_tasks: Vec<JoinHandle<()>>,
     closed: Vec<CloseWatch>,
 }
@@ -182,11 +251,36 @@ impl Server {
         ));
         info!(addr = %addrs.admin, "admin API serving");
 
-        let ctx = std::sync::Arc::new(SmtpContext {
-            hostname: config.smtp.hostname.clone().unwrap_or_else(system_hostname),
+        let hostname = config.smtp.hostname.clone().unwrap_or_else(system_hostname);
+        let policy = DomainPolicy::new(config.domains.iter().map(|d| d.name.as_str()));
+        let resolver =
+            mxraft_delivery::resolver::HickoryResolver::new(&config.delivery.name_servers)
+                .map_err(anyhow::Error::msg)?;
+        let (route_table, lifetimes) = routes(&config);
+        let delivery = Arc::new(
+            Delivery::new(
+                node.clone(),
+                config.delivery.clone(),
+                route_table,
+                lifetimes,
+                Arc::new(resolver),
+                hostname.clone(),
+            )
+            .map_err(anyhow::Error::msg)?,
+        );
+        let delivery_stop = CancellationToken::new();
+        let delivery_task = tokio::spawn(delivery.clone().run(delivery_stop.clone()));
+        info!(probe_interval = ?config.delivery.probe_interval, "delivery running");
+
+        let ctx = Arc::new(SmtpContext {
+            hostname,
             config: config.smtp.clone(),
-            policy: DomainPolicy::new(config.domains.iter().map(|d| d.name.as_str())),
-            submitter: RaftSubmitter(node.clone()),
+            policy: policy.clone(),
+            submitter: RaftSubmitter {
+                node: node.clone(),
+                delivery,
+                policy,
+            },
             ids: IdGenerator::new(id),
             node_id: id,
         });
@@ -200,6 +294,8 @@ impl Server {
             smtp_stop,
             grpc_stop,
             smtp_task,
+            delivery_stop,
+            delivery_task,
             grpc_tasks,
             closed,
         })
@@ -263,6 +359,12 @@ impl RunningServer {
     }
 
     async fn stop_rest(self, grace: Duration) -> anyhow::Result<()> {
+        info!("stopping delivery");
+        self.delivery_stop.cancel();
+        if grace.is_zero() {
+            self.delivery_task.abort();
+        }
+        let _ = self.delivery_task.await;
         info!("stopping gRPC services");
         self.grpc_stop.cancel();
         for task in self.grpc_tasks {

@@ -42,17 +42,17 @@ pub enum AddressError {
     TooLong,
 }
 
-fn is_atext(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-/=?^_`{|}~".contains(&b)
+fn is_atext(b: u8, utf8: bool) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-/=?^_`{|}~".contains(&b) || (utf8 && b >= 0x80)
 }
 
-fn valid_dot_string(s: &str) -> bool {
+fn valid_dot_string(s: &str, utf8: bool) -> bool {
     !s.is_empty()
         && s.split('.')
-            .all(|atom| !atom.is_empty() && atom.bytes().all(is_atext))
+            .all(|atom| !atom.is_empty() && atom.bytes().all(|b| is_atext(b, utf8)))
 }
 
-fn valid_quoted_string(s: &str) -> bool {
+fn valid_quoted_string(s: &str, utf8: bool) -> bool {
     let b = s.as_bytes();
     if b.len() < 2 || b[0] != b'"' || b[b.len() - 1] != b'"' {
         return false;
@@ -68,22 +68,24 @@ fn valid_quoted_string(s: &str) -> bool {
             }
             b'"' => return false,
             32..=126 => i += 1,
+            0x80.. if utf8 => i += 1,
             _ => return false,
         }
     }
     true
 }
 
-fn valid_domain(s: &str) -> bool {
+fn valid_domain(s: &str, utf8: bool) -> bool {
+    let letter = |c: u8| c.is_ascii_alphanumeric() || (utf8 && c >= 0x80);
     !s.is_empty()
         && s.len() <= 255
         && s.split('.').all(|label| {
             let b = label.as_bytes();
             !b.is_empty()
                 && b.len() <= 63
-                && b[0].is_ascii_alphanumeric()
-                && b[b.len() - 1].is_ascii_alphanumeric()
-                && b.iter().all(|c| c.is_ascii_alphanumeric() || *c == b'-')
+                && letter(b[0])
+                && letter(b[b.len() - 1])
+                && b.iter().all(|c| letter(*c) || *c == b'-')
         })
 }
 
@@ -96,17 +98,24 @@ fn valid_address_literal(s: &str) -> bool {
             .all(|b| (33..=126).contains(&b) && b != b'[' && b != b']' && b != b'\\')
 }
 
-/// Normalizes a domain for comparison: ASCII lower case, one trailing dot removed.
+/// Normalizes a domain for comparison: lower case, one trailing dot removed.
 pub fn normalize_domain(domain: &str) -> String {
-    domain
-        .strip_suffix('.')
-        .unwrap_or(domain)
-        .to_ascii_lowercase()
+    domain.strip_suffix('.').unwrap_or(domain).to_lowercase()
 }
 
-/// Parses the address inside the angle brackets of a path.
+/// Parses the address inside the angle brackets of a path (ASCII only).
 pub fn parse_mailbox(addr: &str) -> Result<Mailbox, AddressError> {
-    if !addr.is_ascii() {
+    parse(addr, false)
+}
+
+/// Parses an address of a transaction that announced SMTPUTF8 (RFC 6531): UTF-8 is allowed in
+/// the local part and the domain.
+pub fn parse_mailbox_utf8(addr: &str) -> Result<Mailbox, AddressError> {
+    parse(addr, true)
+}
+
+fn parse(addr: &str, utf8: bool) -> Result<Mailbox, AddressError> {
+    if !utf8 && !addr.is_ascii() {
         return Err(AddressError::NonAscii);
     }
     if addr.len() > 254 {
@@ -144,9 +153,9 @@ pub fn parse_mailbox(addr: &str) -> Result<Mailbox, AddressError> {
         return Err(AddressError::TooLong);
     }
     let local_ok = if quoted {
-        valid_quoted_string(local)
+        valid_quoted_string(local, utf8)
     } else {
-        valid_dot_string(local)
+        valid_dot_string(local, utf8)
     };
     if !local_ok {
         return Err(AddressError::Syntax);
@@ -158,7 +167,7 @@ pub fn parse_mailbox(addr: &str) -> Result<Mailbox, AddressError> {
         domain.to_owned()
     } else {
         let d = normalize_domain(domain);
-        if !valid_domain(&d) {
+        if !valid_domain(&d, utf8) {
             return Err(AddressError::Syntax);
         }
         d
@@ -185,6 +194,11 @@ impl DomainPolicy {
                 .map(|d| normalize_domain(d.as_ref()))
                 .collect(),
         }
+    }
+
+    /// Whether `domain` is protected.
+    pub fn is_protected(&self, domain: &str) -> bool {
+        self.domains.contains(&normalize_domain(domain))
     }
 
     /// Whether mail to this mailbox may be accepted for relay to a protected domain.
@@ -227,6 +241,14 @@ mod tests {
         assert_eq!(parse_mailbox("a@-x.test"), Err(AddressError::Syntax));
         assert_eq!(parse_mailbox("a@x..test"), Err(AddressError::Syntax));
         assert_eq!(parse_mailbox("üser@x.test"), Err(AddressError::NonAscii));
+        assert_eq!(
+            parse_mailbox_utf8("üser@Bücher.TEST").map(|m| m.domain),
+            Ok("bücher.test".into())
+        );
+        assert_eq!(
+            parse_mailbox_utf8("üser@Bücher.TEST").map(|m| m.domain),
+            Ok("bücher.test".into())
+        );
         assert_eq!(
             parse_mailbox(&format!("{}@x.test", "a".repeat(65))),
             Err(AddressError::TooLong)

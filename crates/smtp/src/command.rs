@@ -27,6 +27,8 @@ pub enum Command {
     Vrfy,
     /// `HELP [text]`
     Help,
+    /// `ETRN node` (RFC 1985): a request to flush the mail queued for a domain.
+    Etrn(String),
     /// A command this server knows of but does not offer (e.g. `AUTH`, `STARTTLS`, `BDAT`).
     NotImplemented(String),
 }
@@ -85,7 +87,9 @@ pub fn parse(line: &str) -> Result<Command, CommandError> {
         "NOOP" => Ok(Command::Noop),
         "VRFY" => Ok(Command::Vrfy),
         "HELP" => Ok(Command::Help),
-        "AUTH" | "STARTTLS" | "BDAT" | "ETRN" | "EXPN" | "TURN" | "ATRN" => {
+        "ETRN" if !arg.is_empty() && !arg.contains(' ') => Ok(Command::Etrn(arg.to_owned())),
+        "ETRN" => Err(CommandError::Syntax("Syntax: ETRN domain")),
+        "AUTH" | "STARTTLS" | "BDAT" | "EXPN" | "TURN" | "ATRN" => {
             Ok(Command::NotImplemented(upper))
         }
         _ => Err(CommandError::Unknown),

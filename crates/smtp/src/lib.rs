@@ -36,10 +36,30 @@ use mxraft_queue::{Enqueue, MessageId};
 #[error("{0}")]
 pub struct SubmitError(pub String);
 
-/// Where accepted messages go: commits them to the replicated queue.
+/// The answer to an ETRN request (RFC 1985).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EtrnReply {
+    /// Delivery of the domain's queued mail starts now (`250`).
+    Started,
+    /// Nothing is queued for the domain (`251`).
+    NothingQueued,
+    /// This client may not ask for this domain (`459`).
+    NotAllowed,
+    /// The request could not be recorded now (`458`).
+    Unavailable,
+}
+
+/// Where accepted messages go: the replicated queue.
 pub trait Submitter: Send + Sync + 'static {
     /// Commits the message; `Ok` means it is durable on a majority of the cluster.
     fn submit(&self, message: Enqueue) -> impl Future<Output = Result<(), SubmitError>> + Send;
+
+    /// Handles `ETRN domain` from `client`.
+    fn etrn(
+        &self,
+        client: std::net::IpAddr,
+        domain: &str,
+    ) -> impl Future<Output = EtrnReply> + Send;
 }
 
 /// Hands out queue ids for one node: receive time, node id and a sequence number.

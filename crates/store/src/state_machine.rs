@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
 
+use bytes::Bytes;
 use futures::TryStreamExt;
 use openraft::alias::SnapshotOf;
 use openraft::storage::{EntryResponder, RaftStateMachine, Snapshot};
@@ -23,7 +24,7 @@ use rocksdb::{ColumnFamilyDescriptor, DB, IteratorMode, Options, WriteBatch};
 use tracing::{info, warn};
 
 use mxraft_queue::codec::FORMAT_VERSION;
-use mxraft_queue::{Change, CommandResult, Message, MessageId, QueueState};
+use mxraft_queue::{Change, CommandResult, Destination, Message, MessageId, QueueState};
 
 use crate::snapshot::{self, DB_DIR, SnapshotData, SnapshotReceiver};
 use crate::types::{LogId, SnapshotMeta, StoredMembership, TypeConfig, io_error};
@@ -32,6 +33,7 @@ use crate::{OpenError, fsutil};
 const CF_META: &str = "meta";
 const CF_MESSAGES: &str = "messages";
 const CF_BODIES: &str = "bodies";
+const CF_DESTINATIONS: &str = "destinations";
 const KEY_APPLIED: &[u8] = b"last_applied";
 const KEY_MEMBERSHIP: &[u8] = b"membership";
 const CURRENT_FILE: &str = "CURRENT";
@@ -95,6 +97,7 @@ fn column_families() -> Vec<ColumnFamilyDescriptor> {
         ColumnFamilyDescriptor::new(CF_META, Options::default()),
         ColumnFamilyDescriptor::new(CF_MESSAGES, messages),
         ColumnFamilyDescriptor::new(CF_BODIES, bodies),
+        ColumnFamilyDescriptor::new(CF_DESTINATIONS, Options::default()),
     ]
 }
 
@@ -141,6 +144,17 @@ fn open_live(path: &Path, generation: u64) -> Result<Live, OpenError> {
             let (_k, v) = item.map_err(rocks)?;
             state.insert_loaded(mxraft_queue::decode::<Message>(&v).map_err(corrupt)?);
         }
+        let destinations = db.cf_handle(CF_DESTINATIONS).ok_or_else(|| {
+            fsutil::io_err("missing column family in", path, io_error(CF_DESTINATIONS))
+        })?;
+        for item in db.iterator_cf(destinations, IteratorMode::Start) {
+            let (k, v) = item.map_err(rocks)?;
+            let name = String::from_utf8_lossy(&k).into_owned();
+            state.set_destination_loaded(
+                name,
+                mxraft_queue::decode::<Destination>(&v).map_err(corrupt)?,
+            );
+        }
     }
     Ok(Live {
         db: Arc::new(db),
@@ -156,7 +170,7 @@ fn checkpoint_meta(db_path: &Path) -> std::io::Result<SnapshotMeta> {
     let db = DB::open_cf_for_read_only(
         &Options::default(),
         db_path,
-        [CF_META, CF_MESSAGES, CF_BODIES],
+        [CF_META, CF_MESSAGES, CF_BODIES, CF_DESTINATIONS],
         false,
     )
     .map_err(io_error)?;
@@ -279,19 +293,7 @@ impl StateMachineStore {
     /// The body of a queued message.
     pub fn body(&self, id: MessageId) -> std::io::Result<Option<Vec<u8>>> {
         let db = self.read().db.clone();
-        let bodies = cf(&db, CF_BODIES)?;
-        match db.get_cf(bodies, id.to_key()).map_err(io_error)? {
-            None => Ok(None),
-            Some(mut value) => match value.first() {
-                Some(&FORMAT_VERSION) => {
-                    value.remove(0);
-                    Ok(Some(value))
-                }
-                other => Err(io_error(format!(
-                    "body record of unknown version {other:?}"
-                ))),
-            },
-        }
+        read_body(&db, id)
     }
 
     /// Starts receiving a snapshot from the leader into a fresh directory.
@@ -434,6 +436,22 @@ impl StateMachineStore {
     }
 }
 
+fn read_body(db: &DB, id: MessageId) -> std::io::Result<Option<Vec<u8>>> {
+    let bodies = cf(db, CF_BODIES)?;
+    match db.get_cf(bodies, id.to_key()).map_err(io_error)? {
+        None => Ok(None),
+        Some(mut value) => match value.first() {
+            Some(&FORMAT_VERSION) => {
+                value.remove(0);
+                Ok(Some(value))
+            }
+            other => Err(io_error(format!(
+                "body record of unknown version {other:?}"
+            ))),
+        },
+    }
+}
+
 fn encode_body(body: &[u8]) -> Vec<u8> {
     let mut v = Vec::with_capacity(body.len() + 1);
     v.push(FORMAT_VERSION);
@@ -466,7 +484,10 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             let meta_cf = cf(&db, CF_META)?;
             let messages_cf = cf(&db, CF_MESSAGES)?;
             let bodies_cf = cf(&db, CF_BODIES)?;
+            let destinations_cf = cf(&db, CF_DESTINATIONS)?;
             let mut batch = WriteBatch::default();
+            let mut pending_bodies: std::collections::HashMap<MessageId, Bytes> =
+                std::collections::HashMap::new();
             let mut membership_changed = false;
             for (entry, responder) in entries {
                 let log_id = entry.log_id;
@@ -478,11 +499,22 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                         CommandResult::Nothing
                     }
                     EntryPayload::Normal(cmd) => {
-                        let outcome = live.state.apply(log_id.index, cmd);
+                        // DSNs return (part of) the original message: read it from this batch
+                        // or from the database.
+                        let outcome = {
+                            let lookup = |id: MessageId| {
+                                pending_bodies
+                                    .get(&id)
+                                    .cloned()
+                                    .or_else(|| read_body(&db, id).ok().flatten().map(Bytes::from))
+                            };
+                            live.state.apply(log_id.index, cmd, &lookup)
+                        };
                         for change in outcome.changes {
                             match change {
                                 Change::Inserted { id, body } => {
                                     batch.put_cf(bodies_cf, id.to_key(), encode_body(&body));
+                                    pending_bodies.insert(id, body);
                                     if let Some(m) = live.state.get(id) {
                                         batch.put_cf(
                                             messages_cf,
@@ -503,6 +535,15 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                                 Change::Removed(id) => {
                                     batch.delete_cf(messages_cf, id.to_key());
                                     batch.delete_cf(bodies_cf, id.to_key());
+                                }
+                                Change::Destination(name) => {
+                                    if let Some(d) = live.state.destination(&name) {
+                                        batch.put_cf(
+                                            destinations_cf,
+                                            name.as_bytes(),
+                                            mxraft_queue::encode(d),
+                                        );
+                                    }
                                 }
                             }
                         }

@@ -95,7 +95,7 @@ impl<S: Submitter, T: AsyncRead + AsyncWrite + Unpin + Send> Session<S, T> {
             id,
             received_at_ms: now,
             received_by: self.ctx.node_id,
-            trace_header: self.trace_header(id, &tx.recipients, now),
+            trace_header: self.trace_header(id, &tx.recipients, tx.params.smtputf8, now),
             sender: tx.sender,
             params: tx.params,
             recipients: tx.recipients,
@@ -124,7 +124,13 @@ impl<S: Submitter, T: AsyncRead + AsyncWrite + Unpin + Send> Session<S, T> {
     }
 
     /// The `Received:` header (RFC 5321 §4.4) for a message accepted now.
-    fn trace_header(&self, id: MessageId, recipients: &[String], now_ms: u64) -> String {
+    fn trace_header(
+        &self,
+        id: MessageId,
+        recipients: &[(String, mxraft_queue::RcptParams)],
+        utf8: bool,
+        now_ms: u64,
+    ) -> String {
         let helo = self.helo.as_deref().unwrap_or("unknown");
         let ip = match self.peer.ip() {
             IpAddr::V4(v4) => v4.to_string(),
@@ -133,12 +139,16 @@ impl<S: Submitter, T: AsyncRead + AsyncWrite + Unpin + Send> Session<S, T> {
                 None => format!("IPv6:{v6}"),
             },
         };
-        let with = if self.esmtp { "ESMTP" } else { "SMTP" };
+        let with = match (self.esmtp, utf8) {
+            (true, true) => "UTF8SMTP",
+            (true, false) => "ESMTP",
+            _ => "SMTP",
+        };
         let date = chrono::DateTime::from_timestamp_millis(now_ms as i64)
             .unwrap_or_default()
             .to_rfc2822();
         let for_clause = match recipients {
-            [one] => format!("\r\n\tfor <{one}>"),
+            [(one, _)] => format!("\r\n\tfor <{one}>"),
             _ => String::new(),
         };
         format!(

@@ -24,8 +24,11 @@ impl<S: Submitter, T: AsyncRead + AsyncWrite + Unpin + Send> Session<S, T> {
                 host,
                 "PIPELINING".into(),
                 size,
+                "ETRN".into(),
                 "8BITMIME".into(),
                 "ENHANCEDSTATUSCODES".into(),
+                "DSN".into(),
+                "SMTPUTF8".into(),
             ],
         })
     }

@@ -6,6 +6,7 @@
 
 mod data;
 mod ehlo;
+mod etrn;
 mod mail;
 mod rcpt;
 
@@ -18,7 +19,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
-use mxraft_queue::MailParams;
+use mxraft_queue::{MailParams, RcptParams};
 
 use crate::Submitter;
 use crate::command::{self, Command, CommandError};
@@ -33,7 +34,7 @@ const MAX_COMMAND_LINE: usize = 512;
 pub(crate) struct Transaction {
     pub(crate) sender: String,
     pub(crate) params: MailParams,
-    pub(crate) recipients: Vec<String>,
+    pub(crate) recipients: Vec<(String, RcptParams)>,
 }
 
 /// Whether the session goes on after a command.
@@ -157,6 +158,7 @@ impl<S: Submitter, T: AsyncRead + AsyncWrite + Unpin + Send> Session<S, T> {
             }
             Command::Vrfy => self.error(Reply::new(502, "5.5.1", "VRFY command is disabled")),
             Command::Help => self.ok(Reply::new(214, "2.0.0", "See RFC 5321")),
+            Command::Etrn(node) => self.etrn(node).await,
             Command::NotImplemented(verb) => self.error(Reply::new(
                 502,
                 "5.5.1",

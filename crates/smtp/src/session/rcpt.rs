@@ -1,13 +1,45 @@
-//! RCPT TO (RFC 5321 §4.1.1.3): only recipients in protected domains are accepted.
+//! RCPT TO (RFC 5321 §4.1.1.3) with the DSN parameters NOTIFY and ORCPT (RFC 3461): only
+//! recipients in protected domains are accepted.
 
 use tokio::io::{AsyncRead, AsyncWrite};
 use tracing::info;
 
+use mxraft_queue::{Notify, RcptParams};
+
+use super::mail::is_xtext;
 use super::{Flow, Session};
 use crate::Submitter;
-use crate::address::{AddressError, parse_mailbox};
+use crate::address::{AddressError, parse_mailbox, parse_mailbox_utf8};
 use crate::command::PathArgs;
 use crate::reply::Reply;
+
+fn parse_notify(v: &str) -> Option<Notify> {
+    if v.eq_ignore_ascii_case("NEVER") {
+        return Some(Notify::NEVER);
+    }
+    let mut n = Notify::default();
+    for word in v.split(',') {
+        match word.to_ascii_uppercase().as_str() {
+            "SUCCESS" => n.success = true,
+            "FAILURE" => n.failure = true,
+            "DELAY" => n.delay = true,
+            _ => return None,
+        }
+    }
+    Some(n)
+}
+
+/// `ORCPT=addr-type;xtext` (RFC 3461 §4.2).
+fn valid_orcpt(v: &str) -> bool {
+    match v.split_once(';') {
+        Some((kind, addr)) => {
+            !kind.is_empty()
+                && kind.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && is_xtext(addr)
+        }
+        None => false,
+    }
+}
 
 impl<S: Submitter, T: AsyncRead + AsyncWrite + Unpin + Send> Session<S, T> {
     /// Adds a recipient to the transaction.
@@ -18,14 +50,39 @@ impl<S: Submitter, T: AsyncRead + AsyncWrite + Unpin + Send> Session<S, T> {
         if tx.recipients.len() >= self.ctx.config.max_recipients {
             return self.error(Reply::new(452, "4.5.3", "Error: too many recipients"));
         }
-        if let Some((key, _)) = args.params.first() {
-            return self.error(Reply::new(
-                555,
-                "5.5.4",
-                format!("Unsupported option: {key}"),
-            ));
+        let utf8 = tx.params.smtputf8;
+        let mut params = RcptParams::default();
+        for (key, value) in &args.params {
+            match (key.as_str(), value.as_deref()) {
+                ("NOTIFY", Some(v)) if self.esmtp && params.notify.is_none() => {
+                    match parse_notify(v) {
+                        Some(n) => params.notify = Some(n),
+                        None => {
+                            return self.error(Reply::new(501, "5.5.4", "Bad NOTIFY parameter"));
+                        }
+                    }
+                }
+                ("ORCPT", Some(v)) if self.esmtp && params.orcpt.is_none() => {
+                    if v.len() > 500 || !valid_orcpt(v) {
+                        return self.error(Reply::new(501, "5.5.4", "Bad ORCPT parameter"));
+                    }
+                    params.orcpt = Some(v.to_owned());
+                }
+                _ => {
+                    return self.error(Reply::new(
+                        555,
+                        "5.5.4",
+                        format!("Unsupported option: {key}"),
+                    ));
+                }
+            }
         }
-        let mailbox = match parse_mailbox(&args.address) {
+        let parsed = if utf8 {
+            parse_mailbox_utf8(&args.address)
+        } else {
+            parse_mailbox(&args.address)
+        };
+        let mailbox = match parsed {
             Ok(m) => m,
             Err(AddressError::SourceRoute) => {
                 info!(rcpt = %args.address, rule = "source_route", "recipient refused");
@@ -53,8 +110,30 @@ impl<S: Submitter, T: AsyncRead + AsyncWrite + Unpin + Send> Session<S, T> {
             ));
         }
         if let Some(tx) = &mut self.tx {
-            tx.recipients.push(mailbox.address());
+            tx.recipients.push((mailbox.address(), params));
         }
         self.ok(Reply::new(250, "2.1.5", "Ok"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn notify_and_orcpt() {
+        assert_eq!(parse_notify("never"), Some(Notify::NEVER));
+        assert_eq!(
+            parse_notify("SUCCESS,DELAY"),
+            Some(Notify {
+                success: true,
+                failure: false,
+                delay: true
+            })
+        );
+        assert_eq!(parse_notify("NEVER,SUCCESS"), None);
+        assert_eq!(parse_notify("SOMETIMES"), None);
+        assert!(valid_orcpt("rfc822;user+40example.test@x"));
+        assert!(!valid_orcpt("user@x"));
     }
 }

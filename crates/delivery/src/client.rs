@@ -1,0 +1,662 @@
+//! The SMTP client that hands mail to the primary (RFC 5321), with opportunistic STARTTLS.
+//!
+//! One [`Connection`] carries several messages. Each message's envelope is pipelined (MAIL,
+//! every RCPT and DATA in one write) when the server offers PIPELINING, and the result is per
+//! recipient. The body goes out dot-stuffed with every line ending in CRLF: a bare CR or LF is
+//! never put on the wire.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+use tokio_rustls::rustls;
+
+use mxraft_queue::{BodyType, MailParams, RcptParams};
+
+/// RFC 5321 §4.5.3.2 client timeouts.
+#[derive(Debug, Clone)]
+pub struct Timeouts {
+    /// TCP connect.
+    pub connect: Duration,
+    /// Initial 220 greeting (5 min).
+    pub greeting: Duration,
+    /// Replies to EHLO, MAIL, RCPT, RSET, STARTTLS, QUIT (5 min).
+    pub command: Duration,
+    /// The 354 reply to DATA (2 min).
+    pub data_init: Duration,
+    /// Each write of message data (3 min).
+    pub data_block: Duration,
+    /// The reply to the final dot (10 min).
+    pub data_done: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            connect: Duration::from_secs(30),
+            greeting: Duration::from_secs(300),
+            command: Duration::from_secs(300),
+            data_init: Duration::from_secs(120),
+            data_block: Duration::from_secs(180),
+            data_done: Duration::from_secs(600),
+        }
+    }
+}
+
+/// A reply from the server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    /// The code.
+    pub code: u16,
+    /// The text of every line.
+    pub lines: Vec<String>,
+}
+
+impl Reply {
+    /// `code text` of the last line (multi-line replies joined), for logs and DSNs.
+    pub fn text(&self) -> String {
+        format!("{} {}", self.code, self.lines.join(" ").trim())
+    }
+
+    fn is_positive(&self) -> bool {
+        (200..400).contains(&self.code)
+    }
+}
+
+/// The session failed; the connection is unusable afterwards.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ClientError {
+    /// Connecting, reading or writing failed.
+    #[error("{0}")]
+    Io(String),
+    /// The server did not answer in time.
+    #[error("timeout waiting for {0}")]
+    Timeout(&'static str),
+    /// The server answered something that is not SMTP.
+    #[error("protocol error: {0}")]
+    Protocol(String),
+    /// The server refused the session (greeting or EHLO).
+    #[error("session refused: {0}")]
+    Refused(String),
+}
+
+/// What a message is, for sending.
+#[derive(Debug, Clone)]
+pub struct Outgoing<'a> {
+    /// The reverse path; empty for `<>`.
+    pub sender: &'a str,
+    /// The `MAIL FROM` parameters received with it.
+    pub params: &'a MailParams,
+    /// The recipients to send to now.
+    pub recipients: Vec<(&'a str, &'a RcptParams)>,
+    /// The message: trace header followed by the body.
+    pub content: &'a [u8],
+    /// Whether the envelope needs SMTPUTF8 (non-ASCII addresses or the client asked for it).
+    pub needs_smtputf8: bool,
+}
+
+/// The result of sending one message, per recipient (same order as given).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RcptResult {
+    /// Accepted by the server (2xx after the final dot).
+    Delivered(String),
+    /// Refused for good (5xx, or a condition that cannot change).
+    Failed(String),
+    /// Refused for now (4xx).
+    Deferred(String),
+}
+
+trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
+
+/// What the server offered in its EHLO reply.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Extensions {
+    /// PIPELINING (RFC 2920).
+    pub pipelining: bool,
+    /// SIZE (RFC 1870), with the limit when given.
+    pub size: Option<u64>,
+    /// 8BITMIME (RFC 6152).
+    pub eight_bit: bool,
+    /// SMTPUTF8 (RFC 6531).
+    pub smtputf8: bool,
+    /// DSN (RFC 3461).
+    pub dsn: bool,
+    /// STARTTLS (RFC 3207).
+    pub starttls: bool,
+}
+
+fn parse_ehlo(reply: &Reply) -> Extensions {
+    let mut ext = Extensions::default();
+    for line in reply.lines.iter().skip(1) {
+        let mut words = line.split_whitespace();
+        let keyword = words.next().unwrap_or("").to_ascii_uppercase();
+        match keyword.as_str() {
+            "PIPELINING" => ext.pipelining = true,
+            "SIZE" => ext.size = Some(words.next().and_then(|w| w.parse().ok()).unwrap_or(0)),
+            "8BITMIME" => ext.eight_bit = true,
+            "SMTPUTF8" => ext.smtputf8 = true,
+            "DSN" => ext.dsn = true,
+            "STARTTLS" => ext.starttls = true,
+            _ => {}
+        }
+    }
+    ext
+}
+
+/// An open session with a server.
+pub struct Connection {
+    stream: Box<dyn Stream>,
+    buf: Vec<u8>,
+    ext: Extensions,
+    tls: bool,
+    timeouts: Timeouts,
+    /// The host name connected to (for logs and DSNs).
+    pub host: String,
+    /// The address connected to.
+    pub addr: SocketAddr,
+}
+
+/// Opportunistic TLS accepts any certificate, as a backup MX relaying to its own primary does
+/// (Postfix's `smtp_tls_security_level = may`): encryption against passive eavesdropping, no
+/// authentication. The handshake signature is still checked against the presented key.
+#[derive(Debug)]
+struct AnyCertificate(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for AnyCertificate {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &rustls::pki_types::CertificateDer<'_>,
+        _intermediates: &[rustls::pki_types::CertificateDer<'_>],
+        _server_name: &rustls::pki_types::ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// The TLS client configuration for opportunistic STARTTLS.
+pub fn opportunistic_tls() -> Result<Arc<rustls::ClientConfig>, String> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider)))
+        .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
+/// Writes `content` dot-stuffed, with every line ending in CRLF (bare CR and bare LF become
+/// CRLF), followed by the end-of-data line.
+pub fn encode_data(content: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(content.len() + content.len() / 50 + 8);
+    let mut line_start = true;
+    let mut i = 0;
+    while i < content.len() {
+        let b = content[i];
+        match b {
+            b'\r' | b'\n' => {
+                out.extend_from_slice(b"\r\n");
+                // CRLF is one line end; a lone CR or LF is one too.
+                i += if b == b'\r' && content.get(i + 1) == Some(&b'\n') {
+                    2
+                } else {
+                    1
+                };
+                line_start = true;
+                continue;
+            }
+            b'.' if line_start => out.extend_from_slice(b".."),
+            _ => out.push(b),
+        }
+        line_start = false;
+        i += 1;
+    }
+    if !line_start {
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b".\r\n");
+    out
+}
+
+/// DSN parameters are passed on as received (xtext); anything else is not sent.
+fn xtext_ok(s: &str) -> bool {
+    !s.is_empty() && s.bytes().all(|b| (33..=126).contains(&b))
+}
+
+impl Connection {
+    /// Connects, reads the greeting, says EHLO (HELO if EHLO is refused), and upgrades with
+    /// STARTTLS when offered and `tls` is given.
+    pub async fn open(
+        addr: SocketAddr,
+        host: &str,
+        helo: &str,
+        tls: Option<&Arc<rustls::ClientConfig>>,
+        timeouts: &Timeouts,
+    ) -> Result<Connection, ClientError> {
+        let tcp = tokio::time::timeout(timeouts.connect, TcpStream::connect(addr))
+            .await
+            .map_err(|_| ClientError::Timeout("connect"))?
+            .map_err(|e| ClientError::Io(format!("connect to {addr}: {e}")))?;
+        let _ = tcp.set_nodelay(true);
+        let mut conn = Connection {
+            stream: Box::new(tcp),
+            buf: Vec::with_capacity(4096),
+            ext: Extensions::default(),
+            tls: false,
+            timeouts: timeouts.clone(),
+            host: host.to_owned(),
+            addr,
+        };
+        let greeting = conn.read_reply(timeouts.greeting, "greeting").await?;
+        if greeting.code != 220 {
+            return Err(ClientError::Refused(greeting.text()));
+        }
+        conn.hello(helo).await?;
+        if let Some(config) = tls
+            && conn.ext.starttls
+        {
+            conn.starttls(helo, config).await?;
+        }
+        Ok(conn)
+    }
+
+    async fn hello(&mut self, helo: &str) -> Result<(), ClientError> {
+        let reply = self.command(&format!("EHLO {helo}"), "EHLO").await?;
+        if reply.code == 250 {
+            self.ext = parse_ehlo(&reply);
+            return Ok(());
+        }
+        let reply = self.command(&format!("HELO {helo}"), "HELO").await?;
+        if reply.code != 250 {
+            return Err(ClientError::Refused(reply.text()));
+        }
+        self.ext = Extensions::default();
+        Ok(())
+    }
+
+    async fn starttls(
+        &mut self,
+        helo: &str,
+        config: &Arc<rustls::ClientConfig>,
+    ) -> Result<(), ClientError> {
+        let reply = self.command("STARTTLS", "STARTTLS").await?;
+        if reply.code != 220 {
+            // Opportunistic: go on in plain text.
+            return Ok(());
+        }
+        if !self.buf.is_empty() {
+            return Err(ClientError::Protocol(
+                "data after the STARTTLS reply".into(),
+            ));
+        }
+        let name = rustls::pki_types::ServerName::try_from(self.host.clone())
+            .or_else(|_| rustls::pki_types::ServerName::try_from(self.addr.ip().to_string()))
+            .map_err(|e| ClientError::Protocol(format!("server name: {e}")))?;
+        let plain = std::mem::replace(&mut self.stream, Box::new(tokio::io::empty()));
+        let connector = TlsConnector::from(config.clone());
+        let tls = tokio::time::timeout(self.timeouts.command, connector.connect(name, plain))
+            .await
+            .map_err(|_| ClientError::Timeout("TLS handshake"))?
+            .map_err(|e| ClientError::Io(format!("TLS handshake: {e}")))?;
+        self.stream = Box::new(tls);
+        self.tls = true;
+        // RFC 3207: everything learnt before TLS is forgotten; greet again.
+        self.hello(helo).await
+    }
+
+    /// What the server offers.
+    pub fn extensions(&self) -> &Extensions {
+        &self.ext
+    }
+
+    /// Whether the session is encrypted.
+    pub fn is_tls(&self) -> bool {
+        self.tls
+    }
+
+    async fn write(
+        &mut self,
+        bytes: &[u8],
+        timeout: Duration,
+        what: &'static str,
+    ) -> Result<(), ClientError> {
+        tokio::time::timeout(timeout, async {
+            self.stream.write_all(bytes).await?;
+            self.stream.flush().await
+        })
+        .await
+        .map_err(|_| ClientError::Timeout(what))?
+        .map_err(|e| ClientError::Io(format!("write: {e}")))
+    }
+
+    async fn command(&mut self, line: &str, what: &'static str) -> Result<Reply, ClientError> {
+        self.write(
+            format!("{line}\r\n").as_bytes(),
+            self.timeouts.command,
+            what,
+        )
+        .await?;
+        self.read_reply(self.timeouts.command, what).await
+    }
+
+    async fn read_reply(
+        &mut self,
+        timeout: Duration,
+        what: &'static str,
+    ) -> Result<Reply, ClientError> {
+        tokio::time::timeout(timeout, self.read_reply_inner())
+            .await
+            .map_err(|_| ClientError::Timeout(what))?
+    }
+
+    async fn read_reply_inner(&mut self) -> Result<Reply, ClientError> {
+        let mut lines = Vec::new();
+        loop {
+            let line = loop {
+                if let Some(pos) = self.buf.iter().position(|&b| b == b'\n') {
+                    let raw: Vec<u8> = self.buf.drain(..=pos).collect();
+                    let text = String::from_utf8_lossy(&raw)
+                        .trim_end_matches(['\r', '\n'])
+                        .to_owned();
+                    break text;
+                }
+                if self.buf.len() > 64 * 1024 {
+                    return Err(ClientError::Protocol("reply line too long".into()));
+                }
+                let mut chunk = [0u8; 4096];
+                let n = self
+                    .stream
+                    .read(&mut chunk)
+                    .await
+                    .map_err(|e| ClientError::Io(format!("read: {e}")))?;
+                if n == 0 {
+                    return Err(ClientError::Io("connection closed by the server".into()));
+                }
+                self.buf.extend_from_slice(&chunk[..n]);
+            };
+            let code = line
+                .get(..3)
+                .and_then(|c| c.parse::<u16>().ok())
+                .filter(|c| (200..600).contains(c))
+                .ok_or_else(|| ClientError::Protocol(format!("not a reply: {line:?}")))?;
+            lines.push(line.get(4..).unwrap_or("").to_owned());
+            if line.as_bytes().get(3) != Some(&b'-') {
+                return Ok(Reply { code, lines });
+            }
+        }
+    }
+
+    /// Sends one message and returns the result of every recipient, in order.
+    pub async fn send(&mut self, msg: &Outgoing<'_>) -> Result<Vec<RcptResult>, ClientError> {
+        let n = msg.recipients.len();
+        let all = |r: RcptResult| vec![r; n];
+        let size = msg.content.len() as u64;
+        if let Some(limit) = self.ext.size
+            && limit > 0
+            && size > limit
+        {
+            return Ok(all(RcptResult::Failed(format!(
+                "552 5.3.4 message size {size} exceeds the primary's limit of {limit}"
+            ))));
+        }
+        if msg.needs_smtputf8 && !self.ext.smtputf8 {
+            return Ok(all(RcptResult::Failed(
+                "553 5.6.7 the message needs SMTPUTF8, which the primary does not offer".into(),
+            )));
+        }
+
+        let mut mail = format!("MAIL FROM:<{}>", msg.sender);
+        if self.ext.size.is_some() {
+            mail.push_str(&format!(" SIZE={size}"));
+        }
+        if msg.params.body == BodyType::EightBitMime && self.ext.eight_bit {
+            mail.push_str(" BODY=8BITMIME");
+        }
+        if msg.needs_smtputf8 {
+            mail.push_str(" SMTPUTF8");
+        }
+        if self.ext.dsn {
+            match msg.params.ret {
+                Some(mxraft_queue::Ret::Full) => mail.push_str(" RET=FULL"),
+                Some(mxraft_queue::Ret::Headers) => mail.push_str(" RET=HDRS"),
+                None => {}
+            }
+            if let Some(envid) = msg.params.envid.as_deref().filter(|e| xtext_ok(e)) {
+                mail.push_str(&format!(" ENVID={envid}"));
+            }
+        }
+        let rcpts: Vec<String> = msg
+            .recipients
+            .iter()
+            .map(|(addr, params)| {
+                let mut line = format!("RCPT TO:<{addr}>");
+                if self.ext.dsn {
+                    if let Some(notify) = params.notify {
+                        line.push_str(&format!(" NOTIFY={}", notify.to_param()));
+                    }
+                    if let Some(orcpt) = params.orcpt.as_deref().filter(|o| xtext_ok(o)) {
+                        line.push_str(&format!(" ORCPT={orcpt}"));
+                    }
+                }
+                line
+            })
+            .collect();
+
+        let (mail_reply, rcpt_replies, data_reply) = if self.ext.pipelining {
+            let mut batch = format!("{mail}\r\n");
+            for r in &rcpts {
+                batch.push_str(r);
+                batch.push_str("\r\n");
+            }
+            batch.push_str("DATA\r\n");
+            self.write(
+                batch.as_bytes(),
+                self.timeouts.command,
+                "pipelined envelope",
+            )
+            .await?;
+            let mail_reply = self.read_reply(self.timeouts.command, "MAIL").await?;
+            let mut rcpt_replies = Vec::with_capacity(n);
+            for _ in 0..n {
+                rcpt_replies.push(self.read_reply(self.timeouts.command, "RCPT").await?);
+            }
+            let data_reply = self.read_reply(self.timeouts.data_init, "DATA").await?;
+            (mail_reply, rcpt_replies, Some(data_reply))
+        } else {
+            let mail_reply = self.command(&mail, "MAIL").await?;
+            if !mail_reply.is_positive() {
+                (mail_reply, Vec::new(), None)
+            } else {
+                let mut rcpt_replies = Vec::with_capacity(n);
+                for r in &rcpts {
+                    rcpt_replies.push(self.command(r, "RCPT").await?);
+                }
+                let any = rcpt_replies.iter().any(Reply::is_positive);
+                let data_reply = if any {
+                    self.write(b"DATA\r\n", self.timeouts.command, "DATA")
+                        .await?;
+                    Some(self.read_reply(self.timeouts.data_init, "DATA").await?)
+                } else {
+                    None
+                };
+                (mail_reply, rcpt_replies, data_reply)
+            }
+        };
+
+        let failed_for = |reply: &Reply| {
+            if reply.code >= 500 {
+                RcptResult::Failed(reply.text())
+            } else {
+                RcptResult::Deferred(reply.text())
+            }
+        };
+        if !mail_reply.is_positive() {
+            if data_reply.as_ref().is_some_and(|r| r.code == 354) {
+                // A server that took DATA despite refusing MAIL gets an empty message.
+                self.write(b".\r\n", self.timeouts.data_block, "data")
+                    .await?;
+                self.read_reply(self.timeouts.data_done, "end of data")
+                    .await?;
+            }
+            self.rset().await?;
+            return Ok(all(failed_for(&mail_reply)));
+        }
+        let mut results: Vec<Option<RcptResult>> = rcpt_replies
+            .iter()
+            .map(|r| {
+                if r.is_positive() {
+                    None
+                } else {
+                    Some(failed_for(r))
+                }
+            })
+            .collect();
+        let accepted = results.iter().any(Option::is_none);
+        match data_reply {
+            Some(r) if r.code == 354 => {
+                let wire = encode_data(msg.content);
+                for chunk in wire.chunks(64 * 1024) {
+                    self.write(chunk, self.timeouts.data_block, "message data")
+                        .await?;
+                }
+                let done = self
+                    .read_reply(self.timeouts.data_done, "end of data")
+                    .await?;
+                let outcome = if done.is_positive() {
+                    RcptResult::Delivered(done.text())
+                } else {
+                    failed_for(&done)
+                };
+                for slot in results.iter_mut().filter(|s| s.is_none()) {
+                    *slot = Some(outcome.clone());
+                }
+            }
+            Some(r) => {
+                for slot in results.iter_mut().filter(|s| s.is_none()) {
+                    *slot = Some(failed_for(&r));
+                }
+                self.rset().await?;
+            }
+            None => {
+                if accepted {
+                    return Err(ClientError::Protocol("no reply to DATA".into()));
+                }
+                self.rset().await?;
+            }
+        }
+        Ok(results
+            .into_iter()
+            .map(|r| r.unwrap_or(RcptResult::Deferred("4.4.0 no result".into())))
+            .collect())
+    }
+
+    async fn rset(&mut self) -> Result<(), ClientError> {
+        let reply = self.command("RSET", "RSET").await?;
+        if reply.code != 250 {
+            return Err(ClientError::Protocol(format!(
+                "RSET refused: {}",
+                reply.text()
+            )));
+        }
+        Ok(())
+    }
+
+    /// Ends the session politely.
+    pub async fn quit(mut self) {
+        let _ = self.command("QUIT", "QUIT").await;
+        let _ = self.stream.shutdown().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn data_is_dot_stuffed_and_never_carries_bare_cr_or_lf() {
+        assert_eq!(
+            encode_data(b"a\r\n.b\r\n..c\r\n"),
+            b"a\r\n..b\r\n...c\r\n.\r\n"
+        );
+        assert_eq!(
+            encode_data(b"x\n.\ny\r.\rz"),
+            b"x\r\n..\r\ny\r\n..\r\nz\r\n.\r\n"
+        );
+        assert_eq!(encode_data(b""), b".\r\n");
+        assert_eq!(encode_data(b".\r\n"), b"..\r\n.\r\n");
+        let out = encode_data(b"a\rb\nc\r\n");
+        for (i, &b) in out.iter().enumerate() {
+            if b == b'\n' {
+                assert_eq!(out[i - 1], b'\r', "LF without CR at {i}");
+            }
+            if b == b'\r' {
+                assert_eq!(out.get(i + 1), Some(&b'\n'), "CR without LF at {i}");
+            }
+        }
+    }
+
+    #[test]
+    fn ehlo_keywords_are_read() {
+        let reply = Reply {
+            code: 250,
+            lines: vec![
+                "mx.test".into(),
+                "PIPELINING".into(),
+                "SIZE 1000".into(),
+                "8BITMIME".into(),
+                "dsn".into(),
+                "STARTTLS".into(),
+            ],
+        };
+        let ext = parse_ehlo(&reply);
+        assert_eq!(
+            ext,
+            Extensions {
+                pipelining: true,
+                size: Some(1000),
+                eight_bit: true,
+                smtputf8: false,
+                dsn: true,
+                starttls: true
+            }
+        );
+    }
+}

@@ -1,0 +1,192 @@
+//! Outbound delivery for mxraft: handing the queue back to the recovered primaries.
+//!
+//! Every node runs [`Delivery`]. Its two loops:
+//!
+//! - **Leader loop** ([`leader`]), active on the Raft leader only: grants delivery claims
+//!   (`Claim` entries) for destinations that are up, at most `connections_per_destination` at
+//!   a time per destination, spread over the healthy nodes; probes destinations that are down
+//!   every `probe_interval` and commits their state (`SetDestination`), which makes their mail
+//!   due at once when they answer again; returns expired mail and sends delay notices.
+//! - **Deliverer** ([`deliver`]), on every node: watches the applied state for claims granted to
+//!   this node and delivers each over one SMTP connection ([`client`]), renewing the lease and
+//!   committing per-recipient results in `Report`s under the claim's fencing token.
+//!
+//! Routes ([`route`]) are explicit next hops or MX lookups through the [`resolver::Resolver`]
+//! trait (hickory in production). What is temporary and what is permanent is decided in
+//! [`route::RouteError`] for routing and in [`client::RcptResult`] for SMTP replies.
+//!
+//! What it does not own: the queue's rules (`mxraft-queue`), consensus (`mxraft-cluster`).
+
+pub mod client;
+pub mod config;
+mod deliver;
+mod leader;
+pub mod resolver;
+pub mod route;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use openraft::async_runtime::WatchReceiver;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use mxraft_cluster::RaftNode;
+
+pub use config::DeliveryConfig;
+pub use route::{Route, RouteTable};
+
+/// Wall-clock milliseconds since the Unix epoch, the time base of the queue's commands.
+pub(crate) fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Delivery on one node.
+pub struct Delivery {
+    node: RaftNode,
+    config: DeliveryConfig,
+    routes: RouteTable,
+    lifetimes: BTreeMap<String, Duration>,
+    resolver: Arc<dyn resolver::Resolver>,
+    hostname: String,
+    tls: Option<Arc<tokio_rustls::rustls::ClientConfig>>,
+}
+
+impl Delivery {
+    /// Sets up delivery. `lifetimes` overrides `max_queue_lifetime` per destination;
+    /// `hostname` is used in EHLO and DSNs unless `helo_name` is configured.
+    pub fn new(
+        node: RaftNode,
+        config: DeliveryConfig,
+        routes: RouteTable,
+        lifetimes: BTreeMap<String, Duration>,
+        resolver: Arc<dyn resolver::Resolver>,
+        hostname: String,
+    ) -> Result<Delivery, String> {
+        let tls = if config.starttls {
+            Some(client::opportunistic_tls()?)
+        } else {
+            None
+        };
+        let hostname = config.helo_name.clone().unwrap_or(hostname);
+        Ok(Delivery {
+            node,
+            config,
+            routes,
+            lifetimes,
+            resolver,
+            hostname,
+            tls,
+        })
+    }
+
+    /// The routes (for the admin API).
+    pub fn routes(&self) -> &RouteTable {
+        &self.routes
+    }
+
+    /// Whether `client` may ask for a flush of `destination` with ETRN: it is in
+    /// `delivery.etrn_clients`, or it is one of the addresses of the destination's primary.
+    pub async fn etrn_allowed(&self, client: std::net::IpAddr, destination: &str) -> bool {
+        let client = match client {
+            std::net::IpAddr::V6(v6) => v6
+                .to_ipv4_mapped()
+                .map(std::net::IpAddr::V4)
+                .unwrap_or(client),
+            v4 => v4,
+        };
+        if self
+            .config
+            .etrn_clients
+            .iter()
+            .any(|net| net.contains(&client))
+        {
+            return true;
+        }
+        let route = self.routes.route(destination);
+        let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::from_os_rng();
+        match route::resolve(self.resolver.as_ref(), destination, &route, &mut rng).await {
+            Ok(addrs) => addrs.iter().any(|(_, a)| a.ip() == client),
+            Err(_) => false,
+        }
+    }
+
+    /// Runs both loops until `shutdown` is cancelled; claims in progress stop before their next
+    /// message and release the rest.
+    pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
+        info!(node_id = self.node.id(), "delivery started");
+        let mut metrics = self.node.raft().metrics();
+        let mut claims: JoinSet<u64> = JoinSet::new();
+        let mut active: BTreeSet<u64> = BTreeSet::new();
+        let mut leader_state = leader::LeaderState::default();
+        let tick = Duration::from_millis(100);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                changed = metrics.changed() => {
+                    if changed.is_err() {
+                        // Raft stopped: nothing more to deliver from this node.
+                        break;
+                    }
+                }
+                _ = tokio::time::sleep(tick) => {}
+                Some(done) = claims.join_next(), if !claims.is_empty() => {
+                    if let Ok(token) = done {
+                        active.remove(&token);
+                    }
+                }
+            }
+            // Claims granted to this node that are not being worked on yet.
+            let now = now_ms();
+            let mine: Vec<_> = {
+                let sm = self.node.state_machine();
+                let live = sm.read();
+                live.queue()
+                    .claims()
+                    .into_iter()
+                    .filter(|c| {
+                        c.node == self.node.id()
+                            && c.lease_until_ms > now
+                            && !active.contains(&c.token)
+                    })
+                    .collect()
+            };
+            for claim in mine {
+                active.insert(claim.token);
+                let this = self.clone();
+                let stop = shutdown.clone();
+                let token = claim.token;
+                claims.spawn(async move {
+                    this.run_claim(claim, stop).await;
+                    token
+                });
+            }
+            let is_leader = self.node.metrics().current_leader == Some(self.node.id());
+            if is_leader {
+                self.dispatch(&mut leader_state).await;
+                self.probe_due(&mut leader_state);
+                self.expire(&mut leader_state).await;
+            } else {
+                leader_state = leader::LeaderState::default();
+            }
+        }
+        if !claims.is_empty() {
+            info!(claims = claims.len(), "waiting for deliveries in progress");
+            if tokio::time::timeout(Duration::from_secs(30), async {
+                while claims.join_next().await.is_some() {}
+            })
+            .await
+            .is_err()
+            {
+                warn!("deliveries did not stop in time");
+                claims.shutdown().await;
+            }
+        }
+        info!("delivery stopped");
+    }
+}

@@ -1,0 +1,237 @@
+//! DNS for delivery: the [`Resolver`] trait, hickory in production, zone text in tests.
+//!
+//! Temporary and permanent DNS failures are told apart here, once: NXDOMAIN is permanent, "no
+//! such record" means "no MX, use the domain itself" (RFC 5321 §5.1), everything else (SERVFAIL,
+//! timeouts, refused connections) is temporary.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+
+use hickory_resolver::TokioResolver;
+use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolverConfig};
+use hickory_resolver::net::NetError;
+use hickory_resolver::net::runtime::TokioRuntimeProvider;
+use hickory_resolver::proto::rr::RData;
+
+/// One MX record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mx {
+    /// The preference; lower is preferred.
+    pub preference: u16,
+    /// The exchange host, without a trailing dot; empty for a null MX (RFC 7505).
+    pub host: String,
+}
+
+/// A failed lookup.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DnsError {
+    /// The name does not exist (NXDOMAIN): permanent.
+    #[error("{0}: domain does not exist")]
+    NxDomain(String),
+    /// The name exists but has no record of the asked type.
+    #[error("{0}: no such record")]
+    NoRecords(String),
+    /// The lookup failed for now (SERVFAIL, timeout, unreachable server): temporary.
+    #[error("{0}: DNS lookup failed: {1}")]
+    Temporary(String, String),
+}
+
+impl DnsError {
+    /// Whether retrying later can help.
+    pub fn is_temporary(&self) -> bool {
+        matches!(self, DnsError::Temporary(..))
+    }
+}
+
+/// A boxed future, for the object-safe resolver trait.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// What delivery asks of DNS.
+pub trait Resolver: Send + Sync + 'static {
+    /// The MX records of `domain`.
+    fn mx<'a>(&'a self, domain: &'a str) -> BoxFuture<'a, Result<Vec<Mx>, DnsError>>;
+    /// The IPv4 and IPv6 addresses of `host`.
+    fn addresses<'a>(&'a self, host: &'a str) -> BoxFuture<'a, Result<Vec<IpAddr>, DnsError>>;
+}
+
+fn classify(name: &str, e: &NetError) -> DnsError {
+    if e.is_nx_domain() {
+        DnsError::NxDomain(name.to_owned())
+    } else if e.is_no_records_found() {
+        DnsError::NoRecords(name.to_owned())
+    } else {
+        DnsError::Temporary(name.to_owned(), e.to_string())
+    }
+}
+
+fn fqdn(name: &str) -> String {
+    if name.ends_with('.') {
+        name.to_owned()
+    } else {
+        format!("{name}.")
+    }
+}
+
+/// The production resolver (hickory).
+pub struct HickoryResolver {
+    inner: TokioResolver,
+}
+
+impl HickoryResolver {
+    /// A resolver asking `name_servers` (UDP and TCP), or the system's (`/etc/resolv.conf`)
+    /// when the list is empty.
+    pub fn new(name_servers: &[SocketAddr]) -> Result<HickoryResolver, String> {
+        let builder = if name_servers.is_empty() {
+            TokioResolver::builder_tokio()
+                .map_err(|e| format!("cannot read the system DNS configuration: {e}"))?
+        } else {
+            let servers = name_servers
+                .iter()
+                .map(|addr| {
+                    let mut udp = ConnectionConfig::udp();
+                    udp.port = addr.port();
+                    let mut tcp = ConnectionConfig::tcp();
+                    tcp.port = addr.port();
+                    NameServerConfig::new(addr.ip(), true, vec![udp, tcp])
+                })
+                .collect();
+            TokioResolver::builder_with_config(
+                ResolverConfig::from_parts(None, vec![], servers),
+                TokioRuntimeProvider::default(),
+            )
+        };
+        let inner = builder
+            .build()
+            .map_err(|e| format!("cannot build the DNS resolver: {e}"))?;
+        Ok(HickoryResolver { inner })
+    }
+}
+
+impl Resolver for HickoryResolver {
+    fn mx<'a>(&'a self, domain: &'a str) -> BoxFuture<'a, Result<Vec<Mx>, DnsError>> {
+        Box::pin(async move {
+            let lookup = self
+                .inner
+                .mx_lookup(fqdn(domain))
+                .await
+                .map_err(|e| classify(domain, &e))?;
+            let mut out = Vec::new();
+            for record in lookup.answers() {
+                if let RData::MX(mx) = &record.data {
+                    let host = mx.exchange.to_ascii();
+                    out.push(Mx {
+                        preference: mx.preference,
+                        host: host.trim_end_matches('.').to_ascii_lowercase(),
+                    });
+                }
+            }
+            if out.is_empty() {
+                return Err(DnsError::NoRecords(domain.to_owned()));
+            }
+            Ok(out)
+        })
+    }
+
+    fn addresses<'a>(&'a self, host: &'a str) -> BoxFuture<'a, Result<Vec<IpAddr>, DnsError>> {
+        Box::pin(async move {
+            if let Ok(ip) = host.parse::<IpAddr>() {
+                return Ok(vec![ip]);
+            }
+            let lookup = self
+                .inner
+                .lookup_ip(fqdn(host))
+                .await
+                .map_err(|e| classify(host, &e))?;
+            let ips: Vec<IpAddr> = lookup.iter().collect();
+            if ips.is_empty() {
+                return Err(DnsError::NoRecords(host.to_owned()));
+            }
+            Ok(ips)
+        })
+    }
+}
+
+/// A resolver answering from zone text, for tests and fixed setups. Lines look like
+/// `example.test. MX 10 mx.example.test.`, `mx.example.test. A 127.0.0.1`,
+/// `broken.test. SERVFAIL` or `gone.test. NXDOMAIN`; `;` starts a comment.
+#[derive(Debug, Clone, Default)]
+pub struct ZoneResolver {
+    mx: BTreeMap<String, Vec<Mx>>,
+    addrs: BTreeMap<String, Vec<IpAddr>>,
+    servfail: Vec<String>,
+    nxdomain: Vec<String>,
+}
+
+fn zone_name(s: &str) -> String {
+    s.trim_end_matches('.').to_ascii_lowercase()
+}
+
+impl ZoneResolver {
+    /// Parses zone text; errors name the line.
+    pub fn parse(text: &str) -> Result<ZoneResolver, String> {
+        let mut z = ZoneResolver::default();
+        for (n, raw) in text.lines().enumerate() {
+            let line = raw.split(';').next().unwrap_or("").trim();
+            if line.is_empty() {
+                continue;
+            }
+            let f: Vec<&str> = line.split_whitespace().collect();
+            let bad = || format!("zone line {}: cannot read {raw:?}", n + 1);
+            let name = zone_name(f.first().ok_or_else(bad)?);
+            match f.get(1).map(|t| t.to_ascii_uppercase()).as_deref() {
+                Some("MX") if f.len() == 4 => z.mx.entry(name).or_default().push(Mx {
+                    preference: f[2].parse().map_err(|_| bad())?,
+                    host: zone_name(f[3]),
+                }),
+                Some("A") | Some("AAAA") if f.len() == 3 => z
+                    .addrs
+                    .entry(name)
+                    .or_default()
+                    .push(f[2].parse().map_err(|_| bad())?),
+                Some("SERVFAIL") if f.len() == 2 => z.servfail.push(name),
+                Some("NXDOMAIN") if f.len() == 2 => z.nxdomain.push(name),
+                _ => return Err(bad()),
+            }
+        }
+        Ok(z)
+    }
+
+    fn check(&self, name: &str) -> Result<String, DnsError> {
+        let name = zone_name(name);
+        if self.servfail.contains(&name) {
+            return Err(DnsError::Temporary(name, "SERVFAIL".into()));
+        }
+        if self.nxdomain.contains(&name) {
+            return Err(DnsError::NxDomain(name));
+        }
+        Ok(name)
+    }
+}
+
+impl Resolver for ZoneResolver {
+    fn mx<'a>(&'a self, domain: &'a str) -> BoxFuture<'a, Result<Vec<Mx>, DnsError>> {
+        Box::pin(async move {
+            let name = self.check(domain)?;
+            match self.mx.get(&name) {
+                Some(records) => Ok(records.clone()),
+                None if self.addrs.contains_key(&name) => Err(DnsError::NoRecords(name)),
+                None => Err(DnsError::NxDomain(name)),
+            }
+        })
+    }
+
+    fn addresses<'a>(&'a self, host: &'a str) -> BoxFuture<'a, Result<Vec<IpAddr>, DnsError>> {
+        Box::pin(async move {
+            if let Ok(ip) = host.parse::<IpAddr>() {
+                return Ok(vec![ip]);
+            }
+            let name = self.check(host)?;
+            self.addrs
+                .get(&name)
+                .cloned()
+                .ok_or(DnsError::NxDomain(name))
+        })
+    }
+}

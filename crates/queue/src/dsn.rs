@@ -1,0 +1,189 @@
+//! Delivery status notifications (RFC 3464), rendered from the queue state.
+//!
+//! A DSN is itself a queued message: null sender, one recipient (the original sender), and a
+//! `multipart/report; report-type=delivery-status` body with a human-readable part, the
+//! `message/delivery-status` part and the original message or its header section.
+
+use crate::id::MessageId;
+use crate::message::{Message, Ret};
+
+/// Which kind of notice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DsnKind {
+    /// Recipients failed for good.
+    Failure,
+    /// Recipients are still being retried after a long time.
+    Delay,
+}
+
+/// Everything a DSN needs besides the message.
+pub struct DsnContext<'a> {
+    /// The id the DSN gets in the queue.
+    pub dsn_id: MessageId,
+    /// The host name the DSN is signed with.
+    pub reporting_mta: &'a str,
+    /// When it is issued, in milliseconds since the Unix epoch.
+    pub at_ms: u64,
+}
+
+fn rfc2822(ms: u64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms as i64)
+        .unwrap_or_default()
+        .to_rfc2822()
+}
+
+/// The enhanced status code in a reply such as `550 5.1.1 user unknown`, if it has one.
+pub fn enhanced_status(reply: &str) -> Option<&str> {
+    let rest = reply.trim_start();
+    let rest = match rest.get(..3) {
+        Some(code) if code.bytes().all(|b| b.is_ascii_digit()) => {
+            rest[3..].trim_start_matches([' ', '-'])
+        }
+        _ => rest,
+    };
+    let word = rest.split_whitespace().next()?;
+    let parts: Vec<&str> = word.split('.').collect();
+    let valid = parts.len() == 3
+        && matches!(parts[0], "2" | "4" | "5")
+        && parts[1..]
+            .iter()
+            .all(|p| !p.is_empty() && p.len() <= 3 && p.bytes().all(|b| b.is_ascii_digit()));
+    valid.then_some(word)
+}
+
+/// Renders the body of a DSN about the recipients of `message` at `indexes`. `reasons[i]` is
+/// the diagnostic of `indexes[i]`; `content` is the original message (trace header and body)
+/// when it could be read.
+pub fn render(
+    kind: DsnKind,
+    message: &Message,
+    indexes: &[usize],
+    reasons: &[String],
+    content: Option<&[u8]>,
+    ctx: &DsnContext<'_>,
+) -> Vec<u8> {
+    let mta = ctx.reporting_mta;
+    let boundary = format!("{}/{mta}", ctx.dsn_id);
+    let (subject, human) = match kind {
+        DsnKind::Failure => (
+            "Undelivered Mail Returned to Sender",
+            "Your message could not be delivered to one or more recipients.\r\n\
+             The reasons are below; the delivery report and your message are attached.",
+        ),
+        DsnKind::Delay => (
+            "Delayed Mail (still being retried)",
+            "Your message has not been delivered yet to the recipients below.\r\n\
+             Delivery is still being retried; you do not need to send it again.",
+        ),
+    };
+    let mut out = String::with_capacity(2048);
+    out.push_str(&format!(
+        "From: Mail Delivery System <MAILER-DAEMON@{mta}>\r\n"
+    ));
+    out.push_str(&format!("To: <{}>\r\n", message.sender));
+    out.push_str(&format!("Subject: {subject}\r\n"));
+    out.push_str(&format!("Date: {}\r\n", rfc2822(ctx.at_ms)));
+    out.push_str(&format!("Message-ID: <{}@{mta}>\r\n", ctx.dsn_id));
+    out.push_str("Auto-Submitted: auto-replied\r\n");
+    out.push_str("MIME-Version: 1.0\r\n");
+    out.push_str(&format!(
+        "Content-Type: multipart/report; report-type=delivery-status;\r\n\tboundary=\"{boundary}\"\r\n"
+    ));
+    out.push_str("\r\nThis is a MIME-encapsulated delivery status notification.\r\n\r\n");
+
+    out.push_str(&format!(
+        "--{boundary}\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n"
+    ));
+    out.push_str(&format!(
+        "This is the mail system at host {mta}.\r\n\r\n{human}\r\n\r\n"
+    ));
+    for (i, &index) in indexes.iter().enumerate() {
+        let rcpt = &message.recipients[index];
+        out.push_str(&format!("<{}>: {}\r\n", rcpt.address, reasons[i]));
+    }
+    out.push_str("\r\n");
+
+    out.push_str(&format!(
+        "--{boundary}\r\nContent-Type: message/delivery-status\r\n\r\n"
+    ));
+    out.push_str(&format!("Reporting-MTA: dns; {mta}\r\n"));
+    if let Some(envid) = &message.params.envid {
+        out.push_str(&format!("Original-Envelope-Id: {envid}\r\n"));
+    }
+    out.push_str(&format!(
+        "Arrival-Date: {}\r\n",
+        rfc2822(message.received_at_ms)
+    ));
+    for (i, &index) in indexes.iter().enumerate() {
+        let rcpt = &message.recipients[index];
+        let reason = &reasons[i];
+        let (action, default_status) = match kind {
+            DsnKind::Failure => ("failed", "5.0.0"),
+            DsnKind::Delay => ("delayed", "4.0.0"),
+        };
+        let status = enhanced_status(reason).unwrap_or(default_status);
+        out.push_str("\r\n");
+        out.push_str(&format!("Final-Recipient: rfc822; {}\r\n", rcpt.address));
+        if let Some(orcpt) = &rcpt.params.orcpt {
+            out.push_str(&format!("Original-Recipient: {orcpt}\r\n"));
+        }
+        out.push_str(&format!("Action: {action}\r\nStatus: {status}\r\n"));
+        let is_smtp = reason
+            .get(..3)
+            .is_some_and(|c| c.bytes().all(|b| b.is_ascii_digit()));
+        let diag_type = if is_smtp { "smtp" } else { "x-mxraft" };
+        // A diagnostic is one header field: fold any line breaks away.
+        let diag = reason.replace(['\r', '\n'], " ");
+        out.push_str(&format!("Diagnostic-Code: {diag_type}; {diag}\r\n"));
+        out.push_str(&format!("Last-Attempt-Date: {}\r\n", rfc2822(ctx.at_ms)));
+    }
+    out.push_str("\r\n");
+
+    let mut body = out.into_bytes();
+    let full = message.params.ret == Some(Ret::Full);
+    match content {
+        Some(content) if full => {
+            body.extend_from_slice(
+                format!("--{boundary}\r\nContent-Type: message/rfc822\r\n\r\n").as_bytes(),
+            );
+            body.extend_from_slice(content);
+            if !content.ends_with(b"\r\n") {
+                body.extend_from_slice(b"\r\n");
+            }
+        }
+        Some(content) => {
+            let end = content
+                .windows(4)
+                .position(|w| w == b"\r\n\r\n")
+                .map(|p| p + 2)
+                .unwrap_or(content.len());
+            body.extend_from_slice(
+                format!("--{boundary}\r\nContent-Type: text/rfc822-headers\r\n\r\n").as_bytes(),
+            );
+            body.extend_from_slice(&content[..end]);
+            if !content[..end].ends_with(b"\r\n") {
+                body.extend_from_slice(b"\r\n");
+            }
+        }
+        None => {}
+    }
+    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    body
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_enhanced_status_codes() {
+        assert_eq!(
+            enhanced_status("550 5.1.1 <u@x>: user unknown"),
+            Some("5.1.1")
+        );
+        assert_eq!(enhanced_status("451-4.3.0 try later"), Some("4.3.0"));
+        assert_eq!(enhanced_status("4.4.7 message expired"), Some("4.4.7"));
+        assert_eq!(enhanced_status("550 user unknown"), None);
+        assert_eq!(enhanced_status("connection refused"), None);
+    }
+}
