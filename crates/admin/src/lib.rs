@@ -10,6 +10,7 @@
 //! [`not_found`]/[`bad_id`] here).
 
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::Stream;
@@ -21,29 +22,64 @@ use mxraft_cluster::{RaftNode, WeakRaftNode};
 use mxraft_proto::admin::admin_server::{Admin, AdminServer};
 use mxraft_proto::admin::{
     ClusterJoinReply, ClusterJoinRequest, ClusterRemoveReply, ClusterRemoveRequest,
-    ClusterStatusReply, ClusterStatusRequest, Member, NodeInfoReply, NodeInfoRequest,
-    QueueListRequest, QueueShowReply, QueueShowRequest, QueueStatsReply, QueueStatsRequest,
-    QueuedMessage, ReadConsistency, Recipient,
+    ClusterStatusReply, ClusterStatusRequest, Destination, DestinationsListReply,
+    DestinationsListRequest, Member, NodeInfoReply, NodeInfoRequest, QueueActionReply,
+    QueueFlushRequest, QueueIdRequest, QueueListRequest, QueueShowReply, QueueShowRequest,
+    QueueStatsReply, QueueStatsRequest, QueuedMessage, ReadConsistency, Recipient,
+    queue_flush_request,
 };
-use mxraft_queue::{BodyType, Message, MessageId};
+use mxraft_queue::{
+    BodyType, CommandResult, FlushTarget, Message, MessageId, QueueCommand, RecipientState,
+};
 use mxraft_store::NodeInfo;
 
 /// Messages sent per page of a queue listing; the state lock is released between pages.
 const LIST_PAGE: usize = 256;
 
+/// Describes a destination's route for the admin API (e.g. `127.0.0.1:2500` or `MX`).
+pub type RouteDescriber = Arc<dyn Fn(&str) -> String + Send + Sync>;
+
+/// Settings of the admin service.
+#[derive(Clone)]
+pub struct AdminOptions {
+    /// How long a linearizable read waits at most.
+    pub read_timeout: Duration,
+    /// The host name DSNs from `queue bounce` are signed with.
+    pub hostname: String,
+    /// Route descriptions for `destinations list`.
+    pub describe_route: RouteDescriber,
+}
+
 /// The admin service of one node.
 pub struct AdminService {
     node: WeakRaftNode,
-    read_timeout: Duration,
+    options: AdminOptions,
 }
 
 impl AdminService {
-    /// The tonic server for `node`. Linearizable reads wait at most `read_timeout`.
-    pub fn server(node: RaftNode, read_timeout: Duration) -> AdminServer<AdminService> {
+    /// The tonic server for `node`.
+    pub fn server(node: RaftNode, options: AdminOptions) -> AdminServer<AdminService> {
         AdminServer::new(AdminService {
             node: node.downgrade(),
-            read_timeout,
+            options,
         })
+    }
+
+    /// Commits an admin command on message `id` and returns how many messages it changed.
+    async fn act(
+        &self,
+        id_text: &str,
+        make: impl FnOnce(MessageId, u64) -> QueueCommand,
+    ) -> Result<Response<QueueActionReply>, Status> {
+        let id: MessageId = id_text.trim().parse().map_err(|_| bad_id(id_text))?;
+        let node = self.node()?;
+        if node.state_machine().read().queue().get(id).is_none() {
+            return Err(not_found(id));
+        }
+        let result = node.propose(make(id, now_ms())).await?;
+        Ok(Response::new(QueueActionReply {
+            changed: changed_of(&result),
+        }))
     }
 
     /// The node, or UNAVAILABLE once it is shutting down.
@@ -57,7 +93,7 @@ impl AdminService {
         match ReadConsistency::try_from(consistency) {
             Ok(ReadConsistency::Local) => Ok(()),
             Ok(ReadConsistency::Linearizable) => {
-                Ok(self.node()?.read_barrier(self.read_timeout).await?)
+                Ok(self.node()?.read_barrier(self.options.read_timeout).await?)
             }
             Err(_) => Err(Status::invalid_argument(format!(
                 "unknown read consistency {consistency}"
@@ -74,7 +110,22 @@ fn not_found(id: MessageId) -> Status {
     Status::not_found(format!("message {id} is not in the queue"))
 }
 
-fn to_proto(m: &Message) -> QueuedMessage {
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+fn changed_of(result: &CommandResult) -> u32 {
+    match result {
+        CommandResult::Applied { changed } => *changed,
+        CommandResult::Deleted { existed, .. } => u32::from(*existed),
+        _ => 0,
+    }
+}
+
+fn to_proto(m: &Message, now: u64) -> QueuedMessage {
     QueuedMessage {
         id: m.id.to_string(),
         sender: m.sender.clone(),
@@ -84,11 +135,20 @@ fn to_proto(m: &Message) -> QueuedMessage {
             .map(|r| Recipient {
                 address: r.address.clone(),
                 state: r.state.name().to_owned(),
+                reply: match &r.state {
+                    RecipientState::Pending => r.last_error.clone(),
+                    RecipientState::Delivered { reply, .. }
+                    | RecipientState::Failed { reply, .. } => Some(reply.clone()),
+                },
+                attempts: r.attempts,
+                next_attempt_ms: r.is_pending().then_some(r.next_attempt_ms),
             })
             .collect(),
         size: m.size(),
         received_at_ms: m.received_at_ms,
         received_by: m.received_by,
+        claim_node: m.live_claim(now).map(|c| c.node),
+        held: m.held,
     }
 }
 
@@ -193,7 +253,7 @@ impl Admin for AdminService {
                     live.queue()
                         .iter_from(after)
                         .take(LIST_PAGE.min(limit - sent))
-                        .map(to_proto)
+                        .map(|m| to_proto(m, now_ms()))
                         .collect()
                 };
                 let Some(last) = page.last() else { break };
@@ -228,7 +288,7 @@ impl Admin for AdminService {
                 BodyType::SevenBit => "7BIT",
                 BodyType::EightBitMime => "8BITMIME",
             };
-            (to_proto(m), body_type, m.trace_header.clone())
+            (to_proto(m, now_ms()), body_type, m.trace_header.clone())
         };
         let body = if r.include_body {
             let body = sm
@@ -259,5 +319,130 @@ impl Admin for AdminService {
             bytes: stats.bytes,
             oldest_received_at_ms: stats.oldest_received_at_ms,
         }))
+    }
+
+    async fn queue_flush(
+        &self,
+        request: Request<QueueFlushRequest>,
+    ) -> Result<Response<QueueActionReply>, Status> {
+        let target = match request.into_inner().target {
+            None | Some(queue_flush_request::Target::All(_)) => FlushTarget::All,
+            Some(queue_flush_request::Target::Domain(d)) => {
+                let d = d.trim().trim_end_matches('.').to_lowercase();
+                if d.is_empty() {
+                    return Err(Status::invalid_argument("empty domain"));
+                }
+                FlushTarget::Destination(d)
+            }
+            Some(queue_flush_request::Target::Id(text)) => {
+                let id: MessageId = text.trim().parse().map_err(|_| bad_id(&text))?;
+                if self
+                    .node()?
+                    .state_machine()
+                    .read()
+                    .queue()
+                    .get(id)
+                    .is_none()
+                {
+                    return Err(not_found(id));
+                }
+                FlushTarget::Message(id)
+            }
+        };
+        let result = self
+            .node()?
+            .propose(QueueCommand::Reschedule {
+                target,
+                at_ms: now_ms(),
+            })
+            .await?;
+        Ok(Response::new(QueueActionReply {
+            changed: changed_of(&result),
+        }))
+    }
+
+    async fn queue_hold(
+        &self,
+        request: Request<QueueIdRequest>,
+    ) -> Result<Response<QueueActionReply>, Status> {
+        self.act(&request.into_inner().id, |id, _| QueueCommand::Hold { id })
+            .await
+    }
+
+    async fn queue_release(
+        &self,
+        request: Request<QueueIdRequest>,
+    ) -> Result<Response<QueueActionReply>, Status> {
+        self.act(&request.into_inner().id, |id, at_ms| QueueCommand::Resume {
+            id,
+            at_ms,
+        })
+        .await
+    }
+
+    async fn queue_delete(
+        &self,
+        request: Request<QueueIdRequest>,
+    ) -> Result<Response<QueueActionReply>, Status> {
+        self.act(&request.into_inner().id, |id, at_ms| QueueCommand::Delete {
+            id,
+            at_ms,
+        })
+        .await
+    }
+
+    async fn queue_bounce(
+        &self,
+        request: Request<QueueIdRequest>,
+    ) -> Result<Response<QueueActionReply>, Status> {
+        let reporting_mta = self.options.hostname.clone();
+        self.act(&request.into_inner().id, move |id, at_ms| {
+            QueueCommand::Bounce {
+                id,
+                at_ms,
+                reporting_mta,
+            }
+        })
+        .await
+    }
+
+    async fn destinations_list(
+        &self,
+        request: Request<DestinationsListRequest>,
+    ) -> Result<Response<DestinationsListReply>, Status> {
+        self.barrier(request.into_inner().consistency).await?;
+        let node = self.node()?;
+        let live = node.state_machine().read();
+        let q = live.queue();
+        let queued = q.queued_destinations();
+        let mut names: std::collections::BTreeSet<String> = queued.keys().cloned().collect();
+        names.extend(q.destinations().keys().cloned());
+        let destinations = names
+            .into_iter()
+            .map(|name| {
+                let known = q.destination(&name);
+                let (count, oldest) = queued
+                    .get(&name)
+                    .copied()
+                    .map(|(c, o)| (c, Some(o)))
+                    .unwrap_or((0, None));
+                Destination {
+                    route: (self.options.describe_route)(&name),
+                    state: match known {
+                        Some(d) if d.up => "up",
+                        Some(_) => "down",
+                        None => "unknown",
+                    }
+                    .to_owned(),
+                    since_ms: known.map(|d| d.since_ms),
+                    last_probe_ms: known.and_then(|d| d.last_probe_ms),
+                    last_error: known.and_then(|d| d.last_error.clone()),
+                    queued: count,
+                    oldest_received_at_ms: oldest,
+                    name,
+                }
+            })
+            .collect();
+        Ok(Response::new(DestinationsListReply { destinations }))
     }
 }

@@ -13,8 +13,9 @@ use tonic::transport::{Channel, Endpoint};
 
 use mxraft_proto::admin::admin_client::AdminClient;
 use mxraft_proto::admin::{
-    ClusterJoinRequest, ClusterRemoveRequest, ClusterStatusRequest, NodeInfoRequest,
-    QueueListRequest, QueueShowRequest, QueueStatsRequest, QueuedMessage, ReadConsistency,
+    ClusterJoinRequest, ClusterRemoveRequest, ClusterStatusRequest, DestinationsListRequest,
+    NodeInfoRequest, QueueFlushRequest, QueueIdRequest, QueueListRequest, QueueShowRequest,
+    QueueStatsRequest, QueuedMessage, ReadConsistency, queue_flush_request,
 };
 
 /// Administer an mxraft cluster.
@@ -50,6 +51,19 @@ enum Command {
     /// The replicated queue.
     #[command(subcommand)]
     Queue(QueueCommand),
+    /// Where queued mail goes, and whether it gets there.
+    #[command(subcommand)]
+    Destinations(DestinationsCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum DestinationsCommand {
+    /// Destinations with their route, state, last probe and error, and queued mail.
+    List {
+        /// Read this node's copy without asking the leader.
+        #[arg(long)]
+        local: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -112,6 +126,34 @@ enum QueueCommand {
         #[arg(long)]
         local: bool,
     },
+    /// Deliver now: everything, one destination, or one message.
+    Flush {
+        /// Only mail for this domain.
+        #[arg(long, conflicts_with = "id")]
+        domain: Option<String>,
+        /// Only this message.
+        id: Option<String>,
+    },
+    /// Stop delivering a message until it is released.
+    Hold {
+        /// The queue id.
+        id: String,
+    },
+    /// Release a held message; it is delivered at once.
+    Release {
+        /// The queue id.
+        id: String,
+    },
+    /// Remove a message without telling its sender.
+    Delete {
+        /// The queue id.
+        id: String,
+    },
+    /// Return a message to its sender now, with a DSN.
+    Bounce {
+        /// The queue id.
+        id: String,
+    },
 }
 
 fn consistency(local: bool) -> i32 {
@@ -154,8 +196,28 @@ fn message_json(m: &QueuedMessage) -> Value {
         "size": m.size,
         "received_at": rfc3339(m.received_at_ms),
         "received_by": m.received_by,
-        "recipients": m.recipients.iter().map(|r| json!({"address": r.address, "state": r.state})).collect::<Vec<_>>(),
+        "claim_node": m.claim_node,
+        "held": m.held,
+        "recipients": m.recipients.iter().map(|r| json!({
+            "address": r.address,
+            "state": r.state,
+            "reply": r.reply,
+            "attempts": r.attempts,
+            "next_attempt_at": r.next_attempt_ms.map(rfc3339),
+        })).collect::<Vec<_>>(),
     })
+}
+
+/// How long ago `ms` was, e.g. `3m12s`.
+fn age(ms: u64) -> String {
+    let now = chrono::Utc::now().timestamp_millis().max(0) as u64;
+    let secs = now.saturating_sub(ms) / 1000;
+    match secs {
+        s if s < 60 => format!("{s}s"),
+        s if s < 3600 => format!("{}m{:02}s", s / 60, s % 60),
+        s if s < 86400 => format!("{}h{:02}m", s / 3600, (s % 3600) / 60),
+        s => format!("{}d{:02}h", s / 86400, (s % 86400) / 3600),
+    }
 }
 
 /// Prints rows as left-aligned columns.
@@ -180,6 +242,26 @@ fn print_table(out: &mut impl Write, rows: &[Vec<String>]) -> std::io::Result<()
             }
         }
         writeln!(out, "{}", line.trim_end())?;
+    }
+    Ok(())
+}
+
+fn action_result(
+    out: &mut impl Write,
+    output: Output,
+    verb: &str,
+    id: &str,
+    changed: u32,
+) -> anyhow::Result<()> {
+    if output == Output::Json {
+        writeln!(out, "{}", json!({"id": id, verb: changed > 0}))?;
+    } else if changed > 0 {
+        writeln!(out, "{id}: {verb}")?;
+    } else {
+        writeln!(
+            out,
+            "{id}: unchanged (already {verb}, or nothing left to do)"
+        )?;
     }
     Ok(())
 }
@@ -328,11 +410,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 )?;
                 let mut n = 0u64;
                 while let Some(m) = stream.message().await? {
-                    let rcpts: Vec<String> = m
+                    let mut rcpts: Vec<String> = m
                         .recipients
                         .iter()
                         .map(|r| format!("{} ({})", r.address, r.state))
                         .collect();
+                    if m.held {
+                        rcpts.push("[held]".into());
+                    }
+                    if let Some(node) = m.claim_node {
+                        rcpts.push(format!("[delivering: node {node}]"));
+                    }
                     writeln!(
                         out,
                         "{:<26}  {:>9}  {:<24}  {:<30}  {}",
@@ -376,13 +464,136 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     vec!["body type:".into(), r.body_type.clone()],
                 ];
                 print_table(&mut out, &rows)?;
+                if m.held {
+                    writeln!(out, "held:       yes")?;
+                }
+                if let Some(n) = m.claim_node {
+                    writeln!(out, "delivering: node {n}")?;
+                }
                 for rc in &m.recipients {
-                    writeln!(out, "recipient:  {} ({})", rc.address, rc.state)?;
+                    let mut line = format!("recipient:  {} ({}", rc.address, rc.state);
+                    if rc.attempts > 0 {
+                        line.push_str(&format!(", {} attempt(s)", rc.attempts));
+                    }
+                    if let Some(next) = rc.next_attempt_ms {
+                        line.push_str(&format!(", next {}", rfc3339(next)));
+                    }
+                    line.push(')');
+                    if let Some(reply) = &rc.reply {
+                        line.push_str(&format!(": {reply}"));
+                    }
+                    writeln!(out, "{line}")?;
                 }
                 if let Some(b) = &r.body {
                     writeln!(out)?;
                     out.write_all(b)?;
                 }
+            }
+        }
+        Command::Queue(QueueCommand::Flush { domain, id }) => {
+            let target = match (domain, id) {
+                (Some(d), _) => queue_flush_request::Target::Domain(d),
+                (None, Some(id)) => queue_flush_request::Target::Id(id),
+                (None, None) => queue_flush_request::Target::All(true),
+            };
+            let r = client
+                .queue_flush(QueueFlushRequest {
+                    target: Some(target),
+                })
+                .await?
+                .into_inner();
+            if cli.output == Output::Json {
+                writeln!(out, "{}", json!({"flushed": r.changed}))?;
+            } else {
+                writeln!(out, "{} message(s) due now", r.changed)?;
+            }
+        }
+        Command::Queue(QueueCommand::Hold { id }) => {
+            let r = client
+                .queue_hold(QueueIdRequest { id: id.clone() })
+                .await?
+                .into_inner();
+            action_result(&mut out, cli.output, "held", &id, r.changed)?;
+        }
+        Command::Queue(QueueCommand::Release { id }) => {
+            let r = client
+                .queue_release(QueueIdRequest { id: id.clone() })
+                .await?
+                .into_inner();
+            action_result(&mut out, cli.output, "released", &id, r.changed)?;
+        }
+        Command::Queue(QueueCommand::Delete { id }) => {
+            let r = client
+                .queue_delete(QueueIdRequest { id: id.clone() })
+                .await?
+                .into_inner();
+            action_result(&mut out, cli.output, "deleted", &id, r.changed)?;
+        }
+        Command::Queue(QueueCommand::Bounce { id }) => {
+            let r = client
+                .queue_bounce(QueueIdRequest { id: id.clone() })
+                .await?
+                .into_inner();
+            action_result(&mut out, cli.output, "bounced", &id, r.changed)?;
+        }
+        Command::Destinations(DestinationsCommand::List { local }) => {
+            let r = client
+                .destinations_list(DestinationsListRequest {
+                    consistency: consistency(local),
+                })
+                .await?
+                .into_inner();
+            if cli.output == Output::Json {
+                let v: Vec<Value> = r
+                    .destinations
+                    .iter()
+                    .map(|d| {
+                        json!({
+                            "name": d.name,
+                            "route": d.route,
+                            "state": d.state,
+                            "since": d.since_ms.map(rfc3339),
+                            "last_probe": d.last_probe_ms.map(rfc3339),
+                            "last_error": d.last_error,
+                            "queued": d.queued,
+                            "oldest_received_at": d.oldest_received_at_ms.map(rfc3339),
+                            "oldest_age_seconds": d.oldest_received_at_ms.map(|ms| {
+                                (chrono::Utc::now().timestamp_millis().max(0) as u64).saturating_sub(ms) / 1000
+                            }),
+                        })
+                    })
+                    .collect();
+                writeln!(out, "{}", serde_json::to_string_pretty(&v)?)?;
+            } else {
+                let mut rows = vec![
+                    [
+                        "DESTINATION",
+                        "ROUTE",
+                        "STATE",
+                        "QUEUED",
+                        "OLDEST",
+                        "LAST PROBE",
+                        "LAST ERROR",
+                    ]
+                    .map(String::from)
+                    .to_vec(),
+                ];
+                for d in &r.destinations {
+                    rows.push(vec![
+                        d.name.clone(),
+                        d.route.clone(),
+                        d.state.clone(),
+                        d.queued.to_string(),
+                        d.oldest_received_at_ms
+                            .map(age)
+                            .unwrap_or_else(|| "-".into()),
+                        d.last_probe_ms
+                            .map(|p| format!("{} ago", age(p)))
+                            .unwrap_or_else(|| "-".into()),
+                        d.last_error.clone().unwrap_or_else(|| "-".into()),
+                    ]);
+                }
+                print_table(&mut out, &rows)?;
             }
         }
         Command::Queue(QueueCommand::Stats { local }) => {

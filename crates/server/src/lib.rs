@@ -25,7 +25,7 @@ use tokio_stream::StreamExt;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use mxraft_admin::AdminService;
+use mxraft_admin::{AdminOptions, AdminService};
 use mxraft_cluster::RaftNode;
 use mxraft_cluster::service::ClusterService;
 use mxraft_delivery::{Delivery, Route, RouteTable};
@@ -232,6 +232,12 @@ impl Server {
             info!("data directory holds raft state; cluster.bootstrap ignored");
         }
 
+        let hostname = config.smtp.hostname.clone().unwrap_or_else(system_hostname);
+        let policy = DomainPolicy::new(config.domains.iter().map(|d| d.name.as_str()));
+        let resolver =
+            mxraft_delivery::resolver::HickoryResolver::new(&config.delivery.name_servers)
+                .map_err(anyhow::Error::msg)?;
+        let (route_table, lifetimes) = routes(&config);
         let (health, health_service) = tonic_health::server::health_reporter();
         health
             .set_serving::<mxraft_proto::admin::admin_server::AdminServer<AdminService>>()
@@ -241,7 +247,14 @@ impl Server {
                 .add_service(health_service)
                 .add_service(AdminService::server(
                     node.clone(),
-                    config.admin.read_timeout,
+                    AdminOptions {
+                        read_timeout: config.admin.read_timeout,
+                        hostname: hostname.clone(),
+                        describe_route: {
+                            let table = route_table.clone();
+                            Arc::new(move |d: &str| table.route(d).describe())
+                        },
+                    },
                 ));
         grpc_tasks.push(spawn_grpc(
             "admin",
@@ -251,12 +264,6 @@ impl Server {
         ));
         info!(addr = %addrs.admin, "admin API serving");
 
-        let hostname = config.smtp.hostname.clone().unwrap_or_else(system_hostname);
-        let policy = DomainPolicy::new(config.domains.iter().map(|d| d.name.as_str()));
-        let resolver =
-            mxraft_delivery::resolver::HickoryResolver::new(&config.delivery.name_servers)
-                .map_err(anyhow::Error::msg)?;
-        let (route_table, lifetimes) = routes(&config);
         let delivery = Arc::new(
             Delivery::new(
                 node.clone(),
