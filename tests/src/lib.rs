@@ -4,7 +4,9 @@
 //!   its own data directory; nodes can be killed and restarted from their disk.
 //! - [`smtp`]: a small SMTP client that reports every reply, for driving the front door.
 //! - [`admin`]: a connection to a node's admin API.
+//! - [`fake_smtp`]: a scripted SMTP server standing in for a primary or a sender's server.
 
+pub mod fake_smtp;
 pub mod smtp;
 
 use std::collections::BTreeSet;
@@ -98,6 +100,8 @@ pub struct ClusterOptions {
     pub commit_timeout: Duration,
     /// The next hop of `example.test` (nothing listens on the default, port 9 of loopback).
     pub primary: String,
+    /// More keys for the `example.test` `[[domains]]` entry (e.g. `max_queue_lifetime`).
+    pub domain_extra: String,
     /// More TOML appended to every node's configuration (e.g. a `[delivery]` section).
     pub extra: String,
 }
@@ -109,6 +113,7 @@ impl Default for ClusterOptions {
             log_entries_kept: 1000,
             commit_timeout: Duration::from_secs(5),
             primary: "127.0.0.1:9".into(),
+            domain_extra: String::new(),
             extra: String::new(),
         }
     }
@@ -144,9 +149,11 @@ fn node_config(id: u64, data_dir: PathBuf, opts: &ClusterOptions) -> anyhow::Res
         [[domains]]
         name = "example.test"
         primary = "{primary}"
+        {domain_extra}
         {extra}
         "#,
         primary = opts.primary,
+        domain_extra = opts.domain_extra,
         extra = opts.extra,
         dir = data_dir.display(),
         commit = humantime::format_duration(opts.commit_timeout),

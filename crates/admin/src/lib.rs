@@ -48,6 +48,9 @@ pub struct AdminOptions {
     pub hostname: String,
     /// Route descriptions for `destinations list`.
     pub describe_route: RouteDescriber,
+    /// Destinations listed even when nothing is queued for them (the protected domains and
+    /// the configured routes).
+    pub configured: Vec<String>,
 }
 
 /// The admin service of one node.
@@ -417,6 +420,7 @@ impl Admin for AdminService {
         let queued = q.queued_destinations();
         let mut names: std::collections::BTreeSet<String> = queued.keys().cloned().collect();
         names.extend(q.destinations().keys().cloned());
+        names.extend(self.options.configured.iter().cloned());
         let destinations = names
             .into_iter()
             .map(|name| {

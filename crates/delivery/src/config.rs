@@ -34,6 +34,8 @@ pub struct DeliveryConfig {
     pub starttls: bool,
     /// DNS servers for MX lookups (`ip:port`); empty uses the system's `/etc/resolv.conf`.
     pub name_servers: Vec<SocketAddr>,
+    /// TCP port of the hosts found by MX lookup (25; another value only for test setups).
+    pub mx_port: u16,
     /// Clients (CIDR networks) allowed to send ETRN for any protected domain, besides each
     /// domain's own primary (whose addresses are always allowed).
     pub etrn_clients: Vec<ipnet::IpNet>,
@@ -67,6 +69,7 @@ impl Default for DeliveryConfig {
             helo_name: None,
             starttls: true,
             name_servers: Vec::new(),
+            mx_port: 25,
             etrn_clients: Vec::new(),
             connect_timeout: t.connect,
             command_timeout: t.command,
@@ -88,6 +91,9 @@ impl DeliveryConfig {
         }
         if self.connections_per_destination == 0 {
             return Err("delivery.connections_per_destination must be at least 1".into());
+        }
+        if self.mx_port == 0 {
+            return Err("delivery.mx_port must not be 0".into());
         }
         if self.messages_per_connection == 0 {
             return Err("delivery.messages_per_connection must be at least 1".into());

@@ -155,7 +155,15 @@ impl Delivery {
         let dest = &claim.destination;
         let route = self.routes.route(dest);
         let mut rng = rand::rngs::StdRng::from_os_rng();
-        let addrs = match route::resolve(self.resolver.as_ref(), dest, &route, &mut rng).await {
+        let addrs = match route::resolve(
+            self.resolver.as_ref(),
+            dest,
+            &route,
+            self.config.mx_port,
+            &mut rng,
+        )
+        .await
+        {
             Ok(a) => a,
             Err(e) => {
                 warn!(error = %e, "no route");
@@ -210,6 +218,24 @@ impl Delivery {
             return;
         };
         debug!(host = %conn.host, addr = %conn.addr, tls = conn.is_tls(), "connected");
+        let known_up = {
+            let sm = self.node.state_machine();
+            let live = sm.read();
+            live.queue().destination(dest).is_some_and(|d| d.up)
+        };
+        if !known_up {
+            // Record that the primary answers (a new destination, or one believed down).
+            let cmd = QueueCommand::SetDestination {
+                destination: dest.clone(),
+                up: true,
+                at_ms: now_ms(),
+                probed: false,
+                error: None,
+            };
+            if let Err(e) = self.node.propose(cmd).await {
+                debug!(error = %e, "destination state not recorded");
+            }
+        }
 
         for &id in &claim.ids {
             if shutdown.is_cancelled() {

@@ -132,26 +132,33 @@ impl Delivery {
     pub(crate) async fn probe(&self, destination: &str) {
         let route = self.routes.route(destination);
         let mut rng = rand::rngs::StdRng::from_os_rng();
-        let result =
-            match route::resolve(self.resolver.as_ref(), destination, &route, &mut rng).await {
-                Err(e) => Err(e.reply()),
-                Ok(addrs) => {
-                    let mut last = String::new();
-                    let mut ok = false;
-                    let timeouts = self.config.timeouts();
-                    for (host, addr) in addrs {
-                        match Connection::open(addr, &host, &self.hostname, None, &timeouts).await {
-                            Ok(conn) => {
-                                conn.quit().await;
-                                ok = true;
-                                break;
-                            }
-                            Err(e) => last = format!("4.4.1 {host}[{addr}]: {e}"),
+        let result = match route::resolve(
+            self.resolver.as_ref(),
+            destination,
+            &route,
+            self.config.mx_port,
+            &mut rng,
+        )
+        .await
+        {
+            Err(e) => Err(e.reply()),
+            Ok(addrs) => {
+                let mut last = String::new();
+                let mut ok = false;
+                let timeouts = self.config.timeouts();
+                for (host, addr) in addrs {
+                    match Connection::open(addr, &host, &self.hostname, None, &timeouts).await {
+                        Ok(conn) => {
+                            conn.quit().await;
+                            ok = true;
+                            break;
                         }
+                        Err(e) => last = format!("4.4.1 {host}[{addr}]: {e}"),
                     }
-                    if ok { Ok(()) } else { Err(last) }
                 }
-            };
+                if ok { Ok(()) } else { Err(last) }
+            }
+        };
         let at_ms = now_ms();
         let (up, error) = match result {
             Ok(()) => {

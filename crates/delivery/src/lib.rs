@@ -110,7 +110,15 @@ impl Delivery {
         }
         let route = self.routes.route(destination);
         let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::from_os_rng();
-        match route::resolve(self.resolver.as_ref(), destination, &route, &mut rng).await {
+        match route::resolve(
+            self.resolver.as_ref(),
+            destination,
+            &route,
+            self.config.mx_port,
+            &mut rng,
+        )
+        .await
+        {
             Ok(addrs) => addrs.iter().any(|(_, a)| a.ip() == client),
             Err(_) => false,
         }

@@ -149,13 +149,17 @@ pub async fn resolve(
     resolver: &dyn Resolver,
     destination: &str,
     route: &Route,
+    mx_port: u16,
     rng: &mut (impl Rng + Send),
 ) -> Result<Vec<(String, SocketAddr)>, RouteError> {
     let (hosts, port) = match route {
         Route::NextHop { host, port } => (vec![host.clone()], *port),
         Route::Mx { own_preference } => {
             let answer = resolver.mx(destination).await;
-            (choose_mx(destination, answer, *own_preference, rng)?, 25)
+            (
+                choose_mx(destination, answer, *own_preference, rng)?,
+                mx_port,
+            )
         }
     };
     let mut out = Vec::new();
@@ -295,9 +299,15 @@ mod tests {
         let route = Route::Mx {
             own_preference: Some(20),
         };
-        let addrs = resolve(&z, "example.test", &route, &mut StdRng::seed_from_u64(3))
-            .await
-            .expect("resolves");
+        let addrs = resolve(
+            &z,
+            "example.test",
+            &route,
+            25,
+            &mut StdRng::seed_from_u64(3),
+        )
+        .await
+        .expect("resolves");
         let want: Vec<(String, SocketAddr)> = vec![
             (
                 "primary.example.test".into(),
@@ -313,7 +323,7 @@ mod tests {
             host: "127.0.0.1".into(),
             port: 2500,
         };
-        let addrs = resolve(&z, "example.test", &hop, &mut StdRng::seed_from_u64(3))
+        let addrs = resolve(&z, "example.test", &hop, 25, &mut StdRng::seed_from_u64(3))
             .await
             .expect("resolves");
         assert_eq!(
@@ -331,6 +341,7 @@ mod tests {
             &z,
             "dangling.test",
             &dangling,
+            25,
             &mut StdRng::seed_from_u64(3),
         )
         .await

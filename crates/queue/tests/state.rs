@@ -623,7 +623,7 @@ fn hold_release_and_flush() {
 
 #[test]
 fn applying_the_same_log_gives_the_same_state() {
-    let cmds = vec![
+    let cmds = [
         QueueCommand::Enqueue(enqueue(
             id(1),
             "a@sender.test",

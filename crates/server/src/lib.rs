@@ -254,6 +254,17 @@ impl Server {
                             let table = route_table.clone();
                             Arc::new(move |d: &str| table.route(d).describe())
                         },
+                        configured: config
+                            .domains
+                            .iter()
+                            .map(|d| mxraft_smtp::address::normalize_domain(&d.name))
+                            .chain(
+                                config
+                                    .routes
+                                    .iter()
+                                    .map(|r| mxraft_smtp::address::normalize_domain(&r.domain)),
+                            )
+                            .collect(),
                     },
                 ));
         grpc_tasks.push(spawn_grpc(
