@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what is missing and runs the whole mxraft test suite:
 #   formatting and lints, unit tests, openraft's storage suite, in-process cluster tests,
-#   and the black-box test of deploy/local with swaks.
+#   and the black-box tests of deploy/local with swaks, smtp-source and smtp-sink.
 # Builds in release mode into $CARGO_TARGET_DIR (default ~/.cache/mxraft/target), shared with
 # deploy/local/up.sh, so RocksDB is compiled once.
 set -euo pipefail
@@ -30,5 +30,8 @@ cargo test --release --locked --workspace -- --test-threads=1
 section "black-box: deploy/local"
 cargo build --release --locked -p mxraftd -p mxraftctl
 tests/blackbox/local_cluster.sh
+
+section "black-box: flush to the primary (smtp-sink)"
+tests/blackbox/flush.sh
 
 section "all tests passed in $((SECONDS - start)) s"
