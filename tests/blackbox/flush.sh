@@ -5,7 +5,10 @@
 #  2. kill -9 of a node holding delivery claims in the middle of a large flush: every queued
 #     message still arrives, and the duplicates are no more than the messages that node held
 #     under live claims at the kill.
-# Uses the local-cluster ports (2525-2527, 7001-7003, 7101-7103) and 2500.
+#  3. a primary answering 4xx: the recipient is retried (here after `queue flush`); a primary
+#     answering 5xx: the sender gets a DSN at its own route (a second smtp-sink), the null
+#     sender gets none.
+# Uses the local-cluster ports (2525-2527, 7001-7003, 7101-7103), 2500 and 2501.
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -27,16 +30,16 @@ cleanup() {
 }
 trap cleanup EXIT
 
-for port in 2500 2525 2526 2527 7001 7002 7003 7101 7102 7103; do
+for port in 2500 2501 2525 2526 2527 7001 7002 7003 7101 7102 7103; do
     if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
         fail "port $port is in use (stop the local cluster with deploy/local/down.sh)"
     fi
 done
 
-start_sink() { # $1 = dump directory
+start_sink() { # $1 = dump directory, then smtp-sink options
     mkdir -p "$1"
     chmod 777 "$1"
-    "$smtp_sink" -u nobody -d "$1/%M." 127.0.0.1:2500 256 &
+    "$smtp_sink" -u nobody -d "$1/%M." "${@:2}" 127.0.0.1:2500 256 &
     sink_pid=$!
 }
 stop_sink() { kill "$sink_pid" 2>/dev/null || true; wait "$sink_pid" 2>/dev/null || true; sink_pid=""; }
@@ -86,6 +89,47 @@ diff <(sort "$dir/acked") <(dumped_ids "$dir/sink1") >/dev/null || {
 }
 echo "30 messages delivered exactly once in ${elapsed} s"
 stop_sink
+
+step "a primary answering 4xx: the recipient stays pending and is retried"
+start_sink "$dir/sink-4xx" -r RCPT
+out=$(swaks --server 127.0.0.1:2526 --from soft@client.test --to user7@example.test --body soft 2>&1) || fail "swaks: $out"
+soft_id=$(sed -n 's/.*<-  250 2\.0\.0 Ok: queued as \([0-9A-Z]*\).*/\1/p' <<<"$out")
+"$ctl" queue flush --domain example.test >/dev/null
+for _ in $(seq 1 300); do
+    "$ctl" queue show "$soft_id" -o json 2>/dev/null |
+        jq -e '.recipients[0] | .state == "pending" and .attempts >= 1 and (.reply | startswith("450"))' >/dev/null && break
+    sleep 0.1
+done
+"$ctl" queue show "$soft_id" -o json | jq -e '.recipients[0].attempts >= 1' >/dev/null || fail "no 4xx attempt recorded"
+stop_sink
+start_sink "$dir/sink-retry"
+"$ctl" queue flush "$soft_id" >/dev/null
+wait_empty 60 7001 7002 7003
+[[ $(dumped_ids "$dir/sink-retry") == "$soft_id" ]] || fail "the retried message did not arrive once"
+stop_sink
+
+step "a primary answering 5xx: a DSN to the sender's route, none for the null sender"
+start_sink "$dir/sink-5xx" -f RCPT -B "550 5.1.1 No such user"
+mkdir -p "$dir/dsn" && chmod 777 "$dir/dsn"
+"$smtp_sink" -u nobody -d "$dir/dsn/%M." 127.0.0.1:2501 16 &
+dsn_pid=$!
+swaks --server 127.0.0.1:2525 --from hard@client.test --to user8@example.test \
+    --header "Subject: will bounce" --body hard >/dev/null 2>&1 || fail "swaks failed"
+swaks --server 127.0.0.1:2527 --from '<>' --to user9@example.test --body nullsender >/dev/null 2>&1 || fail "swaks failed"
+"$ctl" queue flush --domain example.test >/dev/null
+wait_empty 60 7001 7002 7003
+kill "$dsn_pid" 2>/dev/null || true
+wait "$dsn_pid" 2>/dev/null || true
+stop_sink
+dsn_files=("$dir"/dsn/*)
+[[ ${#dsn_files[@]} -eq 1 && -f ${dsn_files[0]} ]] || fail "expected exactly one DSN, found ${#dsn_files[@]}"
+grep -q '^X-Rcpt-Args: <hard@client.test>' "${dsn_files[0]}" || fail "the DSN is not addressed to the sender"
+grep -q '^X-Mail-Args: <>' "${dsn_files[0]}" || fail "the DSN does not have the null sender"
+grep -q 'Content-Type: multipart/report; report-type=delivery-status' "${dsn_files[0]}" || fail "not an RFC 3464 DSN"
+grep -q '^Final-Recipient: rfc822; user8@example.test' "${dsn_files[0]}" || fail "DSN without the failed recipient"
+grep -q '^Status: 5.1.1' "${dsn_files[0]}" || fail "DSN without the primary's status"
+grep -q '^Subject: will bounce' "${dsn_files[0]}" || fail "DSN without the original headers"
+echo "one DSN to hard@client.test; none for the null sender"
 
 step "queue 2000 messages while the primary is down again"
 n=2000

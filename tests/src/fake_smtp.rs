@@ -1,12 +1,15 @@
 //! A scripted SMTP server standing in for a primary or a sender's mail server in tests: it
-//! answers each recipient with the code a rule gives and records every accepted message.
+//! answers each recipient with the code a rule gives, can offer STARTTLS, and records every
+//! accepted message with the envelope lines it came with.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::rustls;
 use tokio_util::sync::CancellationToken;
 
 use mxraft_smtp::data::DataDecoder;
@@ -14,16 +17,60 @@ use mxraft_smtp::data::DataDecoder;
 /// One message the server accepted.
 #[derive(Debug, Clone)]
 pub struct Received {
-    /// The `MAIL FROM` line's argument.
+    /// The `MAIL FROM:` argument, parameters included.
     pub mail_from: String,
     /// The accepted recipients.
     pub rcpts: Vec<String>,
+    /// The `RCPT TO:` arguments of the accepted recipients, parameters included.
+    pub rcpt_lines: Vec<String>,
     /// The message content.
     pub data: Vec<u8>,
+    /// Whether it came over TLS.
+    pub tls: bool,
 }
 
 /// Decides the reply code for a recipient, given how many times it was offered before.
 pub type Rule = Arc<dyn Fn(&str, u32) -> u16 + Send + Sync>;
+
+/// What the server offers.
+#[derive(Clone)]
+pub struct FakeOptions {
+    /// EHLO keywords (besides STARTTLS).
+    pub extensions: Vec<String>,
+    /// Offer STARTTLS with this configuration.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+}
+
+impl Default for FakeOptions {
+    fn default() -> Self {
+        FakeOptions {
+            extensions: [
+                "PIPELINING",
+                "8BITMIME",
+                "DSN",
+                "SMTPUTF8",
+                "SIZE 100000000",
+            ]
+            .map(String::from)
+            .to_vec(),
+            tls: None,
+        }
+    }
+}
+
+/// A TLS configuration with a fresh self-signed certificate for `name`.
+pub fn self_signed_tls(name: &str) -> anyhow::Result<Arc<rustls::ServerConfig>> {
+    let cert = rcgen::generate_simple_self_signed(vec![name.to_owned()])?;
+    let der = rustls::pki_types::CertificateDer::from(cert.cert.der().to_vec());
+    let key = rustls::pki_types::PrivateKeyDer::try_from(cert.signing_key.serialize_der())
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(vec![der], key)?;
+    Ok(Arc::new(config))
+}
 
 /// A running fake server.
 pub struct FakeSmtp {
@@ -40,25 +87,48 @@ impl Drop for FakeSmtp {
     }
 }
 
+struct Shared {
+    received: Arc<Mutex<Vec<Received>>>,
+    offered: Arc<Mutex<HashMap<String, u32>>>,
+    rule: Rule,
+    options: FakeOptions,
+}
+
 impl FakeSmtp {
-    /// Starts a server on `127.0.0.1:0` (or on `addr` when given) answering RCPTs by `rule`.
+    /// Starts a server on `127.0.0.1:0` (or on `addr`) answering RCPTs by `rule`.
     pub async fn start(addr: Option<SocketAddr>, rule: Rule) -> anyhow::Result<FakeSmtp> {
+        Self::start_with(addr, rule, FakeOptions::default()).await
+    }
+
+    /// Like [`start`](Self::start), with other extensions or STARTTLS.
+    pub async fn start_with(
+        addr: Option<SocketAddr>,
+        rule: Rule,
+        options: FakeOptions,
+    ) -> anyhow::Result<FakeSmtp> {
         let listener =
-            TcpListener::bind(addr.unwrap_or_else(|| "127.0.0.1:0".parse().expect("addr"))).await?;
+            TcpListener::bind(addr.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0))))
+                .await?;
         let addr = listener.local_addr()?;
         let received = Arc::new(Mutex::new(Vec::new()));
         let offered = Arc::new(Mutex::new(HashMap::new()));
         let stop = CancellationToken::new();
-        let (r, o, s) = (received.clone(), offered.clone(), stop.clone());
+        let shared = Arc::new(Shared {
+            received: received.clone(),
+            offered: offered.clone(),
+            rule,
+            options,
+        });
+        let token = stop.clone();
         tokio::spawn(async move {
             loop {
                 tokio::select! {
-                    _ = s.cancelled() => return,
+                    _ = token.cancelled() => return,
                     accepted = listener.accept() => {
                         let Ok((stream, _)) = accepted else { continue };
-                        let (r, o, rule) = (r.clone(), o.clone(), rule.clone());
+                        let shared = shared.clone();
                         tokio::spawn(async move {
-                            let _ = session(stream, r, o, rule).await;
+                            let _ = session(Box::new(stream), shared).await;
                         });
                     }
                 }
@@ -91,46 +161,105 @@ impl FakeSmtp {
     }
 }
 
-async fn session(
-    stream: tokio::net::TcpStream,
-    received: Arc<Mutex<Vec<Received>>>,
-    offered: Arc<Mutex<HashMap<String, u32>>>,
-    rule: Rule,
-) -> anyhow::Result<()> {
-    let (r, mut w) = stream.into_split();
-    let mut r = BufReader::new(r);
-    w.write_all(b"220 fake.test ESMTP\r\n").await?;
+trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
+struct Conn {
+    io: Box<dyn Io>,
+    buf: Vec<u8>,
+}
+
+impl Conn {
+    async fn line(&mut self) -> anyhow::Result<Option<String>> {
+        loop {
+            if let Some(pos) = self.buf.iter().position(|&b| b == b'\n') {
+                let raw: Vec<u8> = self.buf.drain(..=pos).collect();
+                return Ok(Some(String::from_utf8_lossy(&raw).trim_end().to_owned()));
+            }
+            if !self.fill().await? {
+                return Ok(None);
+            }
+        }
+    }
+
+    async fn fill(&mut self) -> anyhow::Result<bool> {
+        let mut chunk = vec![0u8; 65536];
+        let n = self.io.read(&mut chunk).await?;
+        self.buf.extend_from_slice(&chunk[..n]);
+        Ok(n > 0)
+    }
+
+    async fn say(&mut self, text: &str) -> anyhow::Result<()> {
+        self.io.write_all(text.as_bytes()).await?;
+        Ok(self.io.flush().await?)
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> anyhow::Result<std::sync::MutexGuard<'_, T>> {
+    m.lock().map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+async fn session(io: Box<dyn Io>, shared: Arc<Shared>) -> anyhow::Result<()> {
+    let mut c = Conn {
+        io,
+        buf: Vec::new(),
+    };
+    let mut tls = false;
+    c.say("220 fake.test ESMTP\r\n").await?;
     let mut mail_from = String::new();
     let mut rcpts = Vec::new();
-    loop {
-        let mut line = String::new();
-        if r.read_line(&mut line).await? == 0 {
-            return Ok(());
-        }
-        let line = line.trim_end().to_owned();
+    let mut rcpt_lines = Vec::new();
+    while let Some(line) = c.line().await? {
         let upper = line.to_ascii_uppercase();
         if upper.starts_with("EHLO") {
-            w.write_all(b"250-fake.test\r\n250-PIPELINING\r\n250-8BITMIME\r\n250-DSN\r\n250 SIZE 100000000\r\n").await?;
+            let mut ext = shared.options.extensions.clone();
+            if shared.options.tls.is_some() && !tls {
+                ext.push("STARTTLS".into());
+            }
+            let mut reply = String::from("250-fake.test\r\n");
+            for (i, e) in ext.iter().enumerate() {
+                let sep = if i + 1 == ext.len() { ' ' } else { '-' };
+                reply.push_str(&format!("250{sep}{e}\r\n"));
+            }
+            if ext.is_empty() {
+                reply = "250 fake.test\r\n".into();
+            }
+            c.say(&reply).await?;
+        } else if upper == "STARTTLS" && !tls {
+            let Some(config) = shared.options.tls.clone() else {
+                c.say("502 5.5.1 no TLS here\r\n").await?;
+                continue;
+            };
+            c.say("220 2.0.0 ready\r\n").await?;
+            let plain = std::mem::replace(&mut c.io, Box::new(tokio::io::empty()));
+            let stream = TlsAcceptor::from(config).accept(plain).await?;
+            c = Conn {
+                io: Box::new(stream),
+                buf: Vec::new(),
+            };
+            tls = true;
         } else if upper.starts_with("HELO") {
-            w.write_all(b"250 fake.test\r\n").await?;
+            c.say("250 fake.test\r\n").await?;
         } else if upper.starts_with("MAIL FROM:") {
             mail_from = line[10..].to_owned();
             rcpts.clear();
-            w.write_all(b"250 2.1.0 ok\r\n").await?;
+            rcpt_lines.clear();
+            c.say("250 2.1.0 ok\r\n").await?;
         } else if upper.starts_with("RCPT TO:") {
-            let addr = line[8..]
+            let args = line[8..].to_owned();
+            let addr = args
                 .split_whitespace()
                 .next()
                 .unwrap_or("")
                 .trim_matches(['<', '>'])
                 .to_owned();
             let n = {
-                let mut o = offered.lock().map_err(|e| anyhow::anyhow!("{e}"))?;
+                let mut o = lock(&shared.offered)?;
                 let n = o.entry(addr.clone()).or_insert(0);
                 *n += 1;
                 *n - 1
             };
-            let code = rule(&addr, n);
+            let code = (shared.rule)(&addr, n);
             let reply = match code {
                 250 => "250 2.1.5 ok\r\n".to_string(),
                 c if c >= 500 => format!("{c} 5.1.1 <{addr}>: user unknown\r\n"),
@@ -138,57 +267,44 @@ async fn session(
             };
             if code == 250 {
                 rcpts.push(addr);
+                rcpt_lines.push(args);
             }
-            w.write_all(reply.as_bytes()).await?;
+            c.say(&reply).await?;
         } else if upper == "DATA" {
             if rcpts.is_empty() {
-                w.write_all(b"554 5.5.1 no valid recipients\r\n").await?;
+                c.say("554 5.5.1 no valid recipients\r\n").await?;
                 continue;
             }
-            w.write_all(b"354 go ahead\r\n").await?;
+            c.say("354 go ahead\r\n").await?;
             let mut decoder = DataDecoder::new(200 * 1024 * 1024, 100_000);
-            let mut buf = r.buffer().to_vec();
-            let consumed_now = buf.len();
-            r.consume(consumed_now);
             loop {
-                if let Some(n) = decoder.feed(&buf) {
-                    // Bytes after the end of data are the next commands: hand them back.
-                    let rest = buf[n..].to_vec();
-                    let data =
-                        std::mem::replace(&mut decoder, DataDecoder::new(1, 1)).into_message();
-                    received
-                        .lock()
-                        .map_err(|e| anyhow::anyhow!("{e}"))?
-                        .push(Received {
-                            mail_from: mail_from.clone(),
-                            rcpts: std::mem::take(&mut rcpts),
-                            data,
-                        });
-                    w.write_all(b"250 2.0.0 accepted\r\n").await?;
-                    if !rest.is_empty() {
-                        // mxraft waits for the reply to the final dot; anything else is a bug.
-                        w.write_all(b"421 4.3.0 fake server: commands pipelined after DATA\r\n")
-                            .await?;
-                        return Ok(());
-                    }
+                if let Some(n) = decoder.feed(&c.buf) {
+                    c.buf.drain(..n);
                     break;
                 }
-                buf.clear();
-                let mut chunk = vec![0u8; 65536];
-                let n = r.read(&mut chunk).await?;
-                if n == 0 {
+                c.buf.clear();
+                if !c.fill().await? {
                     return Ok(());
                 }
-                buf.extend_from_slice(&chunk[..n]);
             }
+            lock(&shared.received)?.push(Received {
+                mail_from: mail_from.clone(),
+                rcpts: std::mem::take(&mut rcpts),
+                rcpt_lines: std::mem::take(&mut rcpt_lines),
+                data: decoder.into_message(),
+                tls,
+            });
+            c.say("250 2.0.0 accepted\r\n").await?;
         } else if upper == "RSET" || upper.starts_with("NOOP") {
             rcpts.clear();
-            w.write_all(b"250 2.0.0 ok\r\n").await?;
+            rcpt_lines.clear();
+            c.say("250 2.0.0 ok\r\n").await?;
         } else if upper == "QUIT" {
-            w.write_all(b"221 2.0.0 bye\r\n").await?;
+            c.say("221 2.0.0 bye\r\n").await?;
             return Ok(());
         } else {
-            w.write_all(b"502 5.5.1 not implemented\r\n").await?;
+            c.say("502 5.5.1 not implemented\r\n").await?;
         }
     }
+    Ok(())
 }

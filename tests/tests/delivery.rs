@@ -447,3 +447,184 @@ async fn mx_routing_through_a_real_dns_server_skips_our_own_preference() -> anyh
     assert_eq!(d.state, "up");
     cluster.shutdown().await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_client_uses_starttls_carries_dsn_parameters_and_respects_size_and_smtputf8()
+-> anyhow::Result<()> {
+    use mxraft_tests::fake_smtp::{FakeOptions, self_signed_tls};
+    // A primary with STARTTLS and DSN, a 20 kB SIZE limit and no SMTPUTF8.
+    let options = FakeOptions {
+        extensions: ["PIPELINING", "8BITMIME", "DSN", "SIZE 20000"]
+            .map(String::from)
+            .to_vec(),
+        tls: Some(self_signed_tls("primary.example.test")?),
+    };
+    let primary = FakeSmtp::start_with(None, Arc::new(|_, _| 250), options).await?;
+    let sender_mx = FakeSmtp::accept_all().await?;
+    let cluster = TestCluster::start(3, delivery_options(primary.addr, sender_mx.addr)).await?;
+
+    phase("a message with DSN parameters goes over TLS, parameters intact");
+    let mut c = Client::connect(cluster.smtp_addr(1)).await?;
+    assert_eq!(c.command("EHLO client.test").await?.code, 250);
+    assert_eq!(
+        c.command("MAIL FROM:<a@sender.test> RET=HDRS ENVID=QQ314159")
+            .await?
+            .code,
+        250
+    );
+    assert_eq!(
+        c.command("RCPT TO:<u@example.test> NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;u@example.test")
+            .await?
+            .code,
+        250
+    );
+    assert_eq!(c.command("DATA").await?.code, 354);
+    c.send_raw(b"Subject: dsn params\r\n\r\nline\r\n.\r\n")
+        .await?;
+    assert_eq!(c.read_reply().await?.code, 250);
+
+    phase("one too big for the primary, one needing SMTPUTF8: both come back with DSNs");
+    let mut big_body = String::from("Subject: big\r\n\r\n");
+    for _ in 0..400 {
+        big_body.push_str(&"z".repeat(70));
+        big_body.push_str("\r\n");
+    }
+    let r = send_one(
+        cluster.smtp_addr(2),
+        "b@sender.test",
+        &["big@example.test"],
+        big_body.as_bytes(),
+    )
+    .await?;
+    assert_eq!(r.code, 250);
+    assert_eq!(
+        c.command("MAIL FROM:<c@sender.test> SMTPUTF8").await?.code,
+        250
+    );
+    assert_eq!(c.command("RCPT TO:<üser@example.test>").await?.code, 250);
+    assert_eq!(c.command("DATA").await?.code, 354);
+    c.send_raw(b"Subject: utf8\r\n\r\nx\r\n.\r\n").await?;
+    assert_eq!(c.read_reply().await?.code, 250);
+
+    wait_until_empty(&cluster).await?;
+    let got = primary.received();
+    assert_eq!(got.len(), 1, "only the first message was deliverable");
+    assert!(got[0].tls, "delivered over STARTTLS");
+    assert_eq!(
+        got[0].mail_from.split_whitespace().collect::<Vec<_>>(),
+        [
+            "<a@sender.test>",
+            &format!("SIZE={}", got[0].data.len()),
+            "RET=HDRS",
+            "ENVID=QQ314159"
+        ]
+    );
+    assert_eq!(
+        got[0].rcpt_lines,
+        ["<u@example.test> NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;u@example.test"]
+    );
+
+    let dsns = sender_mx.received();
+    let texts: Vec<String> = dsns
+        .iter()
+        .map(|d| String::from_utf8_lossy(&d.data).into_owned())
+        .collect();
+    assert_eq!(dsns.len(), 2, "{texts:?}");
+    let to_b = dsns
+        .iter()
+        .position(|d| d.rcpts == ["b@sender.test"])
+        .expect("DSN to b");
+    assert!(texts[to_b].contains("Status: 5.3.4"), "{}", texts[to_b]);
+    let to_c = dsns
+        .iter()
+        .position(|d| d.rcpts == ["c@sender.test"])
+        .expect("DSN to c");
+    assert!(texts[to_c].contains("Status: 5.6.7"), "{}", texts[to_c]);
+    cluster.shutdown().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hold_release_bounce_and_delete_through_the_admin_api() -> anyhow::Result<()> {
+    use mxraft_proto::admin::QueueIdRequest;
+    let sender_mx = FakeSmtp::accept_all().await?;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let primary_addr: SocketAddr = format!("127.0.0.1:{port}").parse()?;
+    let cluster = TestCluster::start(3, delivery_options(primary_addr, sender_mx.addr)).await?;
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        let r = send_one(
+            cluster.smtp_addr(1),
+            "a@sender.test",
+            &[&format!("u{i}@example.test")],
+            b"Subject: admin\r\n\r\nx\r\n",
+        )
+        .await?;
+        ids.push(queued_id(&r).ok_or_else(|| anyhow::anyhow!("not queued"))?);
+    }
+    let mut client = admin(cluster.admin_addr(2)).await?;
+
+    phase("hold one message, bounce one, delete one while the primary is down");
+    let held = client
+        .queue_hold(QueueIdRequest { id: ids[0].clone() })
+        .await?
+        .into_inner();
+    assert_eq!(held.changed, 1);
+    client
+        .queue_bounce(QueueIdRequest { id: ids[1].clone() })
+        .await?;
+    client
+        .queue_delete(QueueIdRequest { id: ids[2].clone() })
+        .await?;
+    let missing = client
+        .queue_hold(QueueIdRequest { id: ids[2].clone() })
+        .await
+        .expect_err("deleted");
+    assert_eq!(missing.code(), tonic::Code::NotFound);
+    let bad = client
+        .queue_hold(QueueIdRequest {
+            id: "nonsense".into(),
+        })
+        .await
+        .expect_err("bad id");
+    assert_eq!(bad.code(), tonic::Code::InvalidArgument);
+    wait_for("the bounce DSN", WAIT, || async {
+        (sender_mx.received().len() == 1).then_some(())
+    })
+    .await?;
+    assert!(String::from_utf8_lossy(&sender_mx.received()[0].data).contains("Status: 5.0.0"));
+
+    phase("the primary comes back: the held message stays until released");
+    let primary = FakeSmtp::start(Some(primary_addr), Arc::new(|_, _| 250)).await?;
+    client
+        .queue_flush(QueueFlushRequest {
+            target: Some(queue_flush_request::Target::All(true)),
+        })
+        .await?;
+    let listed = queue_ids(cluster.admin_addr(3), ReadConsistency::Linearizable).await?;
+    assert_eq!(
+        listed,
+        vec![ids[0].clone()],
+        "only the held message is left"
+    );
+    let shown = client
+        .queue_show(QueueShowRequest {
+            id: ids[0].clone(),
+            include_body: false,
+            consistency: ReadConsistency::Linearizable as i32,
+        })
+        .await?
+        .into_inner()
+        .message
+        .expect("message");
+    assert!(shown.held);
+    assert!(primary.received().is_empty());
+    client
+        .queue_release(QueueIdRequest { id: ids[0].clone() })
+        .await?;
+    wait_until_empty(&cluster).await?;
+    assert_eq!(primary.received().len(), 1);
+    assert_eq!(primary.received()[0].rcpts, ["u0@example.test"]);
+    cluster.shutdown().await
+}
