@@ -209,10 +209,10 @@ impl Config {
         if self.node.id == 0 {
             return Err("node.id must be a positive integer".into());
         }
-        if self.node.id > u64::from(u16::MAX) {
+        if self.node.id >= mxraft_queue::DSN_NODE {
             return Err(format!(
                 "node.id must be at most {} (it is part of every queue id)",
-                u16::MAX
+                mxraft_queue::DSN_NODE - 1
             ));
         }
         if self.node.data_dir.as_os_str().is_empty() {
