@@ -9,7 +9,6 @@ use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rand::SeedableRng;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, info_span, warn};
@@ -17,7 +16,7 @@ use tracing::{Instrument, debug, info, info_span, warn};
 use mxraft_queue::{AttemptOutcome, ClaimView, MessageId, MessageReport, QueueCommand, Report};
 
 use crate::client::{ClientError, Connection, Outgoing, RcptResult};
-use crate::route::{self, RouteError};
+use crate::route::RouteError;
 use crate::{Delivery, now_ms};
 
 /// Reports sent in one `Report` at most.
@@ -153,17 +152,7 @@ impl Delivery {
         shutdown: &CancellationToken,
     ) {
         let dest = &claim.destination;
-        let route = self.routes.route(dest);
-        let mut rng = rand::rngs::StdRng::from_os_rng();
-        let addrs = match route::resolve(
-            self.resolver.as_ref(),
-            dest,
-            &route,
-            self.config.mx_port,
-            &mut rng,
-        )
-        .await
-        {
+        let addrs = match self.resolve_route(dest).await {
             Ok(a) => a,
             Err(e) => {
                 warn!(error = %e, "no route");

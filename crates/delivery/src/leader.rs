@@ -7,13 +7,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use openraft::Instant as _;
-use rand::SeedableRng;
 use tracing::{debug, info, warn};
 
 use mxraft_queue::{MessageId, QueueCommand};
 
 use crate::client::Connection;
-use crate::route;
 use crate::{Delivery, now_ms};
 
 /// Messages per `Expire` or `DelayNotice` command.
@@ -130,17 +128,7 @@ impl Delivery {
 
     /// Connect, banner, EHLO, QUIT; commits the destination's new state.
     pub(crate) async fn probe(&self, destination: &str) {
-        let route = self.routes.route(destination);
-        let mut rng = rand::rngs::StdRng::from_os_rng();
-        let result = match route::resolve(
-            self.resolver.as_ref(),
-            destination,
-            &route,
-            self.config.mx_port,
-            &mut rng,
-        )
-        .await
-        {
+        let result = match self.resolve_route(destination).await {
             Err(e) => Err(e.reply()),
             Ok(addrs) => {
                 let mut last = String::new();

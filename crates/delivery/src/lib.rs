@@ -90,6 +90,23 @@ impl Delivery {
         &self.routes
     }
 
+    /// The addresses to try for `destination`, in order.
+    pub(crate) async fn resolve_route(
+        &self,
+        destination: &str,
+    ) -> Result<Vec<(String, std::net::SocketAddr)>, route::RouteError> {
+        let route = self.routes.route(destination);
+        let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::from_os_rng();
+        route::resolve(
+            self.resolver.as_ref(),
+            destination,
+            &route,
+            self.config.mx_port,
+            &mut rng,
+        )
+        .await
+    }
+
     /// Whether `client` may ask for a flush of `destination` with ETRN: it is in
     /// `delivery.etrn_clients`, or it is one of the addresses of the destination's primary.
     pub async fn etrn_allowed(&self, client: std::net::IpAddr, destination: &str) -> bool {
@@ -108,17 +125,7 @@ impl Delivery {
         {
             return true;
         }
-        let route = self.routes.route(destination);
-        let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::from_os_rng();
-        match route::resolve(
-            self.resolver.as_ref(),
-            destination,
-            &route,
-            self.config.mx_port,
-            &mut rng,
-        )
-        .await
-        {
+        match self.resolve_route(destination).await {
             Ok(addrs) => addrs.iter().any(|(_, a)| a.ip() == client),
             Err(_) => false,
         }
