@@ -5,7 +5,8 @@
 #   admin  127.0.0.1:7001  :7002  :7003   (mxraftctl --endpoint http://127.0.0.1:7001 ...)
 #   raft   127.0.0.1:7101  :7102  :7103   (internal)
 #
-# Protects example.test (next hop 127.0.0.1:2500). Data, logs and nodeN.pid files live in
+# Protects example.test (next hop 127.0.0.1:2500) with the recipients postmaster@example.test
+# and user1@ ... user1000@example.test. Data, logs and nodeN.pid files live in
 # $MXRAFT_LOCAL_DIR (default .local-cluster/ at the top of the repository).
 # Installs what is missing, builds in release mode, waits for a leader and three voters.
 set -euo pipefail
@@ -64,6 +65,12 @@ while :; do
     fi
     sleep 0.5
 done
+
+# The recipient table (replicated, so loading it through one node is enough; adding what is
+# already there changes nothing).
+{ echo "postmaster@example.test"; seq -f "user%g@example.test" 1 1000; } >"$dir/recipients.txt"
+"$bin/mxraftctl" --endpoint "http://127.0.0.1:7001" recipients import "$dir/recipients.txt" >/dev/null ||
+    "$bin/mxraftctl" --endpoint "http://127.0.0.1:7002" recipients import "$dir/recipients.txt" >/dev/null
 
 leader=$(jq -r .leader_id <<<"$status")
 cat <<MSG

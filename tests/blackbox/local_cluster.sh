@@ -29,10 +29,11 @@ done
 step "deploy/local/up.sh starts three nodes"
 "$root/deploy/local/up.sh" >"$dir/up.log" 2>&1 || { cat "$dir/up.log"; fail "up.sh failed"; }
 
-# Sends one message with swaks to a port and records the queue id of the 250 reply.
+# Sends one message with swaks to port $1 (tag $2, to user$3@example.test) and records the
+# queue id of the 250 reply.
 send() {
     local port=$1 n=$2 out id
-    out=$(swaks --server "127.0.0.1:$port" --from "sender$n@client.test" --to "user$n@example.test" \
+    out=$(swaks --server "127.0.0.1:$port" --from "sender$n@client.test" --to "user$3@example.test" \
         --header "Subject: black-box $n" --body "message $n" 2>&1) || fail "swaks to $port failed: $out"
     id=$(sed -n 's/.*<-  250 2\.0\.0 Ok: queued as \([0-9A-Z]*\).*/\1/p' <<<"$out")
     [[ -n $id ]] || fail "no queue id from port $port: $out"
@@ -41,7 +42,7 @@ send() {
 
 step "swaks sends five messages to each node"
 for port in 2525 2526 2527; do
-    for i in 1 2 3 4 5; do send "$port" "$port$i"; done
+    for i in 1 2 3 4 5; do send "$port" "$port$i" "$(((port - 2524) * 10 + i))"; done
 done
 [[ $(sort -u "$sent" | wc -l) -eq 15 ]] || fail "expected 15 distinct queue ids"
 
@@ -86,7 +87,7 @@ for n in "${survivors[@]}"; do
 done
 
 step "new mail is accepted while node $leader is down"
-for n in "${survivors[@]}"; do send "252$((4 + n))" "after$n"; done
+for n in "${survivors[@]}"; do send "252$((4 + n))" "after$n" "$((900 + n))"; done
 
 step "up.sh restarts the killed node, which catches up"
 "$root/deploy/local/up.sh" >"$dir/up2.log" 2>&1 || { cat "$dir/up2.log"; fail "second up.sh failed"; }

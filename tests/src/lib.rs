@@ -100,6 +100,8 @@ pub struct ClusterOptions {
     pub commit_timeout: Duration,
     /// The next hop of `example.test` (nothing listens on the default, port 9 of loopback).
     pub primary: String,
+    /// Recipient validation of `example.test`: `any` (the default here), `list` or `verify`.
+    pub recipients: String,
     /// More keys for the `example.test` `[[domains]]` entry (e.g. `max_queue_lifetime`).
     pub domain_extra: String,
     /// More TOML appended to every node's configuration (e.g. a `[delivery]` section).
@@ -113,6 +115,7 @@ impl Default for ClusterOptions {
             log_entries_kept: 1000,
             commit_timeout: Duration::from_secs(5),
             primary: "127.0.0.1:9".into(),
+            recipients: "any".into(),
             domain_extra: String::new(),
             extra: String::new(),
         }
@@ -149,11 +152,13 @@ fn node_config(id: u64, data_dir: PathBuf, opts: &ClusterOptions) -> anyhow::Res
         [[domains]]
         name = "example.test"
         primary = "{primary}"
+        recipients = "{recipients}"
         {domain_extra}
         {extra}
         "#,
         primary = opts.primary,
         domain_extra = opts.domain_extra,
+        recipients = opts.recipients,
         extra = opts.extra,
         dir = data_dir.display(),
         commit = humantime::format_duration(opts.commit_timeout),

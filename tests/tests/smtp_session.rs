@@ -10,7 +10,8 @@ use tokio_util::sync::CancellationToken;
 
 use mxraft_queue::Enqueue;
 use mxraft_smtp::{
-    DomainPolicy, EtrnReply, IdGenerator, SmtpConfig, SmtpContext, SubmitError, Submitter,
+    DomainPolicy, EtrnReply, IdGenerator, RcptCheck, SmtpConfig, SmtpContext, SubmitError,
+    Submitter,
 };
 use mxraft_tests::smtp::{Client, queued_id};
 
@@ -31,6 +32,16 @@ impl Submitter for Recorder {
             .map_err(|e| SubmitError(e.to_string()))?
             .push(message);
         Ok(())
+    }
+
+    async fn check_recipient(&self, address: &str) -> RcptCheck {
+        if address.starts_with("unknown") {
+            RcptCheck::Unknown
+        } else if address.starts_with("later") {
+            RcptCheck::TryLater
+        } else {
+            RcptCheck::Accept
+        }
     }
 
     async fn etrn(&self, client: std::net::IpAddr, domain: &str) -> EtrnReply {
@@ -599,5 +610,41 @@ async fn etrn_is_answered_per_rfc_1985() {
         c.command("ETRN example.test").await.expect("etrn").code,
         503,
         "not inside a transaction"
+    );
+}
+
+#[tokio::test]
+async fn recipient_validation_answers_550_or_450_at_rcpt() {
+    let f = default_front().await;
+    let mut c = ehlo(f.addr).await;
+    assert_eq!(
+        c.command("MAIL FROM:<a@client.test>")
+            .await
+            .expect("mail")
+            .code,
+        250
+    );
+    let r = c
+        .command("RCPT TO:<Unknown1@Example.test>")
+        .await
+        .expect("rcpt");
+    assert_eq!(r.code, 550, "{r:?}");
+    assert!(
+        r.text
+            .starts_with("5.1.1 <Unknown1@Example.test>: Recipient address rejected"),
+        "{r:?}"
+    );
+    let r = c
+        .command("RCPT TO:<later@example.test>")
+        .await
+        .expect("rcpt");
+    assert_eq!(r.code, 450, "{r:?}");
+    assert!(r.text.starts_with("4.1.1 "), "{r:?}");
+    assert_eq!(
+        c.command("RCPT TO:<known@example.test>")
+            .await
+            .expect("rcpt")
+            .code,
+        250
     );
 }

@@ -25,8 +25,8 @@ use mxraft_proto::admin::{
     ClusterStatusReply, ClusterStatusRequest, Destination, DestinationsListReply,
     DestinationsListRequest, Member, NodeInfoReply, NodeInfoRequest, QueueActionReply,
     QueueFlushRequest, QueueIdRequest, QueueListRequest, QueueShowReply, QueueShowRequest,
-    QueueStatsReply, QueueStatsRequest, QueuedMessage, ReadConsistency, Recipient,
-    queue_flush_request,
+    QueueStatsReply, QueueStatsRequest, QueuedMessage, ReadConsistency, Recipient, RecipientEntry,
+    RecipientsChangeRequest, RecipientsListRequest, queue_flush_request,
 };
 use mxraft_queue::{
     BodyType, CommandResult, FlushTarget, Message, MessageId, QueueCommand, RecipientState,
@@ -103,6 +103,26 @@ impl AdminService {
             ))),
         }
     }
+}
+
+/// Most entries in one recipient-table change.
+const MAX_ENTRIES: usize = 10_000;
+
+fn normalize_entries(entries: Vec<String>) -> Result<Vec<String>, Status> {
+    if entries.len() > MAX_ENTRIES {
+        return Err(Status::invalid_argument(format!(
+            "{} entries in one request; send at most {MAX_ENTRIES}",
+            entries.len()
+        )));
+    }
+    entries
+        .iter()
+        .map(|e| {
+            mxraft_queue::recipients::normalize_entry(e).ok_or_else(|| {
+                Status::invalid_argument(format!("{e:?} is neither user@domain nor @domain"))
+            })
+        })
+        .collect()
 }
 
 fn bad_id(text: &str) -> Status {
@@ -448,5 +468,75 @@ impl Admin for AdminService {
             })
             .collect();
         Ok(Response::new(DestinationsListReply { destinations }))
+    }
+
+    async fn recipients_add(
+        &self,
+        request: Request<RecipientsChangeRequest>,
+    ) -> Result<Response<QueueActionReply>, Status> {
+        let entries = normalize_entries(request.into_inner().entries)?;
+        let result = self
+            .node()?
+            .propose(QueueCommand::RecipientsAdd { entries })
+            .await?;
+        Ok(Response::new(QueueActionReply {
+            changed: changed_of(&result),
+        }))
+    }
+
+    async fn recipients_remove(
+        &self,
+        request: Request<RecipientsChangeRequest>,
+    ) -> Result<Response<QueueActionReply>, Status> {
+        let entries = normalize_entries(request.into_inner().entries)?;
+        let result = self
+            .node()?
+            .propose(QueueCommand::RecipientsRemove { entries })
+            .await?;
+        Ok(Response::new(QueueActionReply {
+            changed: changed_of(&result),
+        }))
+    }
+
+    type RecipientsListStream = Pin<Box<dyn Stream<Item = Result<RecipientEntry, Status>> + Send>>;
+
+    async fn recipients_list(
+        &self,
+        request: Request<RecipientsListRequest>,
+    ) -> Result<Response<Self::RecipientsListStream>, Status> {
+        let r = request.into_inner();
+        self.barrier(r.consistency).await?;
+        let domain = r.domain.trim().trim_end_matches('.').to_lowercase();
+        let sm = self.node()?.state_machine().clone();
+        let (tx, rx) = mpsc::channel(LIST_PAGE);
+        tokio::spawn(async move {
+            let mut after: Option<String> = None;
+            loop {
+                let page: Vec<String> = {
+                    let live = sm.read();
+                    live.queue()
+                        .recipient_entries(after.as_deref())
+                        .take(LIST_PAGE)
+                        .cloned()
+                        .collect()
+                };
+                let Some(last) = page.last().cloned() else {
+                    break;
+                };
+                let full = page.len() == LIST_PAGE;
+                for entry in page {
+                    let in_domain =
+                        domain.is_empty() || mxraft_queue::destination_of(&entry) == domain;
+                    if in_domain && tx.send(Ok(RecipientEntry { entry })).await.is_err() {
+                        return;
+                    }
+                }
+                if !full {
+                    break;
+                }
+                after = Some(last);
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 }

@@ -15,7 +15,8 @@ use mxraft_proto::admin::admin_client::AdminClient;
 use mxraft_proto::admin::{
     ClusterJoinRequest, ClusterRemoveRequest, ClusterStatusRequest, DestinationsListRequest,
     NodeInfoRequest, QueueFlushRequest, QueueIdRequest, QueueListRequest, QueueShowRequest,
-    QueueStatsRequest, QueuedMessage, ReadConsistency, queue_flush_request,
+    QueueStatsRequest, QueuedMessage, ReadConsistency, RecipientsChangeRequest,
+    RecipientsListRequest, queue_flush_request,
 };
 
 /// Administer an mxraft cluster.
@@ -54,6 +55,43 @@ enum Command {
     /// Where queued mail goes, and whether it gets there.
     #[command(subcommand)]
     Destinations(DestinationsCommand),
+    /// The replicated recipient table of domains in `list` mode.
+    #[command(subcommand)]
+    Recipients(RecipientsCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum RecipientsCommand {
+    /// Add addresses (user@domain) or whole domains (@domain).
+    Add {
+        /// The entries.
+        #[arg(required = true)]
+        entries: Vec<String>,
+    },
+    /// Remove entries.
+    Remove {
+        /// The entries.
+        #[arg(required = true)]
+        entries: Vec<String>,
+    },
+    /// List the table (or one domain's part of it).
+    List {
+        /// Only this domain.
+        #[arg(long)]
+        domain: Option<String>,
+        /// Read this node's copy without asking the leader.
+        #[arg(long)]
+        local: bool,
+    },
+    /// Add the entries of a file: one per line (the first word; `#` starts a comment), so a
+    /// Postfix relay_recipients file works as is.
+    Import {
+        /// The file; `-` reads standard input.
+        file: std::path::PathBuf,
+        /// Also remove the entries that are not in the file.
+        #[arg(long)]
+        replace: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -261,6 +299,43 @@ fn action_result(
         writeln!(
             out,
             "{id}: unchanged (already {verb}, or nothing left to do)"
+        )?;
+    }
+    Ok(())
+}
+
+async fn list_recipients(
+    client: &mut AdminClient<Channel>,
+    domain: String,
+    consistency: i32,
+) -> anyhow::Result<Vec<String>> {
+    let mut stream = client
+        .recipients_list(RecipientsListRequest {
+            domain,
+            consistency,
+        })
+        .await?
+        .into_inner();
+    let mut entries = Vec::new();
+    while let Some(e) = stream.message().await? {
+        entries.push(e.entry);
+    }
+    Ok(entries)
+}
+
+fn report_count(
+    out: &mut impl Write,
+    output: Output,
+    verb: &str,
+    changed: u32,
+) -> anyhow::Result<()> {
+    if output == Output::Json {
+        writeln!(out, "{}", json!({ verb: changed }))?;
+    } else {
+        writeln!(
+            out,
+            "{changed} entr{} {verb}",
+            if changed == 1 { "y" } else { "ies" }
         )?;
     }
     Ok(())
@@ -594,6 +669,94 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     ]);
                 }
                 print_table(&mut out, &rows)?;
+            }
+        }
+        Command::Recipients(RecipientsCommand::Add { entries }) => {
+            let r = client
+                .recipients_add(RecipientsChangeRequest { entries })
+                .await?
+                .into_inner();
+            report_count(&mut out, cli.output, "added", r.changed)?;
+        }
+        Command::Recipients(RecipientsCommand::Remove { entries }) => {
+            let r = client
+                .recipients_remove(RecipientsChangeRequest { entries })
+                .await?
+                .into_inner();
+            report_count(&mut out, cli.output, "removed", r.changed)?;
+        }
+        Command::Recipients(RecipientsCommand::List { domain, local }) => {
+            let entries =
+                list_recipients(&mut client, domain.unwrap_or_default(), consistency(local))
+                    .await?;
+            if cli.output == Output::Json {
+                writeln!(out, "{}", serde_json::to_string_pretty(&entries)?)?;
+            } else {
+                for e in &entries {
+                    writeln!(out, "{e}")?;
+                }
+                writeln!(
+                    out,
+                    "-- {} entr{}",
+                    entries.len(),
+                    if entries.len() == 1 { "y" } else { "ies" }
+                )?;
+            }
+        }
+        Command::Recipients(RecipientsCommand::Import { file, replace }) => {
+            let text = if file.as_os_str() == "-" {
+                std::io::read_to_string(std::io::stdin())?
+            } else {
+                std::fs::read_to_string(&file)
+                    .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", file.display()))?
+            };
+            let wanted: std::collections::BTreeSet<String> = text
+                .lines()
+                .filter_map(|l| l.split('#').next())
+                .filter_map(|l| l.split_whitespace().next())
+                .map(|e| e.to_lowercase())
+                .collect();
+            let mut added = 0;
+            let list: Vec<String> = wanted.iter().cloned().collect();
+            for chunk in list.chunks(10_000) {
+                added += client
+                    .recipients_add(RecipientsChangeRequest {
+                        entries: chunk.to_vec(),
+                    })
+                    .await?
+                    .into_inner()
+                    .changed;
+            }
+            let mut removed = 0;
+            if replace {
+                let current =
+                    list_recipients(&mut client, String::new(), consistency(false)).await?;
+                let stale: Vec<String> = current
+                    .into_iter()
+                    .filter(|e| !wanted.contains(e))
+                    .collect();
+                for chunk in stale.chunks(10_000) {
+                    removed += client
+                        .recipients_remove(RecipientsChangeRequest {
+                            entries: chunk.to_vec(),
+                        })
+                        .await?
+                        .into_inner()
+                        .changed;
+                }
+            }
+            if cli.output == Output::Json {
+                writeln!(
+                    out,
+                    "{}",
+                    json!({"entries": wanted.len(), "added": added, "removed": removed})
+                )?;
+            } else {
+                writeln!(
+                    out,
+                    "{} entries in the file: {added} added, {removed} removed",
+                    wanted.len()
+                )?;
             }
         }
         Command::Queue(QueueCommand::Stats { local }) => {

@@ -588,6 +588,23 @@ impl Connection {
             .collect())
     }
 
+    /// Asks the server whether it would accept `rcpt` (an address verification, "SMTP
+    /// callout"): `MAIL FROM:<>`, `RCPT TO`, `RSET`. `Some(true)` for 2xx, `Some(false)` for
+    /// 5xx, `None` when the server cannot tell now (4xx).
+    pub async fn probe_recipient(&mut self, rcpt: &str) -> Result<Option<bool>, ClientError> {
+        let mail = self.command("MAIL FROM:<>", "MAIL").await?;
+        if !mail.is_positive() {
+            return Err(ClientError::Refused(mail.text()));
+        }
+        let reply = self.command(&format!("RCPT TO:<{rcpt}>"), "RCPT").await?;
+        self.rset().await?;
+        Ok(match reply.code {
+            200..=299 => Some(true),
+            500..=599 => Some(false),
+            _ => None,
+        })
+    }
+
     async fn rset(&mut self) -> Result<(), ClientError> {
         let reply = self.command("RSET", "RSET").await?;
         if reply.code != 250 {

@@ -107,6 +107,39 @@ impl Delivery {
         .await
     }
 
+    /// Verifies `address` with the primary of its domain (an SMTP callout): `Ok(true)` if the
+    /// primary would accept it, `Ok(false)` if it refuses it for good, `Err` when the primary
+    /// cannot be asked or cannot tell now. Gives up after `timeout`.
+    pub async fn verify_recipient(&self, address: &str, timeout: Duration) -> Result<bool, String> {
+        let destination = mxraft_queue::destination_of(address);
+        let attempt = async {
+            let addrs = self
+                .resolve_route(&destination)
+                .await
+                .map_err(|e| e.to_string())?;
+            let timeouts = self.config.timeouts();
+            let mut last = String::from("no address to try");
+            for (host, addr) in addrs {
+                match client::Connection::open(addr, &host, &self.hostname, None, &timeouts).await {
+                    Ok(mut conn) => {
+                        let result = conn.probe_recipient(address).await;
+                        conn.quit().await;
+                        return match result {
+                            Ok(Some(valid)) => Ok(valid),
+                            Ok(None) => Err(format!("{host}[{addr}] cannot verify {address} now")),
+                            Err(e) => Err(format!("{host}[{addr}]: {e}")),
+                        };
+                    }
+                    Err(e) => last = format!("{host}[{addr}]: {e}"),
+                }
+            }
+            Err(last)
+        };
+        tokio::time::timeout(timeout, attempt)
+            .await
+            .map_err(|_| format!("verification of {address} timed out"))?
+    }
+
     /// Whether `client` may ask for a flush of `destination` with ETRN: it is in
     /// `delivery.etrn_clients`, or it is one of the addresses of the destination's primary.
     pub async fn etrn_allowed(&self, client: std::net::IpAddr, destination: &str) -> bool {

@@ -120,6 +120,25 @@ pub enum QueueCommand {
         /// The error, when it did not answer.
         error: Option<String>,
     },
+    /// Add entries to the recipient table: addresses (`user@domain`) or catch-alls (`@domain`).
+    RecipientsAdd {
+        /// The entries, normalized (see [`crate::recipients::normalize_entry`]).
+        entries: Vec<String>,
+    },
+    /// Remove entries from the recipient table.
+    RecipientsRemove {
+        /// The entries, normalized.
+        entries: Vec<String>,
+    },
+    /// Record the result of a recipient verification (an SMTP callout to the primary).
+    Verified {
+        /// The address, normalized.
+        address: String,
+        /// Whether the primary accepted it.
+        valid: bool,
+        /// When it was verified.
+        at_ms: u64,
+    },
 }
 
 /// Which messages a flush concerns.
@@ -255,6 +274,15 @@ impl fmt::Display for QueueCommand {
             QueueCommand::Resume { id, .. } => write!(f, "release {id}"),
             QueueCommand::Bounce { id, .. } => write!(f, "bounce {id}"),
             QueueCommand::Reschedule { target, .. } => write!(f, "flush {target:?}"),
+            QueueCommand::RecipientsAdd { entries } => {
+                write!(f, "add {} recipient(s)", entries.len())
+            }
+            QueueCommand::RecipientsRemove { entries } => {
+                write!(f, "remove {} recipient(s)", entries.len())
+            }
+            QueueCommand::Verified { address, valid, .. } => {
+                write!(f, "verified {address}: {valid}")
+            }
             QueueCommand::SetDestination {
                 destination, up, ..
             } => {

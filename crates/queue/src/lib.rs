@@ -25,6 +25,7 @@ pub mod dsn;
 pub mod id;
 pub mod message;
 pub mod policy;
+pub mod recipients;
 pub mod state;
 
 pub use codec::{CodecError, decode, encode};

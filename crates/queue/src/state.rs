@@ -46,6 +46,11 @@ pub enum Change {
     Removed(MessageId),
     /// A destination's state changed; store it again.
     Destination(String),
+    /// A recipient-table entry was added or removed (look it up with
+    /// [`QueueState::has_recipient_entry`]).
+    RecipientEntry(String),
+    /// A verification result changed (look it up with [`QueueState::verified`]).
+    Verified(String),
 }
 
 /// The result of applying one command.
@@ -95,6 +100,10 @@ pub struct QueueState {
     /// Messages under each claim token.
     claims: BTreeMap<u64, BTreeSet<MessageId>>,
     destinations: BTreeMap<String, Destination>,
+    /// The recipient table: normalized addresses and `@domain` catch-alls.
+    recipients: BTreeSet<String>,
+    /// Verification results: address → (valid, when verified).
+    verified: BTreeMap<String, (bool, u64)>,
 }
 
 /// What one `apply` accumulates.
@@ -224,6 +233,35 @@ impl QueueState {
                 probed,
                 error,
             } => self.set_destination(destination, up, at_ms, probed, error, &mut step),
+            QueueCommand::RecipientsAdd { entries } => {
+                let mut changed = 0;
+                for e in entries {
+                    if self.recipients.insert(e.clone()) {
+                        step.changes.push(Change::RecipientEntry(e));
+                        changed += 1;
+                    }
+                }
+                CommandResult::Applied { changed }
+            }
+            QueueCommand::RecipientsRemove { entries } => {
+                let mut changed = 0;
+                for e in entries {
+                    if self.recipients.remove(&e) {
+                        step.changes.push(Change::RecipientEntry(e));
+                        changed += 1;
+                    }
+                }
+                CommandResult::Applied { changed }
+            }
+            QueueCommand::Verified {
+                address,
+                valid,
+                at_ms,
+            } => {
+                self.verified.insert(address.clone(), (valid, at_ms));
+                step.changes.push(Change::Verified(address));
+                CommandResult::Applied { changed: 1 }
+            }
         };
         Outcome {
             result,
@@ -724,6 +762,45 @@ impl QueueState {
     /// Sets a destination read back from storage.
     pub fn set_destination_loaded(&mut self, name: String, destination: Destination) {
         self.destinations.insert(name, destination);
+    }
+
+    /// Adds a recipient-table entry read back from storage.
+    pub fn insert_recipient_loaded(&mut self, entry: String) {
+        self.recipients.insert(entry);
+    }
+
+    /// Sets a verification result read back from storage.
+    pub fn set_verified_loaded(&mut self, address: String, valid: bool, at_ms: u64) {
+        self.verified.insert(address, (valid, at_ms));
+    }
+
+    /// Whether the recipient table holds exactly this entry.
+    pub fn has_recipient_entry(&self, entry: &str) -> bool {
+        self.recipients.contains(entry)
+    }
+
+    /// Whether a (normalized) address is in the recipient table, itself or by its domain's
+    /// catch-all.
+    pub fn recipient_listed(&self, address: &str) -> bool {
+        self.recipients.contains(address)
+            || crate::recipients::catch_all_of(address)
+                .is_some_and(|c| self.recipients.contains(&c))
+    }
+
+    /// Recipient-table entries in order, starting after `after`.
+    pub fn recipient_entries(&self, after: Option<&str>) -> impl Iterator<Item = &String> {
+        use std::ops::Bound;
+        let start = match after {
+            Some(a) => Bound::Excluded(a.to_owned()),
+            None => Bound::Unbounded,
+        };
+        self.recipients
+            .range::<String, _>((start, Bound::Unbounded))
+    }
+
+    /// The cached verification of an address: whether it was valid, and when.
+    pub fn verified(&self, address: &str) -> Option<(bool, u64)> {
+        self.verified.get(address).copied()
     }
 
     /// The metadata of one message.

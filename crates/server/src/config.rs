@@ -38,6 +38,9 @@ pub struct Config {
     /// Fixed next hops for other destinations (e.g. where DSNs to senders go).
     #[serde(default)]
     pub routes: Vec<RouteConfig>,
+    /// Recipient verification for domains in `verify` mode.
+    #[serde(default)]
+    pub verify: VerifyConfig,
     /// Logging.
     #[serde(default)]
     pub log: LogConfig,
@@ -88,9 +91,68 @@ pub struct DomainConfig {
     /// Our own MX preference for the domain: mail goes to the domain's MX hosts with a better
     /// (lower) preference. Use instead of `primary`.
     pub mx_preference: Option<u16>,
+    /// How recipients are validated at RCPT: `list` (the replicated recipient table, the
+    /// default), `verify` (ask the primary, cache the answer) or `any` (accept every address:
+    /// a backscatter risk).
+    #[serde(default)]
+    pub recipients: RecipientMode,
     /// Overrides `delivery.max_queue_lifetime` for this domain.
     #[serde(default, with = "humantime_serde")]
     pub max_queue_lifetime: Option<Duration>,
+}
+
+/// Recipient validation of a protected domain.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RecipientMode {
+    /// Only addresses in the recipient table (or its `@domain` catch-all); others get `550 5.1.1`.
+    #[default]
+    List,
+    /// Addresses the primary accepts when asked (an SMTP callout), with the answer cached
+    /// cluster-wide; `450 4.1.1` when the primary cannot be asked and nothing is cached.
+    Verify,
+    /// Every address. Mail for non-existent users is then accepted and bounced later: only for
+    /// domains whose primary is known to accept everything.
+    Any,
+}
+
+/// The `[verify]` section: recipient verification for domains in `verify` mode.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct VerifyConfig {
+    /// How long an address the primary accepted counts as valid.
+    #[serde(with = "humantime_serde")]
+    pub positive_ttl: Duration,
+    /// How long an address the primary refused counts as invalid.
+    #[serde(with = "humantime_serde")]
+    pub negative_ttl: Duration,
+    /// Longest time a verification may take before the RCPT is answered without it.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// What to answer when the primary cannot be asked and nothing is cached: `tempfail`
+    /// (`450 4.1.1`, the sender retries) or `accept` (a backscatter risk).
+    pub when_unreachable: WhenUnreachable,
+}
+
+/// The answer for an address that cannot be verified now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WhenUnreachable {
+    /// `450 4.1.1`.
+    Tempfail,
+    /// Accept it.
+    Accept,
+}
+
+impl Default for VerifyConfig {
+    fn default() -> Self {
+        VerifyConfig {
+            positive_ttl: Duration::from_secs(31 * 86400),
+            negative_ttl: Duration::from_secs(3 * 86400),
+            timeout: Duration::from_secs(10),
+            when_unreachable: WhenUnreachable::Tempfail,
+        }
+    }
 }
 
 /// One `[[routes]]` entry: a fixed next hop for a destination that is not protected.
@@ -295,6 +357,9 @@ impl Config {
             }
         }
         self.delivery.validate()?;
+        if self.verify.timeout.is_zero() {
+            return Err("verify.timeout must be greater than zero".into());
+        }
         if self.log.level.trim().is_empty() {
             return Err("log.level must not be empty".into());
         }

@@ -31,7 +31,9 @@ use mxraft_cluster::service::ClusterService;
 use mxraft_delivery::{Delivery, Route, RouteTable};
 use mxraft_queue::FlushTarget;
 use mxraft_queue::{CommandResult, Enqueue, QueueCommand};
-use mxraft_smtp::{DomainPolicy, EtrnReply, IdGenerator, SmtpContext, SubmitError, Submitter};
+use mxraft_smtp::{
+    DomainPolicy, EtrnReply, IdGenerator, RcptCheck, SmtpContext, SubmitError, Submitter,
+};
 use mxraft_store::{CloseWatch, NodeInfo, StoreOptions, Stores};
 
 pub use config::Config;
@@ -41,6 +43,8 @@ struct RaftSubmitter {
     node: RaftNode,
     delivery: Arc<Delivery>,
     policy: DomainPolicy,
+    modes: std::collections::HashMap<String, config::RecipientMode>,
+    verify: config::VerifyConfig,
 }
 
 impl Submitter for RaftSubmitter {
@@ -49,6 +53,27 @@ impl Submitter for RaftSubmitter {
             Ok(CommandResult::Enqueued { .. }) => Ok(()),
             Ok(other) => Err(SubmitError(format!("unexpected result {other:?}"))),
             Err(e) => Err(SubmitError(e.to_string())),
+        }
+    }
+
+    async fn check_recipient(&self, address: &str) -> RcptCheck {
+        let domain = mxraft_queue::destination_of(address);
+        match self.modes.get(&domain).copied().unwrap_or_default() {
+            config::RecipientMode::Any => RcptCheck::Accept,
+            config::RecipientMode::List => {
+                if self
+                    .node
+                    .state_machine()
+                    .read()
+                    .queue()
+                    .recipient_listed(address)
+                {
+                    RcptCheck::Accept
+                } else {
+                    RcptCheck::Unknown
+                }
+            }
+            config::RecipientMode::Verify => self.verify_recipient(address).await,
         }
     }
 
@@ -73,6 +98,62 @@ impl Submitter for RaftSubmitter {
         match self.node.propose(cmd).await {
             Ok(_) => EtrnReply::Started,
             Err(_) => EtrnReply::Unavailable,
+        }
+    }
+}
+
+impl RaftSubmitter {
+    /// Verification with the cluster-wide cache: a fresh cached answer is used as is; otherwise
+    /// the primary is asked and its answer committed for every node; a stale answer is better
+    /// than none when the primary cannot be asked.
+    async fn verify_recipient(&self, address: &str) -> RcptCheck {
+        let now = now_ms();
+        let cached = self.node.state_machine().read().queue().verified(address);
+        let answer = |valid: bool| {
+            if valid {
+                RcptCheck::Accept
+            } else {
+                RcptCheck::Unknown
+            }
+        };
+        if let Some((valid, at)) = cached {
+            let ttl = if valid {
+                self.verify.positive_ttl
+            } else {
+                self.verify.negative_ttl
+            };
+            if now.saturating_sub(at) < ttl.as_millis() as u64 {
+                return answer(valid);
+            }
+        }
+        match self
+            .delivery
+            .verify_recipient(address, self.verify.timeout)
+            .await
+        {
+            Ok(valid) => {
+                let node = self.node.clone();
+                let cmd = QueueCommand::Verified {
+                    address: address.to_owned(),
+                    valid,
+                    at_ms: now,
+                };
+                // The session does not wait for the cache entry to commit.
+                tokio::spawn(async move {
+                    if let Err(e) = node.propose(cmd).await {
+                        tracing::debug!(error = %e, "verification result not cached");
+                    }
+                });
+                answer(valid)
+            }
+            Err(e) => {
+                tracing::info!(rcpt = address, error = %e, "recipient not verifiable now");
+                match (cached, self.verify.when_unreachable) {
+                    (Some((valid, _)), _) => answer(valid),
+                    (None, config::WhenUnreachable::Accept) => RcptCheck::Accept,
+                    (None, config::WhenUnreachable::Tempfail) => RcptCheck::TryLater,
+                }
+            }
         }
     }
 }
@@ -298,6 +379,17 @@ impl Server {
                 node: node.clone(),
                 delivery,
                 policy,
+                modes: config
+                    .domains
+                    .iter()
+                    .map(|d| {
+                        (
+                            mxraft_smtp::address::normalize_domain(&d.name),
+                            d.recipients,
+                        )
+                    })
+                    .collect(),
+                verify: config.verify.clone(),
             },
             ids: IdGenerator::new(id),
             node_id: id,

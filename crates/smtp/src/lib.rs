@@ -49,10 +49,25 @@ pub enum EtrnReply {
     Unavailable,
 }
 
+/// Whether a recipient is known, as recipient validation decides it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RcptCheck {
+    /// The recipient exists (or the domain accepts everything).
+    Accept,
+    /// The recipient does not exist: `550 5.1.1`.
+    Unknown,
+    /// It cannot be decided now (primary down, nothing cached): `450 4.1.1`.
+    TryLater,
+}
+
 /// Where accepted messages go: the replicated queue.
 pub trait Submitter: Send + Sync + 'static {
     /// Commits the message; `Ok` means it is durable on a majority of the cluster.
     fn submit(&self, message: Enqueue) -> impl Future<Output = Result<(), SubmitError>> + Send;
+
+    /// Decides whether a recipient in a protected domain exists (called at RCPT, after the
+    /// relay check). `address` is normalized: lower case, no trailing dot.
+    fn check_recipient(&self, address: &str) -> impl Future<Output = RcptCheck> + Send;
 
     /// Handles `ETRN domain` from `client`.
     fn etrn(

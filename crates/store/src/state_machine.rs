@@ -34,6 +34,8 @@ const CF_META: &str = "meta";
 const CF_MESSAGES: &str = "messages";
 const CF_BODIES: &str = "bodies";
 const CF_DESTINATIONS: &str = "destinations";
+const CF_RECIPIENTS: &str = "recipients";
+const CF_VERIFIED: &str = "verified";
 const KEY_APPLIED: &[u8] = b"last_applied";
 const KEY_MEMBERSHIP: &[u8] = b"membership";
 const CURRENT_FILE: &str = "CURRENT";
@@ -98,6 +100,8 @@ fn column_families() -> Vec<ColumnFamilyDescriptor> {
         ColumnFamilyDescriptor::new(CF_MESSAGES, messages),
         ColumnFamilyDescriptor::new(CF_BODIES, bodies),
         ColumnFamilyDescriptor::new(CF_DESTINATIONS, Options::default()),
+        ColumnFamilyDescriptor::new(CF_RECIPIENTS, Options::default()),
+        ColumnFamilyDescriptor::new(CF_VERIFIED, Options::default()),
     ]
 }
 
@@ -155,6 +159,21 @@ fn open_live(path: &Path, generation: u64) -> Result<Live, OpenError> {
                 mxraft_queue::decode::<Destination>(&v).map_err(corrupt)?,
             );
         }
+        let recipients = db.cf_handle(CF_RECIPIENTS).ok_or_else(|| {
+            fsutil::io_err("missing column family in", path, io_error(CF_RECIPIENTS))
+        })?;
+        for item in db.iterator_cf(recipients, IteratorMode::Start) {
+            let (k, _v) = item.map_err(rocks)?;
+            state.insert_recipient_loaded(String::from_utf8_lossy(&k).into_owned());
+        }
+        let verified = db.cf_handle(CF_VERIFIED).ok_or_else(|| {
+            fsutil::io_err("missing column family in", path, io_error(CF_VERIFIED))
+        })?;
+        for item in db.iterator_cf(verified, IteratorMode::Start) {
+            let (k, v) = item.map_err(rocks)?;
+            let (valid, at_ms) = mxraft_queue::decode::<(bool, u64)>(&v).map_err(corrupt)?;
+            state.set_verified_loaded(String::from_utf8_lossy(&k).into_owned(), valid, at_ms);
+        }
     }
     Ok(Live {
         db: Arc::new(db),
@@ -170,7 +189,14 @@ fn checkpoint_meta(db_path: &Path) -> std::io::Result<SnapshotMeta> {
     let db = DB::open_cf_for_read_only(
         &Options::default(),
         db_path,
-        [CF_META, CF_MESSAGES, CF_BODIES, CF_DESTINATIONS],
+        [
+            CF_META,
+            CF_MESSAGES,
+            CF_BODIES,
+            CF_DESTINATIONS,
+            CF_RECIPIENTS,
+            CF_VERIFIED,
+        ],
         false,
     )
     .map_err(io_error)?;
@@ -485,6 +511,8 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             let messages_cf = cf(&db, CF_MESSAGES)?;
             let bodies_cf = cf(&db, CF_BODIES)?;
             let destinations_cf = cf(&db, CF_DESTINATIONS)?;
+            let recipients_cf = cf(&db, CF_RECIPIENTS)?;
+            let verified_cf = cf(&db, CF_VERIFIED)?;
             let mut batch = WriteBatch::default();
             let mut pending_bodies: std::collections::HashMap<MessageId, Bytes> =
                 std::collections::HashMap::new();
@@ -535,6 +563,26 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                                 Change::Removed(id) => {
                                     batch.delete_cf(messages_cf, id.to_key());
                                     batch.delete_cf(bodies_cf, id.to_key());
+                                }
+                                Change::RecipientEntry(entry) => {
+                                    if live.state.has_recipient_entry(&entry) {
+                                        batch.put_cf(
+                                            recipients_cf,
+                                            entry.as_bytes(),
+                                            [FORMAT_VERSION],
+                                        );
+                                    } else {
+                                        batch.delete_cf(recipients_cf, entry.as_bytes());
+                                    }
+                                }
+                                Change::Verified(address) => {
+                                    if let Some(v) = live.state.verified(&address) {
+                                        batch.put_cf(
+                                            verified_cf,
+                                            address.as_bytes(),
+                                            mxraft_queue::encode(&v),
+                                        );
+                                    }
                                 }
                                 Change::Destination(name) => {
                                     if let Some(d) = live.state.destination(&name) {

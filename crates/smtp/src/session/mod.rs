@@ -145,7 +145,7 @@ impl<S: Submitter, T: AsyncRead + AsyncWrite + Unpin + Send> Session<S, T> {
             Command::Ehlo(name) => self.ehlo(name, true),
             Command::Helo(name) => self.ehlo(name, false),
             Command::Mail(args) => self.mail(args),
-            Command::Rcpt(args) => self.rcpt(args),
+            Command::Rcpt(args) => self.rcpt(args).await,
             Command::Data => self.data().await,
             Command::Rset => {
                 self.tx = None;

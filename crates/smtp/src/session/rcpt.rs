@@ -8,10 +8,10 @@ use mxraft_queue::{Notify, RcptParams};
 
 use super::mail::is_xtext;
 use super::{Flow, Session};
-use crate::Submitter;
 use crate::address::{AddressError, parse_mailbox, parse_mailbox_utf8};
 use crate::command::PathArgs;
 use crate::reply::Reply;
+use crate::{RcptCheck, Submitter};
 
 fn parse_notify(v: &str) -> Option<Notify> {
     if v.eq_ignore_ascii_case("NEVER") {
@@ -43,7 +43,7 @@ fn valid_orcpt(v: &str) -> bool {
 
 impl<S: Submitter, T: AsyncRead + AsyncWrite + Unpin + Send> Session<S, T> {
     /// Adds a recipient to the transaction.
-    pub(super) fn rcpt(&mut self, args: PathArgs) -> Flow {
+    pub(super) async fn rcpt(&mut self, args: PathArgs) -> Flow {
         let Some(tx) = &self.tx else {
             return self.error(Reply::new(503, "5.5.1", "Error: need MAIL command"));
         };
@@ -109,8 +109,39 @@ impl<S: Submitter, T: AsyncRead + AsyncWrite + Unpin + Send> Session<S, T> {
                 format!("<{}>: Relay access denied", args.address),
             ));
         }
+        let address = mailbox.address();
+        match self
+            .ctx
+            .submitter
+            .check_recipient(&address.to_lowercase())
+            .await
+        {
+            RcptCheck::Accept => {}
+            RcptCheck::Unknown => {
+                info!(rcpt = %args.address, rule = "unknown_recipient", "recipient refused");
+                return self.error(Reply::new(
+                    550,
+                    "5.1.1",
+                    format!(
+                        "<{}>: Recipient address rejected: user unknown",
+                        args.address
+                    ),
+                ));
+            }
+            RcptCheck::TryLater => {
+                info!(rcpt = %args.address, rule = "unverified_recipient", "recipient deferred");
+                return self.error(Reply::new(
+                    450,
+                    "4.1.1",
+                    format!(
+                        "<{}>: Recipient address rejected: cannot be verified now, try again later",
+                        args.address
+                    ),
+                ));
+            }
+        }
         if let Some(tx) = &mut self.tx {
-            tx.recipients.push((mailbox.address(), params));
+            tx.recipients.push((address, params));
         }
         self.ok(Reply::new(250, "2.1.5", "Ok"))
     }

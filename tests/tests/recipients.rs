@@ -1,0 +1,154 @@
+//! Recipient validation across the cluster: the replicated table (`list`) and verification
+//! with the primary and a replicated cache (`verify`).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use mxraft_proto::admin::{ReadConsistency, RecipientsChangeRequest, RecipientsListRequest};
+use mxraft_tests::fake_smtp::FakeSmtp;
+use mxraft_tests::smtp::Client;
+use mxraft_tests::{ClusterOptions, TestCluster, admin, phase, wait_for};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+/// The reply code to `RCPT TO:<rcpt>` on node `id`.
+async fn rcpt_code(cluster: &TestCluster, id: u64, rcpt: &str) -> anyhow::Result<u16> {
+    let mut c = Client::connect(cluster.smtp_addr(id)).await?;
+    c.command("EHLO client.test").await?;
+    c.command("MAIL FROM:<a@client.test>").await?;
+    let code = c.command(&format!("RCPT TO:<{rcpt}>")).await?.code;
+    let _ = c.command("QUIT").await;
+    Ok(code)
+}
+
+async fn wait_code(cluster: &TestCluster, id: u64, rcpt: &str, want: u16) -> anyhow::Result<()> {
+    wait_for(
+        &format!("{rcpt} -> {want} on node {id}"),
+        WAIT,
+        || async move { (rcpt_code(cluster, id, rcpt).await.ok()? == want).then_some(()) },
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_recipient_table_is_replicated_and_enforced_on_every_node() -> anyhow::Result<()> {
+    let opts = ClusterOptions {
+        recipients: "list".into(),
+        ..ClusterOptions::default()
+    };
+    let cluster = TestCluster::start(3, opts).await?;
+    let mut client = admin(cluster.admin_addr(2)).await?;
+
+    phase("an empty table refuses everyone");
+    assert_eq!(rcpt_code(&cluster, 1, "alice@example.test").await?, 550);
+
+    phase("entries added through a follower apply on every node");
+    let added = client
+        .recipients_add(RecipientsChangeRequest {
+            entries: vec![
+                "Alice@Example.TEST".into(),
+                "postmaster@example.test".into(),
+            ],
+        })
+        .await?
+        .into_inner();
+    assert_eq!(added.changed, 2);
+    for id in 1..=3 {
+        wait_code(&cluster, id, "alice@example.test", 250).await?;
+        assert_eq!(
+            rcpt_code(&cluster, id, "ALICE@example.test").await?,
+            250,
+            "case-insensitive"
+        );
+        assert_eq!(rcpt_code(&cluster, id, "bob@example.test").await?, 550);
+    }
+
+    phase("a catch-all accepts the whole domain until removed");
+    client
+        .recipients_add(RecipientsChangeRequest {
+            entries: vec!["@example.test".into()],
+        })
+        .await?;
+    for id in 1..=3 {
+        wait_code(&cluster, id, "bob@example.test", 250).await?;
+    }
+    client
+        .recipients_remove(RecipientsChangeRequest {
+            entries: vec!["@example.test".into()],
+        })
+        .await?;
+    for id in 1..=3 {
+        wait_code(&cluster, id, "bob@example.test", 550).await?;
+    }
+
+    phase("the table lists in order; bad entries are refused with their text");
+    let mut stream = client
+        .recipients_list(RecipientsListRequest {
+            domain: "example.test".into(),
+            consistency: ReadConsistency::Linearizable as i32,
+        })
+        .await?
+        .into_inner();
+    let mut listed = Vec::new();
+    while let Some(e) = stream.message().await? {
+        listed.push(e.entry);
+    }
+    assert_eq!(listed, ["alice@example.test", "postmaster@example.test"]);
+    let bad = client
+        .recipients_add(RecipientsChangeRequest {
+            entries: vec!["no-at-sign".into()],
+        })
+        .await
+        .expect_err("refused");
+    assert_eq!(bad.code(), tonic::Code::InvalidArgument);
+    assert!(bad.message().contains("no-at-sign"), "{bad:?}");
+    cluster.shutdown().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verification_asks_the_primary_once_and_the_cluster_remembers() -> anyhow::Result<()> {
+    let primary = FakeSmtp::start(
+        None,
+        Arc::new(|rcpt: &str, _| if rcpt.starts_with("valid") { 250 } else { 550 }),
+    )
+    .await?;
+    let opts = ClusterOptions {
+        primary: primary.addr.to_string(),
+        recipients: "verify".into(),
+        extra: "[verify]\ntimeout = \"5s\"\n".into(),
+        ..ClusterOptions::default()
+    };
+    let cluster = TestCluster::start(3, opts).await?;
+
+    phase("the first RCPT asks the primary");
+    assert_eq!(rcpt_code(&cluster, 1, "valid1@example.test").await?, 250);
+    assert_eq!(rcpt_code(&cluster, 1, "nobody@example.test").await?, 550);
+    assert_eq!(primary.offered("valid1@example.test"), 1);
+    assert_eq!(primary.offered("nobody@example.test"), 1);
+
+    phase("the answers are committed for every node: no second callout");
+    for id in 1..=3 {
+        let sm = cluster.node(id).node().state_machine().clone();
+        wait_for("the cached answers", WAIT, || {
+            let sm = sm.clone();
+            async move {
+                let live = sm.read();
+                (live.queue().verified("valid1@example.test").is_some()
+                    && live.queue().verified("nobody@example.test").is_some())
+                .then_some(())
+            }
+        })
+        .await?;
+        assert_eq!(rcpt_code(&cluster, id, "valid1@example.test").await?, 250);
+        assert_eq!(rcpt_code(&cluster, id, "nobody@example.test").await?, 550);
+    }
+    assert_eq!(primary.offered("valid1@example.test"), 1);
+    assert_eq!(primary.offered("nobody@example.test"), 1);
+
+    phase("with the primary down: cached answers stand, unknown addresses get 450 4.1.1");
+    drop(primary);
+    assert_eq!(rcpt_code(&cluster, 2, "valid1@example.test").await?, 250);
+    assert_eq!(rcpt_code(&cluster, 3, "nobody@example.test").await?, 550);
+    assert_eq!(rcpt_code(&cluster, 3, "valid2@example.test").await?, 450);
+    cluster.shutdown().await
+}
