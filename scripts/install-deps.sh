@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what building (and, with --test, testing) mxraft needs on Debian, if missing.
-#   scripts/install-deps.sh          clang/libclang (RocksDB bindings), jq
+#   scripts/install-deps.sh          clang/libclang (RocksDB bindings), jq, openssl
 #   scripts/install-deps.sh --test   also swaks, postfix (smtp-source, smtp-sink), dnsmasq, iproute2
 # Packages already present are left alone; nothing is started.
 set -euo pipefail
@@ -17,6 +17,7 @@ missing=()
 command -v clang >/dev/null 2>&1 || missing+=(clang)
 compgen -G "/usr/lib/llvm-*/lib/libclang*.so*" >/dev/null || compgen -G "/usr/lib/*/libclang*.so*" >/dev/null || missing+=(libclang-dev)
 command -v jq >/dev/null 2>&1 || missing+=(jq)
+command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 if ((want_test)); then
     command -v swaks >/dev/null 2>&1 || missing+=(swaks)
     { command -v smtp-source && command -v smtp-sink; } >/dev/null 2>&1 || [[ -x /usr/sbin/smtp-source ]] || missing+=(postfix)

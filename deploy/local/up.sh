@@ -23,6 +23,16 @@ echo "up: building (release)"
 mkdir -p "$dir"
 dir=$(cd "$dir" && pwd)
 
+# A self-signed certificate for STARTTLS, made once.
+if [[ ! -f $dir/tls/cert.pem || ! -f $dir/tls/key.pem ]]; then
+    mkdir -p "$dir/tls"
+    openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=mxraft.test" \
+        -addext "subjectAltName=DNS:node1.mxraft.test,DNS:node2.mxraft.test,DNS:node3.mxraft.test,IP:127.0.0.1" \
+        -keyout "$dir/tls/key.pem" -out "$dir/tls/cert.pem" 2>/dev/null
+    chmod 600 "$dir/tls/key.pem"
+    echo "up: made a self-signed TLS certificate in $dir/tls"
+fi
+
 # A node runs when its pid file names a live mxraftd process.
 running() {
     local pidfile=$dir/node$1.pid pid
@@ -41,8 +51,8 @@ for n in 1 2 3; do
         echo "up: node $n already running (pid $(<"$dir/node$n.pid"))"
         continue
     fi
-    nohup "$bin/mxraftd" --config "$root/deploy/local/node$n.toml" --data-dir "$dir/node$n" \
-        >>"$dir/node$n.log" 2>&1 </dev/null &
+    (cd "$dir" && exec nohup "$bin/mxraftd" --config "$root/deploy/local/node$n.toml" --data-dir "$dir/node$n" \
+        >>"$dir/node$n.log" 2>&1 </dev/null) &
     echo $! >"$dir/node$n.pid"
     echo "up: started node $n (pid $!, log $dir/node$n.log)"
 done

@@ -1,11 +1,16 @@
 //! A minimal SMTP client for tests: it sends exactly what it is told and returns every reply.
+//! It can switch to TLS (STARTTLS) or start with it (implicit TLS).
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use anyhow::{Context, bail};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{
+    AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader, ReadHalf, WriteHalf,
+};
 use tokio::net::TcpStream;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio_rustls::TlsConnector;
+use tokio_rustls::rustls;
 
 /// One reply: its code and its full text (all lines).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -16,28 +21,73 @@ pub struct Reply {
     pub text: String,
 }
 
+trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
 /// An open SMTP connection.
 pub struct Client {
-    reader: BufReader<OwnedReadHalf>,
-    writer: OwnedWriteHalf,
+    reader: BufReader<ReadHalf<Box<dyn Io>>>,
+    writer: WriteHalf<Box<dyn Io>>,
+}
+
+/// A TLS client configuration that accepts any certificate (the test servers' are self-signed).
+pub fn tls_config() -> anyhow::Result<Arc<rustls::ClientConfig>> {
+    mxraft_delivery::client::opportunistic_tls().map_err(anyhow::Error::msg)
+}
+
+async fn handshake(stream: Box<dyn Io>) -> anyhow::Result<Box<dyn Io>> {
+    let name = rustls::pki_types::ServerName::try_from("mx.test")?;
+    let tls = TlsConnector::from(tls_config()?)
+        .connect(name, stream)
+        .await?;
+    Ok(Box::new(tls))
 }
 
 impl Client {
+    fn from_stream(stream: Box<dyn Io>) -> Client {
+        let (r, w) = tokio::io::split(stream);
+        Client {
+            reader: BufReader::new(r),
+            writer: w,
+        }
+    }
+
     /// Connects and reads the greeting, which must be 220.
     pub async fn connect(addr: SocketAddr) -> anyhow::Result<Client> {
         let stream = TcpStream::connect(addr)
             .await
             .with_context(|| format!("connect to {addr}"))?;
-        let (r, w) = stream.into_split();
-        let mut c = Client {
-            reader: BufReader::new(r),
-            writer: w,
-        };
-        let greeting = c.read_reply().await?;
+        let mut c = Client::from_stream(Box::new(stream));
+        c.expect_greeting().await?;
+        Ok(c)
+    }
+
+    /// Connects with TLS from the first byte (implicit TLS) and reads the greeting.
+    pub async fn connect_tls(addr: SocketAddr) -> anyhow::Result<Client> {
+        let stream = TcpStream::connect(addr)
+            .await
+            .with_context(|| format!("connect to {addr}"))?;
+        let mut c = Client::from_stream(handshake(Box::new(stream)).await?);
+        c.expect_greeting().await?;
+        Ok(c)
+    }
+
+    async fn expect_greeting(&mut self) -> anyhow::Result<()> {
+        let greeting = self.read_reply().await?;
         if greeting.code != 220 {
             bail!("greeting {greeting:?}");
         }
-        Ok(c)
+        Ok(())
+    }
+
+    /// After a `220` to STARTTLS: the TLS handshake. Bytes the server sent in plain text after
+    /// its reply are an error.
+    pub async fn upgrade(self) -> anyhow::Result<Client> {
+        if !self.reader.buffer().is_empty() {
+            bail!("the server sent data after its STARTTLS reply");
+        }
+        let stream = self.reader.into_inner().unsplit(self.writer);
+        Ok(Client::from_stream(handshake(stream).await?))
     }
 
     /// Reads one (possibly multi-line) reply.
@@ -68,6 +118,7 @@ impl Client {
     /// Writes raw bytes.
     pub async fn send_raw(&mut self, bytes: &[u8]) -> anyhow::Result<()> {
         self.writer.write_all(bytes).await?;
+        self.writer.flush().await?;
         Ok(())
     }
 

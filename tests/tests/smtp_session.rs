@@ -72,6 +72,14 @@ impl Drop for Front {
 }
 
 async fn front(config: SmtpConfig, fail: bool) -> Front {
+    front_with_tls(config, fail, None).await
+}
+
+async fn front_with_tls(
+    config: SmtpConfig,
+    fail: bool,
+    tls: Option<Arc<mxraft_smtp::TlsStore>>,
+) -> Front {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     let recorder = Recorder {
@@ -85,9 +93,10 @@ async fn front(config: SmtpConfig, fail: bool) -> Front {
         submitter: recorder.clone(),
         ids: IdGenerator::new(7),
         node_id: 7,
+        tls,
     });
     let stop = CancellationToken::new();
-    tokio::spawn(mxraft_smtp::serve(listener, ctx, stop.clone()));
+    tokio::spawn(mxraft_smtp::serve(listener, None, ctx, stop.clone()));
     Front {
         addr,
         recorder,
@@ -647,4 +656,114 @@ async fn recipient_validation_answers_550_or_450_at_rcpt() {
             .code,
         250
     );
+}
+
+/// A certificate for `mx.test` written to PEM files, loaded as the server would.
+fn test_tls(dir: &std::path::Path) -> Arc<mxraft_smtp::TlsStore> {
+    let cert = rcgen::generate_simple_self_signed(vec!["mx.test".to_owned()]).expect("certificate");
+    let (cert_file, key_file) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert_file, cert.cert.pem()).expect("write cert");
+    std::fs::write(&key_file, cert.signing_key.serialize_pem()).expect("write key");
+    Arc::new(mxraft_smtp::TlsStore::load(&cert_file, &key_file).expect("TLS loads"))
+}
+
+#[tokio::test]
+async fn starttls_discards_injected_plaintext_and_starts_the_session_over() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let f = front_with_tls(SmtpConfig::default(), false, Some(test_tls(dir.path()))).await;
+    let mut c = Client::connect(f.addr).await.expect("connect");
+    let ehlo = c.command("EHLO client.test").await.expect("ehlo");
+    assert!(ehlo.text.lines().any(|l| l == "STARTTLS"), "{ehlo:?}");
+    assert_eq!(
+        c.command("MAIL FROM:<a@client.test>")
+            .await
+            .expect("mail")
+            .code,
+        250
+    );
+
+    // CVE-2011-0411: a command pipelined after STARTTLS in plain text must not run.
+    c.send_raw(b"STARTTLS\r\nRSET\r\n").await.expect("write");
+    let r = c.read_reply().await.expect("220");
+    assert_eq!((r.code, r.text.as_str()), (220, "2.0.0 Ready to start TLS"));
+    let mut c = c.upgrade().await.expect("TLS handshake");
+
+    // The first reply over TLS answers our command, not the injected RSET; the transaction and
+    // EHLO of before TLS are forgotten.
+    let r = c.command("MAIL FROM:<a@client.test>").await.expect("mail");
+    assert_eq!(
+        (r.code, r.text.as_str()),
+        (503, "5.5.1 Error: send HELO/EHLO first")
+    );
+    let ehlo = c.command("EHLO client.test").await.expect("ehlo");
+    assert!(
+        !ehlo.text.lines().any(|l| l == "STARTTLS"),
+        "not offered twice: {ehlo:?}"
+    );
+    let again = c.command("STARTTLS").await.expect("starttls");
+    assert_eq!(
+        (again.code, again.text.as_str()),
+        (503, "5.5.1 Error: TLS already active")
+    );
+    let r = c
+        .send_mail(
+            "a@client.test",
+            &["u@example.test"],
+            b"Subject: tls\r\n\r\nx\r\n",
+        )
+        .await
+        .expect("mail");
+    assert_eq!(r.code, 250);
+    let m = &f.recorder.messages()[0];
+    assert!(
+        m.trace_header.contains(" with ESMTPS id "),
+        "{}",
+        m.trace_header
+    );
+}
+
+#[tokio::test]
+async fn starttls_is_refused_when_no_certificate_is_configured() {
+    let f = default_front().await;
+    let mut c = ehlo(f.addr).await;
+    let r = c.command("STARTTLS").await.expect("starttls");
+    assert_eq!(r.code, 502);
+}
+
+#[tokio::test]
+async fn implicit_tls_listener_handshakes_before_the_greeting() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let tls = test_tls(dir.path());
+    let plain = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let implicit = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = implicit.local_addr().expect("addr");
+    let recorder = Recorder::default();
+    let ctx = Arc::new(SmtpContext {
+        config: SmtpConfig::default(),
+        hostname: "mx.test".into(),
+        policy: DomainPolicy::new(["example.test"]),
+        submitter: recorder.clone(),
+        ids: IdGenerator::new(7),
+        node_id: 7,
+        tls: Some(tls),
+    });
+    let stop = CancellationToken::new();
+    tokio::spawn(mxraft_smtp::serve(plain, Some(implicit), ctx, stop.clone()));
+    let mut c = Client::connect_tls(addr).await.expect("TLS from the start");
+    assert_eq!(c.command("EHLO client.test").await.expect("ehlo").code, 250);
+    let r = c
+        .send_mail(
+            "a@client.test",
+            &["u@example.test"],
+            b"Subject: 465\r\n\r\nx\r\n",
+        )
+        .await
+        .expect("mail");
+    assert_eq!(r.code, 250);
+    assert!(
+        recorder.messages()[0]
+            .trace_header
+            .contains(" with ESMTPS id ")
+    );
+    stop.cancel();
 }

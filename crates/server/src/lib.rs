@@ -202,6 +202,8 @@ pub struct BoundAddrs {
     pub admin: SocketAddr,
     /// Internal cluster gRPC.
     pub cluster: SocketAddr,
+    /// SMTP with implicit TLS, when configured.
+    pub smtp_tls: Option<SocketAddr>,
 }
 
 /// A running node.
@@ -245,10 +247,25 @@ impl Server {
         let smtp_listener = bind("SMTP", config.smtp.listen).await?;
         let admin_listener = bind("the admin API", config.admin.listen).await?;
         let cluster_listener = bind("the cluster service", config.cluster.listen).await?;
+        let tls_listener = match config.smtp.tls_listen {
+            Some(addr) => Some(bind("SMTP with implicit TLS", addr).await?),
+            None => None,
+        };
+        let tls = match (&config.smtp.tls_cert_file, &config.smtp.tls_key_file) {
+            (Some(cert), Some(key)) => Some(Arc::new(
+                mxraft_smtp::TlsStore::load(cert, key)
+                    .context("cannot load the TLS certificate")?,
+            )),
+            _ => None,
+        };
         let addrs = BoundAddrs {
             smtp: smtp_listener.local_addr()?,
             admin: admin_listener.local_addr()?,
             cluster: cluster_listener.local_addr()?,
+            smtp_tls: match &tls_listener {
+                Some(l) => Some(l.local_addr()?),
+                None => None,
+            },
         };
         let info = NodeInfo {
             cluster_addr: config
@@ -393,9 +410,19 @@ impl Server {
             },
             ids: IdGenerator::new(id),
             node_id: id,
+            tls: tls.clone(),
         });
         let smtp_stop = CancellationToken::new();
-        let smtp_task = tokio::spawn(mxraft_smtp::serve(smtp_listener, ctx, smtp_stop.clone()));
+        let smtp_task = tokio::spawn(mxraft_smtp::serve(
+            smtp_listener,
+            tls_listener,
+            ctx,
+            smtp_stop.clone(),
+        ));
+        if let Some(tls) = tls {
+            tokio::spawn(reload_tls(tls, smtp_stop.clone()));
+            info!("STARTTLS offered");
+        }
         info!(addr = %addrs.smtp, domains = config.domains.len(), "SMTP accepting");
 
         Ok(RunningServer {
@@ -409,6 +436,39 @@ impl Server {
             grpc_tasks,
             closed,
         })
+    }
+}
+
+/// Reloads the TLS certificate on SIGHUP and when its files change.
+async fn reload_tls(tls: Arc<mxraft_smtp::TlsStore>, stop: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hup = signal(SignalKind::hangup()).ok();
+    loop {
+        let hangup = async {
+            match hup.as_mut() {
+                Some(h) => {
+                    h.recv().await;
+                }
+                None => std::future::pending::<()>().await,
+            }
+        };
+        let forced = tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = hangup => true,
+            _ = tokio::time::sleep(Duration::from_secs(10)) => false,
+        };
+        let result = if forced {
+            tls.reload().map(|_| true)
+        } else {
+            tls.reload_if_changed()
+        };
+        match result {
+            Ok(true) => info!(signal = forced, "TLS certificate reloaded"),
+            Ok(false) => {}
+            Err(e) => {
+                warn!(error = %e, "TLS certificate not reloaded; the previous one stays in use")
+            }
+        }
     }
 }
 

@@ -29,7 +29,9 @@ pub enum Command {
     Help,
     /// `ETRN node` (RFC 1985): a request to flush the mail queued for a domain.
     Etrn(String),
-    /// A command this server knows of but does not offer (e.g. `AUTH`, `STARTTLS`, `BDAT`).
+    /// `STARTTLS` (RFC 3207).
+    StartTls,
+    /// A command this server knows of but does not offer (e.g. `AUTH`, `BDAT`).
     NotImplemented(String),
 }
 
@@ -89,9 +91,9 @@ pub fn parse(line: &str) -> Result<Command, CommandError> {
         "HELP" => Ok(Command::Help),
         "ETRN" if !arg.is_empty() && !arg.contains(' ') => Ok(Command::Etrn(arg.to_owned())),
         "ETRN" => Err(CommandError::Syntax("Syntax: ETRN domain")),
-        "AUTH" | "STARTTLS" | "BDAT" | "EXPN" | "TURN" | "ATRN" => {
-            Ok(Command::NotImplemented(upper))
-        }
+        "STARTTLS" if arg.is_empty() => Ok(Command::StartTls),
+        "STARTTLS" => Err(CommandError::Syntax("Syntax: STARTTLS")),
+        "AUTH" | "BDAT" | "EXPN" | "TURN" | "ATRN" => Ok(Command::NotImplemented(upper)),
         _ => Err(CommandError::Unknown),
     }
 }
@@ -195,10 +197,7 @@ mod tests {
         assert_eq!(parse("rset"), Ok(Command::Rset));
         assert_eq!(parse("NOOP anything"), Ok(Command::Noop));
         assert_eq!(parse("QUIT"), Ok(Command::Quit));
-        assert_eq!(
-            parse("STARTTLS"),
-            Ok(Command::NotImplemented("STARTTLS".into()))
-        );
+        assert_eq!(parse("STARTTLS"), Ok(Command::StartTls));
     }
 
     #[test]

@@ -17,6 +17,13 @@ pub struct SmtpConfig {
     /// Name used in the greeting, the EHLO reply and `Received:` headers. Defaults to the
     /// machine's host name.
     pub hostname: Option<String>,
+    /// PEM file with the certificate chain for STARTTLS (and `tls_listen`). Without it, TLS is
+    /// not offered.
+    pub tls_cert_file: Option<std::path::PathBuf>,
+    /// PEM file with the private key of `tls_cert_file`.
+    pub tls_key_file: Option<std::path::PathBuf>,
+    /// An additional listener where TLS starts at once (implicit TLS, RFC 8314), e.g. `0.0.0.0:465`.
+    pub tls_listen: Option<SocketAddr>,
     /// Largest accepted message in bytes, advertised with SIZE.
     pub max_message_size: u64,
     /// Most recipients per message; more get `452 4.5.3`.
@@ -44,6 +51,9 @@ impl Default for SmtpConfig {
             listen: SocketAddr::from(([0, 0, 0, 0], 25)),
             advertise: None,
             hostname: None,
+            tls_cert_file: None,
+            tls_key_file: None,
+            tls_listen: None,
             max_message_size: 50 * 1024 * 1024,
             max_recipients: 1000,
             max_line_length: 998,
@@ -83,6 +93,12 @@ impl SmtpConfig {
             return Err(
                 "smtp.command_timeout and smtp.data_timeout must be greater than zero".into(),
             );
+        }
+        if self.tls_cert_file.is_some() != self.tls_key_file.is_some() {
+            return Err("smtp.tls_cert_file and smtp.tls_key_file go together".into());
+        }
+        if self.tls_listen.is_some() && self.tls_cert_file.is_none() {
+            return Err("smtp.tls_listen needs smtp.tls_cert_file and smtp.tls_key_file".into());
         }
         if let Some(h) = &self.hostname
             && (h.is_empty() || h.contains(char::is_whitespace))

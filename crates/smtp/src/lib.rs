@@ -20,6 +20,7 @@ pub mod data;
 pub mod reply;
 mod server;
 mod session;
+pub mod tls;
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -28,6 +29,7 @@ pub use address::DomainPolicy;
 pub use config::SmtpConfig;
 pub use reply::Reply;
 pub use server::{SmtpContext, serve};
+pub use tls::{TlsError, TlsStore};
 
 use mxraft_queue::{Enqueue, MessageId};
 

@@ -28,12 +28,15 @@ pub struct SmtpContext<S> {
     pub ids: IdGenerator,
     /// This node's id, recorded with each message.
     pub node_id: u64,
+    /// The TLS configuration, when STARTTLS is offered.
+    pub tls: Option<Arc<crate::tls::TlsStore>>,
 }
 
 /// Serves SMTP on `listener` until `shutdown` is cancelled, then lets sessions finish their
 /// current transaction for up to `shutdown_grace` and closes the rest.
 pub async fn serve<S: Submitter>(
     listener: TcpListener,
+    tls_listener: Option<TcpListener>,
     ctx: Arc<SmtpContext<S>>,
     shutdown: CancellationToken,
 ) {
@@ -41,37 +44,38 @@ pub async fn serve<S: Submitter>(
     let mut sessions = JoinSet::new();
     loop {
         tokio::select! {
-            _ = shutdown.cancelled() => break,
-            Some(_) = sessions.join_next(), if !sessions.is_empty() => {}
-            accepted = listener.accept() => {
-                let (mut stream, peer) = match accepted {
-                    Ok(a) => a,
-                    Err(e) => {
-                        warn!(error = %e, "accept failed");
-                        continue;
+                    _ = shutdown.cancelled() => break,
+                    Some(_) = sessions.join_next(), if !sessions.is_empty() => {}
+        accepted = accept(&listener, tls_listener.as_ref()) => {
+                        let ((mut stream, peer), implicit_tls) = match accepted {
+                            Ok(a) => a,
+                            Err(e) => {
+                                warn!(error = %e, "accept failed");
+                                continue;
+                            }
+                        };
+                        let _ = stream.set_nodelay(true);
+                        if active.load(Ordering::Relaxed) >= ctx.config.max_sessions {
+                            warn!(client = %peer, limit = ctx.config.max_sessions, "session limit reached");
+                            let msg = format!("421 4.7.0 {} Error: too many connections, try again later\r\n", ctx.hostname);
+                            let _ = stream.write_all(msg.as_bytes()).await;
+                            continue;
+                        }
+                        active.fetch_add(1, Ordering::Relaxed);
+        let session = Session::new(ctx.clone(), Box::new(stream), implicit_tls, peer, shutdown.clone());
+                        let active = active.clone();
+                        sessions.spawn(
+                            async move {
+                                session.run().await;
+                                active.fetch_sub(1, Ordering::Relaxed);
+                            }
+                            .instrument(info_span!("smtp", client = %peer)),
+                        );
                     }
-                };
-                let _ = stream.set_nodelay(true);
-                if active.load(Ordering::Relaxed) >= ctx.config.max_sessions {
-                    warn!(client = %peer, limit = ctx.config.max_sessions, "session limit reached");
-                    let msg = format!("421 4.7.0 {} Error: too many connections, try again later\r\n", ctx.hostname);
-                    let _ = stream.write_all(msg.as_bytes()).await;
-                    continue;
                 }
-                active.fetch_add(1, Ordering::Relaxed);
-                let session = Session::new(ctx.clone(), stream, peer, shutdown.clone());
-                let active = active.clone();
-                sessions.spawn(
-                    async move {
-                        session.run().await;
-                        active.fetch_sub(1, Ordering::Relaxed);
-                    }
-                    .instrument(info_span!("smtp", client = %peer)),
-                );
-            }
-        }
     }
     drop(listener);
+    drop(tls_listener);
     if !sessions.is_empty() {
         info!(
             sessions = sessions.len(),
@@ -88,5 +92,19 @@ pub async fn serve<S: Submitter>(
             );
             sessions.shutdown().await;
         }
+    }
+}
+
+/// The next connection on either listener, and whether it came to the implicit-TLS one.
+async fn accept(
+    plain: &TcpListener,
+    tls: Option<&TcpListener>,
+) -> std::io::Result<((tokio::net::TcpStream, std::net::SocketAddr), bool)> {
+    match tls {
+        None => plain.accept().await.map(|a| (a, false)),
+        Some(tls) => tokio::select! {
+            a = plain.accept() => a.map(|a| (a, false)),
+            a = tls.accept() => a.map(|a| (a, true)),
+        },
     }
 }

@@ -4,7 +4,6 @@ use std::net::IpAddr;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::{Buf, Bytes};
-use tokio::io::{AsyncRead, AsyncWrite};
 use tracing::{info, warn};
 
 use mxraft_queue::{Enqueue, MessageId};
@@ -14,7 +13,7 @@ use crate::Submitter;
 use crate::data::DataDecoder;
 use crate::reply::Reply;
 
-impl<S: Submitter, T: AsyncRead + AsyncWrite + Unpin + Send> Session<S, T> {
+impl<S: Submitter> Session<S> {
     /// Receives the message and answers only once it is committed (or cannot be).
     pub(super) async fn data(&mut self) -> Flow {
         let Some(tx) = &self.tx else {
@@ -139,10 +138,13 @@ impl<S: Submitter, T: AsyncRead + AsyncWrite + Unpin + Send> Session<S, T> {
                 None => format!("IPv6:{v6}"),
             },
         };
-        let with = match (self.esmtp, utf8) {
-            (true, true) => "UTF8SMTP",
-            (true, false) => "ESMTP",
-            _ => "SMTP",
+        // RFC 3848 / RFC 6531 protocol names.
+        let with = match (self.esmtp, utf8, self.tls) {
+            (true, true, true) => "UTF8SMTPS",
+            (true, true, false) => "UTF8SMTP",
+            (true, false, true) => "ESMTPS",
+            (true, false, false) => "ESMTP",
+            (false, _, _) => "SMTP",
         };
         let date = chrono::DateTime::from_timestamp_millis(now_ms as i64)
             .unwrap_or_default()

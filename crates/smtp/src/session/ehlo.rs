@@ -1,12 +1,10 @@
 //! EHLO and HELO (RFC 5321 §4.1.1.1).
 
-use tokio::io::{AsyncRead, AsyncWrite};
-
 use super::{Flow, Session};
 use crate::Submitter;
 use crate::reply::Reply;
 
-impl<S: Submitter, T: AsyncRead + AsyncWrite + Unpin + Send> Session<S, T> {
+impl<S: Submitter> Session<S> {
     /// Greets the client; like RSET, it also drops any transaction in progress.
     pub(super) fn ehlo(&mut self, name: String, esmtp: bool) -> Flow {
         self.helo = Some(name);
@@ -16,20 +14,20 @@ impl<S: Submitter, T: AsyncRead + AsyncWrite + Unpin + Send> Session<S, T> {
         if !esmtp {
             return self.ok(Reply::new(250, "", host));
         }
-        let size = format!("SIZE {}", self.ctx.config.max_message_size);
+        let mut lines = vec![
+            host,
+            "PIPELINING".into(),
+            format!("SIZE {}", self.ctx.config.max_message_size),
+            "ETRN".into(),
+        ];
+        if self.ctx.tls.is_some() && !self.tls {
+            lines.push("STARTTLS".into());
+        }
+        lines.extend(["8BITMIME", "ENHANCEDSTATUSCODES", "DSN", "SMTPUTF8"].map(String::from));
         self.ok(Reply {
             code: 250,
             enhanced: "",
-            lines: vec![
-                host,
-                "PIPELINING".into(),
-                size,
-                "ETRN".into(),
-                "8BITMIME".into(),
-                "ENHANCEDSTATUSCODES".into(),
-                "DSN".into(),
-                "SMTPUTF8".into(),
-            ],
+            lines,
         })
     }
 }

@@ -1,6 +1,5 @@
 //! ETRN (RFC 1985): the primary, back online, asks for the mail queued for its domain.
 
-use tokio::io::{AsyncRead, AsyncWrite};
 use tracing::info;
 
 use super::{Flow, Session};
@@ -8,7 +7,7 @@ use crate::address::normalize_domain;
 use crate::reply::Reply;
 use crate::{EtrnReply, Submitter};
 
-impl<S: Submitter, T: AsyncRead + AsyncWrite + Unpin + Send> Session<S, T> {
+impl<S: Submitter> Session<S> {
     /// Starts delivery of the mail queued for a domain, if the client may ask for it.
     pub(super) async fn etrn(&mut self, node: String) -> Flow {
         if self.helo.is_none() {

@@ -1,8 +1,6 @@
 //! MAIL FROM (RFC 5321 §4.1.1.2) with SIZE (RFC 1870), BODY (RFC 6152), SMTPUTF8 (RFC 6531)
 //! and the DSN parameters RET and ENVID (RFC 3461).
 
-use tokio::io::{AsyncRead, AsyncWrite};
-
 use mxraft_queue::{BodyType, MailParams, Ret};
 
 use super::{Flow, Session, Transaction};
@@ -34,7 +32,7 @@ pub(super) fn is_xtext(s: &str) -> bool {
     !b.is_empty()
 }
 
-impl<S: Submitter, T: AsyncRead + AsyncWrite + Unpin + Send> Session<S, T> {
+impl<S: Submitter> Session<S> {
     /// Starts a transaction.
     pub(super) fn mail(&mut self, args: PathArgs) -> Flow {
         if self.helo.is_none() {

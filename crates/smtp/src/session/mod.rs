@@ -9,6 +9,7 @@ mod ehlo;
 mod etrn;
 mod mail;
 mod rcpt;
+mod starttls;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -57,9 +58,17 @@ enum Input {
     Shutdown,
 }
 
-pub(crate) struct Session<S, T> {
+/// A connection, plain or TLS.
+pub(crate) trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
+pub(crate) struct Session<S> {
     ctx: Arc<SmtpContext<S>>,
-    io: T,
+    io: Box<dyn Io>,
+    /// The session runs over TLS (after STARTTLS, or on the implicit-TLS port).
+    tls: bool,
+    /// The session arrived on the implicit-TLS port and has not done its handshake yet.
+    tls_pending: bool,
     peer: SocketAddr,
     inbuf: BytesMut,
     out: Vec<u8>,
@@ -70,16 +79,19 @@ pub(crate) struct Session<S, T> {
     shutdown: CancellationToken,
 }
 
-impl<S: Submitter, T: AsyncRead + AsyncWrite + Unpin + Send> Session<S, T> {
+impl<S: Submitter> Session<S> {
     pub(crate) fn new(
         ctx: Arc<SmtpContext<S>>,
-        io: T,
+        io: Box<dyn Io>,
+        implicit_tls: bool,
         peer: SocketAddr,
         shutdown: CancellationToken,
     ) -> Self {
         Session {
             ctx,
             io,
+            tls: false,
+            tls_pending: implicit_tls,
             peer,
             inbuf: BytesMut::with_capacity(8 * 1024),
             out: Vec::with_capacity(1024),
@@ -93,6 +105,28 @@ impl<S: Submitter, T: AsyncRead + AsyncWrite + Unpin + Send> Session<S, T> {
 
     pub(crate) async fn run(mut self) {
         debug!("session opened");
+        if self.tls_pending {
+            // Implicit TLS (RFC 8314): the handshake comes before the greeting.
+            let Some(tls) = self.ctx.tls.clone() else {
+                return;
+            };
+            let plain = std::mem::replace(&mut self.io, Box::new(tokio::io::empty()));
+            match tokio::time::timeout(
+                self.ctx.config.command_timeout,
+                tls.acceptor().accept(plain),
+            )
+            .await
+            {
+                Ok(Ok(stream)) => {
+                    self.io = Box::new(stream);
+                    self.tls = true;
+                }
+                _ => {
+                    debug!("implicit TLS handshake failed");
+                    return;
+                }
+            }
+        }
         let greeting = Reply::new(220, "", format!("{} ESMTP mxraft", self.ctx.hostname));
         self.reply(greeting);
         loop {
@@ -159,6 +193,7 @@ impl<S: Submitter, T: AsyncRead + AsyncWrite + Unpin + Send> Session<S, T> {
             Command::Vrfy => self.error(Reply::new(502, "5.5.1", "VRFY command is disabled")),
             Command::Help => self.ok(Reply::new(214, "2.0.0", "See RFC 5321")),
             Command::Etrn(node) => self.etrn(node).await,
+            Command::StartTls => self.starttls().await,
             Command::NotImplemented(verb) => self.error(Reply::new(
                 502,
                 "5.5.1",

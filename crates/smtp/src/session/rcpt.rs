@@ -1,7 +1,6 @@
 //! RCPT TO (RFC 5321 §4.1.1.3) with the DSN parameters NOTIFY and ORCPT (RFC 3461): only
 //! recipients in protected domains are accepted.
 
-use tokio::io::{AsyncRead, AsyncWrite};
 use tracing::info;
 
 use mxraft_queue::{Notify, RcptParams};
@@ -41,7 +40,7 @@ fn valid_orcpt(v: &str) -> bool {
     }
 }
 
-impl<S: Submitter, T: AsyncRead + AsyncWrite + Unpin + Send> Session<S, T> {
+impl<S: Submitter> Session<S> {
     /// Adds a recipient to the transaction.
     pub(super) async fn rcpt(&mut self, args: PathArgs) -> Flow {
         let Some(tx) = &self.tx else {
