@@ -20,6 +20,7 @@ use mxraft_tests::smtp::{Client, queued_id};
 struct Recorder {
     queued: Arc<Mutex<Vec<Enqueue>>>,
     fail: bool,
+    full: bool,
 }
 
 impl Submitter for Recorder {
@@ -32,6 +33,10 @@ impl Submitter for Recorder {
             .map_err(|e| SubmitError(e.to_string()))?
             .push(message);
         Ok(())
+    }
+
+    fn has_room(&self) -> bool {
+        !self.full
     }
 
     async fn check_recipient(&self, address: &str) -> RcptCheck {
@@ -280,10 +285,18 @@ async fn pipelined_commands_get_their_replies_in_order() {
     for want in codes {
         assert_eq!(c.read_reply().await.expect("reply").code, want);
     }
-    c.send_raw(b"Subject: p\r\n\r\nbody\r\n.\r\nMAIL FROM:<b@client.test>\r\nRCPT TO:<u@example.test>\r\nDATA\r\nSubject: q\r\n\r\n.\r\nQUIT\r\n")
+    // The end of the message and the next envelope in one write; the next message only
+    // after its 354 (DATA ends a pipelined group, RFC 2920 §3.1).
+    c.send_raw(b"Subject: p\r\n\r\nbody\r\n.\r\nMAIL FROM:<b@client.test>\r\nRCPT TO:<u@example.test>\r\nDATA\r\n")
         .await
         .expect("write");
-    for want in [250, 250, 250, 354, 250, 221] {
+    for want in [250, 250, 250, 354] {
+        assert_eq!(c.read_reply().await.expect("reply").code, want);
+    }
+    c.send_raw(b"Subject: q\r\n\r\n.\r\nQUIT\r\n")
+        .await
+        .expect("write");
+    for want in [250, 221] {
         assert_eq!(c.read_reply().await.expect("reply").code, want);
     }
     let queued = f.recorder.messages();
@@ -766,4 +779,254 @@ async fn implicit_tls_listener_handshakes_before_the_greeting() {
             .contains(" with ESMTPS id ")
     );
     stop.cancel();
+}
+
+#[tokio::test]
+async fn per_client_session_and_rate_limits() {
+    let config = SmtpConfig {
+        max_sessions_per_client: 2,
+        max_messages_per_client_per_minute: 2,
+        max_recipients_per_client_per_minute: 3,
+        ..SmtpConfig::default()
+    };
+    let f = front(config, false).await;
+    let mut a = ehlo(f.addr).await;
+    let _b = ehlo(f.addr).await;
+    let mut third = Client::connect(f.addr)
+        .await
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    if third.is_empty() {
+        third = "connected".into();
+    }
+    assert!(
+        third.contains("421 4.7.0") || third.contains("greeting"),
+        "third session: {third}"
+    );
+
+    assert_eq!(
+        a.command("MAIL FROM:<a@client.test>")
+            .await
+            .expect("mail")
+            .code,
+        250
+    );
+    for n in 0..3 {
+        assert_eq!(
+            a.command(&format!("RCPT TO:<u{n}@example.test>"))
+                .await
+                .expect("rcpt")
+                .code,
+            250
+        );
+    }
+    let r = a.command("RCPT TO:<u9@example.test>").await.expect("rcpt");
+    assert_eq!((r.code, &r.text[..5]), (450, "4.7.1"), "{r:?}");
+    assert_eq!(a.command("RSET").await.expect("rset").code, 250);
+    assert_eq!(
+        a.command("MAIL FROM:<a@client.test>")
+            .await
+            .expect("mail")
+            .code,
+        250
+    );
+    assert_eq!(a.command("RSET").await.expect("rset").code, 250);
+    let r = a.command("MAIL FROM:<a@client.test>").await.expect("mail");
+    assert_eq!(
+        (r.code, &r.text[..5]),
+        (450, "4.7.1"),
+        "third message this minute: {r:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_full_queue_answers_452_at_mail() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let recorder = Recorder {
+        full: true,
+        ..Recorder::default()
+    };
+    let ctx = Arc::new(SmtpContext {
+        config: SmtpConfig::default(),
+        hostname: "mx.test".into(),
+        policy: DomainPolicy::new(["example.test"]),
+        submitter: recorder,
+        ids: IdGenerator::new(7),
+        node_id: 7,
+        tls: None,
+    });
+    let stop = CancellationToken::new();
+    tokio::spawn(mxraft_smtp::serve(listener, None, ctx, stop.clone()));
+    let mut c = ehlo(addr).await;
+    let r = c.command("MAIL FROM:<a@client.test>").await.expect("mail");
+    assert_eq!(
+        (r.code, r.text.as_str()),
+        (452, "4.3.1 Error: insufficient system storage")
+    );
+    stop.cancel();
+}
+
+#[tokio::test]
+async fn a_client_trickling_data_is_cut_off_by_the_minimum_rate() {
+    let config = SmtpConfig {
+        data_timeout: Duration::from_secs(1),
+        min_data_rate: 1000,
+        ..SmtpConfig::default()
+    };
+    let f = front(config, false).await;
+
+    // 20 kB/s for 2.5 s: longer than data_timeout, faster than the minimum rate: accepted.
+    let mut fast = ehlo(f.addr).await;
+    assert_eq!(
+        fast.command("MAIL FROM:<a@client.test>")
+            .await
+            .expect("mail")
+            .code,
+        250
+    );
+    assert_eq!(
+        fast.command("RCPT TO:<u@example.test>")
+            .await
+            .expect("rcpt")
+            .code,
+        250
+    );
+    assert_eq!(fast.command("DATA").await.expect("data").code, 354);
+    fast.send_raw(b"Subject: steady\r\n\r\n")
+        .await
+        .expect("write");
+    let line = format!("{}\r\n", "x".repeat(998));
+    for _ in 0..25 {
+        fast.send_raw(line.repeat(2).as_bytes())
+            .await
+            .expect("write");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    fast.send_raw(b".\r\n").await.expect("write");
+    assert_eq!(fast.read_reply().await.expect("reply").code, 250);
+
+    // One byte every 300 ms: cut off soon after data_timeout.
+    let mut slow = ehlo(f.addr).await;
+    assert_eq!(
+        slow.command("MAIL FROM:<a@client.test>")
+            .await
+            .expect("mail")
+            .code,
+        250
+    );
+    assert_eq!(
+        slow.command("RCPT TO:<u@example.test>")
+            .await
+            .expect("rcpt")
+            .code,
+        250
+    );
+    assert_eq!(slow.command("DATA").await.expect("data").code, 354);
+    let started = std::time::Instant::now();
+    let mut cut = None;
+    for b in b"Subject: slow\r\n\r\nbody".iter().cycle().take(40) {
+        if slow.send_raw(&[*b]).await.is_err() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        if let Ok(Ok(r)) = tokio::time::timeout(Duration::from_millis(1), slow.read_reply()).await {
+            cut = Some(r);
+            break;
+        }
+    }
+    let cut = match cut {
+        Some(r) => r,
+        None => slow.read_reply().await.expect("a reply before the close"),
+    };
+    assert_eq!(
+        (cut.code, cut.text.as_str()),
+        (421, "4.4.2 mx.test Error: timeout exceeded")
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "cut off after {:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        f.recorder.messages().len(),
+        1,
+        "only the steady message was queued"
+    );
+}
+
+#[tokio::test]
+async fn a_command_trickled_byte_by_byte_times_out() {
+    let config = SmtpConfig {
+        command_timeout: Duration::from_secs(1),
+        ..SmtpConfig::default()
+    };
+    let f = front(config, false).await;
+    let mut c = ehlo(f.addr).await;
+    let started = std::time::Instant::now();
+    for b in b"NOOP and more and more and more" {
+        if c.send_raw(&[*b]).await.is_err() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        if started.elapsed() > Duration::from_secs(2) {
+            break;
+        }
+    }
+    let r = c.read_reply().await.expect("timeout reply");
+    assert_eq!((r.code, &r.text[..5]), (421, "4.4.2"));
+    assert!(started.elapsed() < Duration::from_secs(4));
+}
+
+#[tokio::test]
+async fn too_many_received_headers_and_data_before_354_are_refused() {
+    let config = SmtpConfig {
+        max_received_headers: 3,
+        ..SmtpConfig::default()
+    };
+    let f = front(config, false).await;
+    let mut c = ehlo(f.addr).await;
+    let looped = b"Received: a\r\nReceived: b\r\nReceived: c\r\nSubject: loop\r\n\r\nx\r\n";
+    let r = c
+        .send_mail("a@client.test", &["u@example.test"], looped)
+        .await
+        .expect("send");
+    assert_eq!(
+        (r.code, r.text.as_str()),
+        (554, "5.4.6 Error: too many hops (mail loop?)")
+    );
+    let fine = b"Received: a\r\nReceived: b\r\nSubject: ok\r\n\r\nx\r\n";
+    assert_eq!(
+        c.send_mail("a@client.test", &["u@example.test"], fine)
+            .await
+            .expect("send")
+            .code,
+        250
+    );
+
+    assert_eq!(
+        c.command("MAIL FROM:<a@client.test>")
+            .await
+            .expect("mail")
+            .code,
+        250
+    );
+    assert_eq!(
+        c.command("RCPT TO:<u@example.test>")
+            .await
+            .expect("rcpt")
+            .code,
+        250
+    );
+    c.send_raw(b"DATA\r\nSubject: too early\r\n\r\nx\r\n.\r\n")
+        .await
+        .expect("write");
+    let r = c.read_reply().await.expect("reply");
+    assert_eq!(
+        (r.code, r.text.as_str()),
+        (554, "5.5.0 Error: SMTP protocol synchronization")
+    );
+    assert!(c.read_reply().await.is_err(), "the session is closed");
+    assert_eq!(f.recorder.messages().len(), 1);
 }

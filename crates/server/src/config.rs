@@ -41,6 +41,9 @@ pub struct Config {
     /// Recipient verification for domains in `verify` mode.
     #[serde(default)]
     pub verify: VerifyConfig,
+    /// Limits of the replicated queue and of the disk under it.
+    #[serde(default)]
+    pub queue: QueueConfig,
     /// Logging.
     #[serde(default)]
     pub log: LogConfig,
@@ -99,6 +102,28 @@ pub struct DomainConfig {
     /// Overrides `delivery.max_queue_lifetime` for this domain.
     #[serde(default, with = "humantime_serde")]
     pub max_queue_lifetime: Option<Duration>,
+}
+
+/// The `[queue]` section: when the front door stops taking mail (`452 4.3.1` at MAIL).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QueueConfig {
+    /// Most messages in the queue; `0` for no limit.
+    pub max_messages: u64,
+    /// Most bytes of queued messages; `0` for no limit.
+    pub max_bytes: u64,
+    /// Least free space (bytes) on the disk of `node.data_dir`.
+    pub min_free_disk: u64,
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        QueueConfig {
+            max_messages: 0,
+            max_bytes: 0,
+            min_free_disk: 128 * 1024 * 1024,
+        }
+    }
 }
 
 /// Recipient validation of a protected domain.

@@ -45,6 +45,8 @@ struct RaftSubmitter {
     policy: DomainPolicy,
     modes: std::collections::HashMap<String, config::RecipientMode>,
     verify: config::VerifyConfig,
+    quota: config::QueueConfig,
+    data_dir: std::path::PathBuf,
 }
 
 impl Submitter for RaftSubmitter {
@@ -53,6 +55,20 @@ impl Submitter for RaftSubmitter {
             Ok(CommandResult::Enqueued { .. }) => Ok(()),
             Ok(other) => Err(SubmitError(format!("unexpected result {other:?}"))),
             Err(e) => Err(SubmitError(e.to_string())),
+        }
+    }
+
+    fn has_room(&self) -> bool {
+        let stats = self.node.state_machine().read().queue().stats();
+        let over = (self.quota.max_messages > 0 && stats.messages >= self.quota.max_messages)
+            || (self.quota.max_bytes > 0 && stats.bytes >= self.quota.max_bytes);
+        if over {
+            return false;
+        }
+        match rustix::fs::statvfs(&self.data_dir) {
+            Ok(s) => s.f_bavail.saturating_mul(s.f_frsize) >= self.quota.min_free_disk,
+            // Not knowing is not a reason to refuse mail.
+            Err(_) => true,
         }
     }
 
@@ -407,6 +423,8 @@ impl Server {
                     })
                     .collect(),
                 verify: config.verify.clone(),
+                quota: config.queue.clone(),
+                data_dir: config.node.data_dir.clone(),
             },
             ids: IdGenerator::new(id),
             node_id: id,

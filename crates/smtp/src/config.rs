@@ -34,6 +34,20 @@ pub struct SmtpConfig {
     pub max_errors: u32,
     /// Most concurrent sessions on this node; more are turned away with `421`.
     pub max_sessions: usize,
+    /// Most concurrent sessions from one client address; more get `421 4.7.0`.
+    pub max_sessions_per_client: usize,
+    /// Most messages (MAIL commands) per minute from one client address; more get
+    /// `450 4.7.1`. `0` turns the limit off.
+    pub max_messages_per_client_per_minute: u32,
+    /// Most recipients per minute from one client address; more get `450 4.7.1`. `0` turns
+    /// the limit off.
+    pub max_recipients_per_client_per_minute: u32,
+    /// Slowest accepted DATA rate in bytes per second: each received byte extends the DATA
+    /// deadline (`data_timeout`) by 1/rate seconds, so a client trickling data is cut off.
+    /// `0` turns it off (then `data_timeout` applies to each read).
+    pub min_data_rate: u64,
+    /// Most `Received:` headers in a message (a mail loop otherwise); more get `554 5.4.6`.
+    pub max_received_headers: usize,
     /// How long to wait for the next command (RFC 5321 §4.5.3.2: at least 5 minutes).
     #[serde(with = "humantime_serde")]
     pub command_timeout: Duration,
@@ -59,6 +73,11 @@ impl Default for SmtpConfig {
             max_line_length: 998,
             max_errors: 20,
             max_sessions: 1000,
+            max_sessions_per_client: 50,
+            max_messages_per_client_per_minute: 0,
+            max_recipients_per_client_per_minute: 0,
+            min_data_rate: 500,
+            max_received_headers: 100,
             command_timeout: Duration::from_secs(300),
             data_timeout: Duration::from_secs(180),
             shutdown_grace: Duration::from_secs(30),
@@ -85,6 +104,12 @@ impl SmtpConfig {
         }
         if self.max_errors == 0 {
             return Err("smtp.max_errors must be greater than zero".into());
+        }
+        if self.max_sessions_per_client == 0 {
+            return Err("smtp.max_sessions_per_client must be greater than zero".into());
+        }
+        if self.max_received_headers == 0 {
+            return Err("smtp.max_received_headers must be greater than zero".into());
         }
         if self.max_sessions == 0 {
             return Err("smtp.max_sessions must be greater than zero".into());

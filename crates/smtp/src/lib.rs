@@ -17,6 +17,7 @@ pub mod address;
 pub mod command;
 pub mod config;
 pub mod data;
+mod limits;
 pub mod reply;
 mod server;
 mod session;
@@ -70,6 +71,10 @@ pub trait Submitter: Send + Sync + 'static {
     /// Decides whether a recipient in a protected domain exists (called at RCPT, after the
     /// relay check). `address` is normalized: lower case, no trailing dot.
     fn check_recipient(&self, address: &str) -> impl Future<Output = RcptCheck> + Send;
+
+    /// Whether the queue can take more mail now: false when it is over its quota or the disk
+    /// is nearly full (checked at MAIL: `452 4.3.1`).
+    fn has_room(&self) -> bool;
 
     /// Handles `ETRN domain` from `client`.
     fn etrn(

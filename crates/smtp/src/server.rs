@@ -41,6 +41,7 @@ pub async fn serve<S: Submitter>(
     shutdown: CancellationToken,
 ) {
     let active = Arc::new(AtomicUsize::new(0));
+    let clients = Arc::new(crate::limits::ClientTracker::default());
     let mut sessions = JoinSet::new();
     loop {
         tokio::select! {
@@ -61,14 +62,22 @@ pub async fn serve<S: Submitter>(
                             let _ = stream.write_all(msg.as_bytes()).await;
                             continue;
                         }
-                        active.fetch_add(1, Ordering::Relaxed);
-        let session = Session::new(ctx.clone(), Box::new(stream), implicit_tls, peer, shutdown.clone());
-                        let active = active.clone();
-                        sessions.spawn(
-                            async move {
-                                session.run().await;
-                                active.fetch_sub(1, Ordering::Relaxed);
-                            }
+                        if !clients.open(peer.ip(), ctx.config.max_sessions_per_client) {
+                    warn!(client = %peer, limit = ctx.config.max_sessions_per_client, rule = "client_sessions", "session refused");
+                    let msg = format!("421 4.7.0 {} Error: too many connections from {}\r\n", ctx.hostname, peer.ip());
+                    let _ = stream.write_all(msg.as_bytes()).await;
+                    continue;
+                }
+                active.fetch_add(1, Ordering::Relaxed);
+                let session = Session::new(ctx.clone(), Box::new(stream), implicit_tls, peer, shutdown.clone(), clients.clone());
+                let active = active.clone();
+                let clients = clients.clone();
+                sessions.spawn(
+                    async move {
+                        session.run().await;
+                        clients.close(peer.ip());
+                        active.fetch_sub(1, Ordering::Relaxed);
+                    }
                             .instrument(info_span!("smtp", client = %peer)),
                         );
                     }

@@ -1,7 +1,7 @@
 //! DATA (RFC 5321 §4.1.1.4): receive the message, then commit it before answering.
 
 use std::net::IpAddr;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::{Buf, Bytes};
 use tracing::{info, warn};
@@ -22,10 +22,26 @@ impl<S: Submitter> Session<S> {
         if tx.recipients.is_empty() {
             return self.error(Reply::new(554, "5.5.1", "Error: no valid recipients"));
         }
+        if !self.inbuf.is_empty() {
+            // The message may only follow our 354 (RFC 2920 §3.1): a client that sent it
+            // already is not speaking SMTP, or is trying to smuggle.
+            info!(rule = "pipelined_data", "data before the 354 reply");
+            self.reply(Reply::new(
+                554,
+                "5.5.0",
+                "Error: SMTP protocol synchronization",
+            ));
+            return Flow::Close;
+        }
         self.reply(Reply::new(354, "", "End data with <CR><LF>.<CR><LF>"));
 
         let max_size = usize::try_from(self.ctx.config.max_message_size).unwrap_or(usize::MAX);
         let mut decoder = DataDecoder::new(max_size, self.ctx.config.max_line_length);
+        // Each byte received extends the deadline by 1/min_data_rate seconds: a client that
+        // trickles data is cut off at the rate the configuration allows.
+        let start = tokio::time::Instant::now();
+        let min_rate = self.ctx.config.min_data_rate;
+        let mut received: u64 = 0;
         loop {
             if !self.inbuf.is_empty() {
                 match decoder.feed(&self.inbuf) {
@@ -36,14 +52,32 @@ impl<S: Submitter> Session<S> {
                     None => self.inbuf.clear(),
                 }
             }
-            match self.fill(self.ctx.config.data_timeout).await {
+            let timeout = if min_rate == 0 {
+                self.ctx.config.data_timeout
+            } else {
+                let allowance = self.ctx.config.data_timeout
+                    + Duration::from_secs_f64(received as f64 / min_rate as f64);
+                (start + allowance).saturating_duration_since(tokio::time::Instant::now())
+            };
+            let before = self.inbuf.len();
+            let filled = if timeout.is_zero() {
+                Err(())
+            } else {
+                self.fill(timeout).await
+            };
+            received += self.inbuf.len().saturating_sub(before) as u64;
+            match filled {
                 Ok(true) => {}
                 Ok(false) => {
                     warn!("connection lost during DATA; nothing queued");
                     return Flow::Close;
                 }
                 Err(()) => {
-                    warn!("timeout during DATA; nothing queued");
+                    warn!(
+                        received,
+                        rule = "min_data_rate",
+                        "DATA too slow or stalled; nothing queued"
+                    );
                     let r = Reply::new(
                         421,
                         "4.4.2",
@@ -84,12 +118,23 @@ impl<S: Submitter> Session<S> {
             return self.error(Reply::new(500, "5.5.2", "Error: message line too long"));
         }
 
+        let message = decoder.into_message();
+        let hops = count_received(&message);
+        if hops >= self.ctx.config.max_received_headers {
+            info!(hops, rule = "hop_count", "message refused");
+            return self.error(Reply::new(
+                554,
+                "5.4.6",
+                "Error: too many hops (mail loop?)",
+            ));
+        }
+
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)
             .unwrap_or(0);
         let id = self.ctx.ids.next(now);
-        let body = Bytes::from(decoder.into_message());
+        let body = Bytes::from(message);
         let enqueue = Enqueue {
             id,
             received_at_ms: now,
@@ -157,5 +202,24 @@ impl<S: Submitter> Session<S> {
             "Received: from {helo} ([{ip}])\r\n\tby {host} (mxraft) with {with} id {id}{for_clause};\r\n\t{date}\r\n",
             host = self.ctx.hostname
         )
+    }
+}
+
+/// The number of `Received:` fields in the header section of a message.
+fn count_received(message: &[u8]) -> usize {
+    message
+        .split(|&b| b == b'\n')
+        .take_while(|line| !line.is_empty() && *line != b"\r")
+        .filter(|line| line.len() >= 9 && line[..9].eq_ignore_ascii_case(b"received:"))
+        .count()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn counts_received_headers_in_the_header_section_only() {
+        let m = b"Received: a\r\nRECEIVED: b\r\n\tfolded\r\nSubject: x\r\n\r\nReceived: in the body\r\n";
+        assert_eq!(super::count_received(m), 2);
+        assert_eq!(super::count_received(b"\r\nReceived: x\r\n"), 0);
     }
 }

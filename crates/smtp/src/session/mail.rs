@@ -3,6 +3,8 @@
 
 use mxraft_queue::{BodyType, MailParams, Ret};
 
+use tracing::{info, warn};
+
 use super::{Flow, Session, Transaction};
 use crate::Submitter;
 use crate::address::{AddressError, parse_mailbox, parse_mailbox_utf8};
@@ -40,6 +42,31 @@ impl<S: Submitter> Session<S> {
         }
         if self.tx.is_some() {
             return self.error(Reply::new(503, "5.5.1", "Error: nested MAIL command"));
+        }
+        if !self.ctx.submitter.has_room() {
+            warn!(
+                rule = "queue_quota",
+                "MAIL refused: queue over quota or disk low"
+            );
+            return self.error(Reply::new(
+                452,
+                "4.3.1",
+                "Error: insufficient system storage",
+            ));
+        }
+        if !self.clients.message(
+            self.peer.ip(),
+            self.ctx.config.max_messages_per_client_per_minute,
+        ) {
+            info!(rule = "client_message_rate", "MAIL refused");
+            return self.error(Reply::new(
+                450,
+                "4.7.1",
+                format!(
+                    "Error: too many messages from {}; slow down",
+                    self.peer.ip()
+                ),
+            ));
         }
         let mut params = MailParams::default();
         for (key, value) in &args.params {

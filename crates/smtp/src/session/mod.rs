@@ -69,6 +69,8 @@ pub(crate) struct Session<S> {
     tls: bool,
     /// The session arrived on the implicit-TLS port and has not done its handshake yet.
     tls_pending: bool,
+    /// Per-client counters shared by the node's sessions.
+    clients: Arc<crate::limits::ClientTracker>,
     peer: SocketAddr,
     inbuf: BytesMut,
     out: Vec<u8>,
@@ -86,12 +88,14 @@ impl<S: Submitter> Session<S> {
         implicit_tls: bool,
         peer: SocketAddr,
         shutdown: CancellationToken,
+        clients: Arc<crate::limits::ClientTracker>,
     ) -> Self {
         Session {
             ctx,
             io,
             tls: false,
             tls_pending: implicit_tls,
+            clients,
             peer,
             inbuf: BytesMut::with_capacity(8 * 1024),
             out: Vec::with_capacity(1024),
@@ -257,6 +261,9 @@ impl<S: Submitter> Session<S> {
     /// 512 bytes are refused here, before parsing.
     async fn read_line(&mut self) -> Input {
         let mut discarding = false;
+        // The whole line must arrive within the command timeout: trickling one byte at a time
+        // does not keep a session alive.
+        let deadline = tokio::time::Instant::now() + self.ctx.config.command_timeout;
         loop {
             if let Some(lf) = self.inbuf.iter().position(|&b| b == b'\n') {
                 let line = self.inbuf.split_to(lf + 1);
@@ -287,7 +294,10 @@ impl<S: Submitter> Session<S> {
                 let keep = usize::from(self.inbuf.last() == Some(&b'\r'));
                 self.inbuf.advance(self.inbuf.len() - keep);
             }
-            let timeout = self.ctx.config.command_timeout;
+            let timeout = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if timeout.is_zero() {
+                return Input::TimedOut;
+            }
             let shutdown = self.shutdown.clone();
             let filled = tokio::select! {
                 _ = shutdown.cancelled() => return Input::Shutdown,

@@ -139,6 +139,20 @@ impl<S: Submitter> Session<S> {
                 ));
             }
         }
+        if !self.clients.recipient(
+            self.peer.ip(),
+            self.ctx.config.max_recipients_per_client_per_minute,
+        ) {
+            info!(rule = "client_recipient_rate", "recipient refused");
+            return self.error(Reply::new(
+                450,
+                "4.7.1",
+                format!(
+                    "Error: too many recipients from {}; slow down",
+                    self.peer.ip()
+                ),
+            ));
+        }
         if let Some(tx) = &mut self.tx {
             tx.recipients.push((address, params));
         }
