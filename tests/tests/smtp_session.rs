@@ -136,7 +136,8 @@ async fn ehlo_advertises_the_extensions() {
             "8BITMIME",
             "ENHANCEDSTATUSCODES",
             "DSN",
-            "SMTPUTF8"
+            "SMTPUTF8",
+            "CHUNKING"
         ]
     );
     let r = c.command("HELO client.test").await.expect("helo");
@@ -1028,5 +1029,128 @@ async fn too_many_received_headers_and_data_before_354_are_refused() {
         (554, "5.5.0 Error: SMTP protocol synchronization")
     );
     assert!(c.read_reply().await.is_err(), "the session is closed");
+    assert_eq!(f.recorder.messages().len(), 1);
+}
+
+#[tokio::test]
+async fn bdat_chunks_are_counted_exactly_and_checked_like_data() {
+    let config = SmtpConfig {
+        max_message_size: 64 * 1024,
+        ..SmtpConfig::default()
+    };
+    let f = front(config, false).await;
+    let mut c = ehlo(f.addr).await;
+
+    // Chunks pipelined back to back; a dot at a line start is content, not an end.
+    assert_eq!(
+        c.command("MAIL FROM:<a@client.test>")
+            .await
+            .expect("mail")
+            .code,
+        250
+    );
+    assert_eq!(
+        c.command("RCPT TO:<u@example.test>")
+            .await
+            .expect("rcpt")
+            .code,
+        250
+    );
+    let part1 = b"Subject: chunks\r\n\r\n.line\r\n";
+    let part2 = b"MAIL FROM:<x@y>\r\n";
+    let mut wire = format!("BDAT {}\r\n", part1.len()).into_bytes();
+    wire.extend_from_slice(part1);
+    wire.extend_from_slice(format!("BDAT {} LAST\r\n", part2.len()).as_bytes());
+    wire.extend_from_slice(part2);
+    c.send_raw(&wire).await.expect("write");
+    let r = c.read_reply().await.expect("chunk 1");
+    assert_eq!(
+        (r.code, r.text.as_str()),
+        (
+            250,
+            format!("2.0.0 {} octets received", part1.len()).as_str()
+        )
+    );
+    let r = c.read_reply().await.expect("last chunk");
+    assert_eq!(r.code, 250, "{r:?}");
+    assert!(r.text.starts_with("2.0.0 Ok: queued as "));
+    let m = &f.recorder.messages()[0];
+    assert_eq!(
+        &m.body[..],
+        b"Subject: chunks\r\n\r\n.line\r\nMAIL FROM:<x@y>\r\n"
+    );
+
+    // Out of turn: the octets are read and dropped; the session keeps its place.
+    c.send_raw(b"BDAT 9 LAST\r\nRSET\r\nXX\n")
+        .await
+        .expect("write");
+    assert_eq!(c.read_reply().await.expect("503").code, 503);
+    assert_eq!(c.command("NOOP").await.expect("noop").code, 250);
+
+    // A bare LF inside a chunk refuses the message.
+    assert_eq!(
+        c.command("MAIL FROM:<a@client.test>")
+            .await
+            .expect("mail")
+            .code,
+        250
+    );
+    assert_eq!(
+        c.command("RCPT TO:<u@example.test>")
+            .await
+            .expect("rcpt")
+            .code,
+        250
+    );
+    c.send_raw(b"BDAT 8 LAST\r\nbad\nline")
+        .await
+        .expect("write");
+    assert_eq!(c.read_reply().await.expect("550").code, 550);
+
+    // Too big: 552, the octets still consumed.
+    assert_eq!(
+        c.command("MAIL FROM:<a@client.test>")
+            .await
+            .expect("mail")
+            .code,
+        250
+    );
+    assert_eq!(
+        c.command("RCPT TO:<u@example.test>")
+            .await
+            .expect("rcpt")
+            .code,
+        250
+    );
+    let big = vec![b'x'; 70 * 1024];
+    c.send_raw(format!("BDAT {}\r\n", big.len()).as_bytes())
+        .await
+        .expect("write");
+    c.send_raw(&big).await.expect("write");
+    let r = c.read_reply().await.expect("552");
+    assert_eq!(
+        (r.code, r.text.as_str()),
+        (552, "5.3.4 Error: message file too big")
+    );
+    assert_eq!(c.command("NOOP").await.expect("noop").code, 250);
+
+    // DATA cannot follow BDAT in one transaction.
+    assert_eq!(
+        c.command("MAIL FROM:<a@client.test>")
+            .await
+            .expect("mail")
+            .code,
+        250
+    );
+    assert_eq!(
+        c.command("RCPT TO:<u@example.test>")
+            .await
+            .expect("rcpt")
+            .code,
+        250
+    );
+    c.send_raw(b"BDAT 4\r\nab\r\n").await.expect("write");
+    assert_eq!(c.read_reply().await.expect("250").code, 250);
+    assert_eq!(c.command("DATA").await.expect("data").code, 503);
     assert_eq!(f.recorder.messages().len(), 1);
 }

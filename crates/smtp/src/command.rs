@@ -31,7 +31,14 @@ pub enum Command {
     Etrn(String),
     /// `STARTTLS` (RFC 3207).
     StartTls,
-    /// A command this server knows of but does not offer (e.g. `AUTH`, `BDAT`).
+    /// `BDAT size [LAST]` (RFC 3030): `size` octets of the message follow the command line.
+    Bdat {
+        /// Octets in this chunk.
+        size: u64,
+        /// Whether this is the last chunk.
+        last: bool,
+    },
+    /// A command this server knows of but does not offer (e.g. `AUTH`).
     NotImplemented(String),
 }
 
@@ -93,7 +100,20 @@ pub fn parse(line: &str) -> Result<Command, CommandError> {
         "ETRN" => Err(CommandError::Syntax("Syntax: ETRN domain")),
         "STARTTLS" if arg.is_empty() => Ok(Command::StartTls),
         "STARTTLS" => Err(CommandError::Syntax("Syntax: STARTTLS")),
-        "AUTH" | "BDAT" | "EXPN" | "TURN" | "ATRN" => Ok(Command::NotImplemented(upper)),
+        "BDAT" => {
+            let mut words = arg.split(' ').filter(|w| !w.is_empty());
+            let size = words.next().and_then(|w| w.parse::<u64>().ok());
+            let last = match words.next() {
+                None => Some(false),
+                Some(w) if w.eq_ignore_ascii_case("LAST") => Some(true),
+                Some(_) => None,
+            };
+            match (size, last, words.next()) {
+                (Some(size), Some(last), None) => Ok(Command::Bdat { size, last }),
+                _ => Err(CommandError::Syntax("Syntax: BDAT size [LAST]")),
+            }
+        }
+        "AUTH" | "EXPN" | "TURN" | "ATRN" => Ok(Command::NotImplemented(upper)),
         _ => Err(CommandError::Unknown),
     }
 }

@@ -43,6 +43,8 @@ enum State {
 /// Incremental DATA decoder; feed it the bytes as they arrive.
 #[derive(Debug, Clone)]
 pub struct DataDecoder {
+    /// DATA content is dot-stuffed and ends at CRLF.CRLF; BDAT content is neither.
+    dots: bool,
     state: State,
     line_len: usize,
     max_line: usize,
@@ -56,12 +58,22 @@ impl DataDecoder {
     /// `max_line` bytes (not counting CRLF).
     pub fn new(max_size: usize, max_line: usize) -> Self {
         DataDecoder {
+            dots: true,
             state: State::LineStart,
             line_len: 0,
             max_line,
             max_size,
             out: Vec::with_capacity(max_size.min(64 * 1024)),
             flaws: DataFlaws::default(),
+        }
+    }
+
+    /// A checker for BDAT chunks (RFC 3030): the same line rules, but no dot-stuffing and no
+    /// end marker; `feed` takes every byte and never reports an end.
+    pub fn new_chunked(max_size: usize, max_line: usize) -> Self {
+        DataDecoder {
+            dots: false,
+            ..DataDecoder::new(max_size, max_line)
         }
     }
 
@@ -107,7 +119,7 @@ impl DataDecoder {
         for (i, &b) in input.iter().enumerate() {
             match self.state {
                 State::LineStart => match b {
-                    b'.' => self.state = State::Dot,
+                    b'.' if self.dots => self.state = State::Dot,
                     _ => {
                         self.line_len = 0;
                         self.text_byte(b);
@@ -149,6 +161,20 @@ impl DataDecoder {
             }
         }
         None
+    }
+
+    /// Ends chunked (BDAT) content: a final line without CRLF gets one; a trailing lone CR is
+    /// a bare CR.
+    pub fn finish_chunked(&mut self) {
+        match self.state {
+            State::Cr => {
+                self.flaws.bare_cr_or_lf = true;
+                self.emit(b"\r\n");
+            }
+            State::Text => self.emit(b"\r\n"),
+            _ => {}
+        }
+        self.state = State::LineStart;
     }
 
     /// What was wrong with the message.
@@ -247,6 +273,18 @@ mod tests {
         let mut d = DataDecoder::new(1 << 20, 5);
         assert_eq!(d.feed(b"12345\r\n.\r\n"), Some(10));
         assert!(d.flaws().is_clean());
+    }
+
+    #[test]
+    fn chunked_content_keeps_dots_and_never_ends() {
+        let mut d = DataDecoder::new_chunked(1 << 20, 998);
+        assert_eq!(d.feed(b"Subject: x\r\n\r\n.\r\n..b\r\nlast"), None);
+        d.finish_chunked();
+        assert!(d.flaws().is_clean());
+        assert_eq!(d.into_message(), b"Subject: x\r\n\r\n.\r\n..b\r\nlast\r\n");
+        let mut d = DataDecoder::new_chunked(1 << 20, 998);
+        d.feed(b"a\nb\r\n");
+        assert!(d.flaws().bare_cr_or_lf);
     }
 
     #[test]

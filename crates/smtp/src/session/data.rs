@@ -22,6 +22,13 @@ impl<S: Submitter> Session<S> {
         if tx.recipients.is_empty() {
             return self.error(Reply::new(554, "5.5.1", "Error: no valid recipients"));
         }
+        if tx.chunks.is_some() {
+            return self.error(Reply::new(
+                503,
+                "5.5.1",
+                "Error: DATA after BDAT in the same transaction",
+            ));
+        }
         if !self.inbuf.is_empty() {
             // The message may only follow our 354 (RFC 2920 §3.1): a client that sent it
             // already is not speaking SMTP, or is trying to smuggle.
@@ -93,6 +100,15 @@ impl<S: Submitter> Session<S> {
         let Some(tx) = self.tx.take() else {
             return Flow::Continue;
         };
+        self.finish_message(tx, decoder).await
+    }
+
+    /// Checks a received message and commits it: the end of DATA, or the last BDAT chunk.
+    pub(super) async fn finish_message(
+        &mut self,
+        tx: super::Transaction,
+        decoder: DataDecoder,
+    ) -> Flow {
         let flaws = decoder.flaws();
         if flaws.too_big {
             return self.error(Reply::new(552, "5.3.4", "Error: message file too big"));

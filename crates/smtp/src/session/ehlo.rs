@@ -23,7 +23,16 @@ impl<S: Submitter> Session<S> {
         if self.ctx.tls.is_some() && !self.tls {
             lines.push("STARTTLS".into());
         }
-        lines.extend(["8BITMIME", "ENHANCEDSTATUSCODES", "DSN", "SMTPUTF8"].map(String::from));
+        lines.extend(
+            [
+                "8BITMIME",
+                "ENHANCEDSTATUSCODES",
+                "DSN",
+                "SMTPUTF8",
+                "CHUNKING",
+            ]
+            .map(String::from),
+        );
         self.ok(Reply {
             code: 250,
             enhanced: "",

@@ -143,6 +143,7 @@ impl<S: Submitter> Session<S> {
             sender,
             params,
             recipients: Vec::new(),
+            chunks: None,
         });
         self.ok(Reply::new(250, "2.1.0", "Ok"))
     }

@@ -4,6 +4,7 @@
 //! pipelining client (RFC 2920) gets all replies to a group at once, in order. Each verb with
 //! state lives in its own file; the trivial ones are answered here.
 
+mod bdat;
 mod data;
 mod ehlo;
 mod etrn;
@@ -36,6 +37,8 @@ pub(crate) struct Transaction {
     pub(crate) sender: String,
     pub(crate) params: MailParams,
     pub(crate) recipients: Vec<(String, RcptParams)>,
+    /// The message so far, when it arrives in BDAT chunks.
+    pub(crate) chunks: Option<crate::data::DataDecoder>,
 }
 
 /// Whether the session goes on after a command.
@@ -198,6 +201,7 @@ impl<S: Submitter> Session<S> {
             Command::Help => self.ok(Reply::new(214, "2.0.0", "See RFC 5321")),
             Command::Etrn(node) => self.etrn(node).await,
             Command::StartTls => self.starttls().await,
+            Command::Bdat { size, last } => self.bdat(size, last).await,
             Command::NotImplemented(verb) => self.error(Reply::new(
                 502,
                 "5.5.1",
