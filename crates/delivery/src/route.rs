@@ -58,7 +58,7 @@ impl RouteTable {
     /// Sets the route of `domain`.
     pub fn insert(&mut self, domain: &str, route: Route) {
         self.routes
-            .insert(domain.trim_end_matches('.').to_ascii_lowercase(), route);
+            .insert(mxraft_queue::canonical_domain(domain), route);
     }
 
     /// The route of `destination`.

@@ -36,7 +36,7 @@ pub use command::{
 pub use id::{MessageId, ParseIdError};
 pub use message::{
     BodyType, Claim, Destination, MailParams, Message, Notify, RcptParams, Recipient,
-    RecipientState, Ret, destination_of,
+    RecipientState, Ret, canonical_domain, destination_of,
 };
 pub use state::{BodyLookup, Change, ClaimView, DSN_NODE, Outcome, QueueState, QueueStats};
 

@@ -179,11 +179,21 @@ impl Recipient {
     }
 }
 
-/// The destination of an address: the part after the last `@`, lower-cased, without a
-/// trailing dot.
+/// The destination of an address: its domain in canonical form (see [`canonical_domain`]).
 pub fn destination_of(address: &str) -> String {
     let domain = address.rsplit_once('@').map(|(_, d)| d).unwrap_or(address);
-    domain.strip_suffix('.').unwrap_or(domain).to_lowercase()
+    canonical_domain(domain)
+}
+
+/// The form in which domains are compared everywhere: internationalized names as A-labels
+/// (`bücher.test` and `xn--bcher-kva.test` are the same domain), lower case, without a trailing
+/// dot. Text that is not a valid domain name is only lower-cased.
+pub fn canonical_domain(domain: &str) -> String {
+    let domain = domain.strip_suffix('.').unwrap_or(domain);
+    match idna::domain_to_ascii(domain) {
+        Ok(ascii) if !ascii.is_empty() => ascii,
+        _ => domain.to_lowercase(),
+    }
 }
 
 /// A node's right to deliver a message, committed through Raft before any delivery.

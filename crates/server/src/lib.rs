@@ -73,6 +73,9 @@ impl Submitter for RaftSubmitter {
     }
 
     async fn check_recipient(&self, address: &str) -> RcptCheck {
+        // The table and the verification cache hold normalized addresses (A-label domains).
+        let normalized = mxraft_queue::recipients::normalize_entry(address);
+        let address = normalized.as_deref().unwrap_or(address);
         let domain = mxraft_queue::destination_of(address);
         match self.modes.get(&domain).copied().unwrap_or_default() {
             config::RecipientMode::Any => RcptCheck::Accept,
