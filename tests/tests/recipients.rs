@@ -152,3 +152,104 @@ async fn verification_asks_the_primary_once_and_the_cluster_remembers() -> anyho
     assert_eq!(rcpt_code(&cluster, 3, "valid2@example.test").await?, 450);
     cluster.shutdown().await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn greylisting_is_shared_by_the_cluster() -> anyhow::Result<()> {
+    let opts = ClusterOptions {
+        domain_extra: "greylist = true".into(),
+        extra: "[greylist]\ndelay = \"1s\"\n".into(),
+        ..ClusterOptions::default()
+    };
+    let cluster = TestCluster::start(3, opts).await?;
+    phase("the first attempt is deferred, on any node, until the delay has passed");
+    assert_eq!(rcpt_code(&cluster, 1, "grey@example.test").await?, 450);
+    let first_seen = std::time::Instant::now();
+    // Wait until every node knows the triplet (it is committed through Raft).
+    for id in 1..=3 {
+        let sm = cluster.node(id).node().state_machine().clone();
+        wait_for("the triplet on every node", WAIT, || {
+            let sm = sm.clone();
+            async move {
+                (sm.read()
+                    .queue()
+                    .greylisted("127.0.0|a@client.test|grey@example.test"))
+                .map(|_| ())
+            }
+        })
+        .await?;
+    }
+    if first_seen.elapsed() < Duration::from_millis(900) {
+        assert_eq!(
+            rcpt_code(&cluster, 2, "grey@example.test").await?,
+            450,
+            "too early, on another node"
+        );
+    }
+    phase("after the delay, a retry on another node is accepted");
+    wait_code(&cluster, 3, "grey@example.test", 250).await?;
+    assert!(first_seen.elapsed() >= Duration::from_secs(1));
+    assert_eq!(rcpt_code(&cluster, 2, "grey@example.test").await?, 250);
+    assert_eq!(
+        rcpt_code(&cluster, 2, "other@example.test").await?,
+        450,
+        "another triplet starts over"
+    );
+    cluster.shutdown().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_listed_in_a_dns_blocklist_are_refused() -> anyhow::Result<()> {
+    let port = std::net::UdpSocket::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let bin = ["/usr/sbin/dnsmasq", "/usr/bin/dnsmasq"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+        .ok_or_else(|| anyhow::anyhow!("dnsmasq is not installed (tests/run.sh installs it)"))?;
+    let mut dns = std::process::Command::new(bin)
+        .args([
+            "--keep-in-foreground",
+            "--conf-file=/dev/null",
+            "--no-resolv",
+            "--no-hosts",
+        ])
+        .args([
+            "--listen-address=127.0.0.1",
+            "--bind-interfaces",
+            "--pid-file=",
+            "--user=root",
+        ])
+        .arg(format!("--port={port}"))
+        // 127.0.0.1 is listed in bl.test (RFC 5782: the reversed address under the zone).
+        .arg("--host-record=1.0.0.127.bl.test,127.0.0.2")
+        .arg("--host-record=ok.test,192.0.2.1")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()?;
+    let opts = ClusterOptions {
+        domain_extra: "dnsbl = [\"ok.test\", \"bl.test\"]".into(),
+        extra: format!("[delivery]\nname_servers = [\"127.0.0.1:{port}\"]\n"),
+        ..ClusterOptions::default()
+    };
+    let result = async {
+        let cluster = TestCluster::start(3, opts).await?;
+        // dnsmasq may take a moment to answer; once it does, the client is refused.
+        wait_code(&cluster, 2, "user@example.test", 554).await?;
+        let mut c = Client::connect(cluster.smtp_addr(1)).await?;
+        c.command("EHLO client.test").await?;
+        c.command("MAIL FROM:<a@client.test>").await?;
+        let r = c.command("RCPT TO:<user@example.test>").await?;
+        assert_eq!(
+            (r.code, r.text.as_str()),
+            (
+                554,
+                "5.7.1 Service unavailable; client [127.0.0.1] blocked using bl.test"
+            )
+        );
+        cluster.shutdown().await
+    }
+    .await;
+    let _ = dns.kill();
+    let _ = dns.wait();
+    result
+}

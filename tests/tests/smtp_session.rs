@@ -39,7 +39,12 @@ impl Submitter for Recorder {
         !self.full
     }
 
-    async fn check_recipient(&self, address: &str) -> RcptCheck {
+    async fn check_recipient(
+        &self,
+        _client: std::net::IpAddr,
+        _sender: &str,
+        address: &str,
+    ) -> RcptCheck {
         if address.starts_with("unknown") {
             RcptCheck::Unknown
         } else if address.starts_with("later") {

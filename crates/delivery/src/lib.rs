@@ -85,6 +85,11 @@ impl Delivery {
         })
     }
 
+    /// The DNS resolver delivery uses (the configured name servers).
+    pub fn resolver(&self) -> &Arc<dyn resolver::Resolver> {
+        &self.resolver
+    }
+
     /// The routes (for the admin API).
     pub fn routes(&self) -> &RouteTable {
         &self.routes

@@ -130,6 +130,18 @@ pub enum QueueCommand {
         /// The entries, normalized.
         entries: Vec<String>,
     },
+    /// Greylisting: remember the first time a (client, sender, recipient) triplet was seen.
+    GreylistSeen {
+        /// The triplet, as built by the front door.
+        key: String,
+        /// When it was first seen.
+        at_ms: u64,
+    },
+    /// Forget greylisting triplets and verification results older than `before_ms`.
+    PruneCaches {
+        /// The cut-off time.
+        before_ms: u64,
+    },
     /// Record the result of a recipient verification (an SMTP callout to the primary).
     Verified {
         /// The address, normalized.
@@ -283,6 +295,8 @@ impl fmt::Display for QueueCommand {
             QueueCommand::Verified { address, valid, .. } => {
                 write!(f, "verified {address}: {valid}")
             }
+            QueueCommand::GreylistSeen { key, .. } => write!(f, "greylist {key}"),
+            QueueCommand::PruneCaches { before_ms } => write!(f, "prune caches before {before_ms}"),
             QueueCommand::SetDestination {
                 destination, up, ..
             } => {

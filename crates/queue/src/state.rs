@@ -49,8 +49,10 @@ pub enum Change {
     /// A recipient-table entry was added or removed (look it up with
     /// [`QueueState::has_recipient_entry`]).
     RecipientEntry(String),
-    /// A verification result changed (look it up with [`QueueState::verified`]).
+    /// A verification result changed or was dropped (look it up with [`QueueState::verified`]).
     Verified(String),
+    /// A greylisting triplet was added or dropped (look it up with [`QueueState::greylisted`]).
+    Greylist(String),
 }
 
 /// The result of applying one command.
@@ -104,6 +106,8 @@ pub struct QueueState {
     recipients: BTreeSet<String>,
     /// Verification results: address → (valid, when verified).
     verified: BTreeMap<String, (bool, u64)>,
+    /// Greylisting: triplet → when it was first seen.
+    greylist: BTreeMap<String, u64>,
 }
 
 /// What one `apply` accumulates.
@@ -250,6 +254,39 @@ impl QueueState {
                         step.changes.push(Change::RecipientEntry(e));
                         changed += 1;
                     }
+                }
+                CommandResult::Applied { changed }
+            }
+            QueueCommand::GreylistSeen { key, at_ms } => {
+                if self.greylist.contains_key(&key) {
+                    CommandResult::Applied { changed: 0 }
+                } else {
+                    self.greylist.insert(key.clone(), at_ms);
+                    step.changes.push(Change::Greylist(key));
+                    CommandResult::Applied { changed: 1 }
+                }
+            }
+            QueueCommand::PruneCaches { before_ms } => {
+                let old_triplets: Vec<String> = self
+                    .greylist
+                    .iter()
+                    .filter(|(_, at)| **at < before_ms)
+                    .map(|(k, _)| k.clone())
+                    .collect();
+                let old_verified: Vec<String> = self
+                    .verified
+                    .iter()
+                    .filter(|(_, (_, at))| *at < before_ms)
+                    .map(|(k, _)| k.clone())
+                    .collect();
+                let changed = (old_triplets.len() + old_verified.len()) as u32;
+                for k in old_triplets {
+                    self.greylist.remove(&k);
+                    step.changes.push(Change::Greylist(k));
+                }
+                for k in old_verified {
+                    self.verified.remove(&k);
+                    step.changes.push(Change::Verified(k));
                 }
                 CommandResult::Applied { changed }
             }
@@ -796,6 +833,16 @@ impl QueueState {
         };
         self.recipients
             .range::<String, _>((start, Bound::Unbounded))
+    }
+
+    /// When a greylisting triplet was first seen.
+    pub fn greylisted(&self, key: &str) -> Option<u64> {
+        self.greylist.get(key).copied()
+    }
+
+    /// Sets a greylisting triplet read back from storage.
+    pub fn set_greylist_loaded(&mut self, key: String, at_ms: u64) {
+        self.greylist.insert(key, at_ms);
     }
 
     /// The cached verification of an address: whether it was valid, and when.

@@ -44,6 +44,9 @@ pub struct Config {
     /// Limits of the replicated queue and of the disk under it.
     #[serde(default)]
     pub queue: QueueConfig,
+    /// Greylisting, for domains with `greylist = true`.
+    #[serde(default)]
+    pub greylist: GreylistConfig,
     /// Logging.
     #[serde(default)]
     pub log: LogConfig,
@@ -99,9 +102,38 @@ pub struct DomainConfig {
     /// a backscatter risk).
     #[serde(default)]
     pub recipients: RecipientMode,
+    /// DNS blocklist zones the client address is looked up in (e.g. `zen.spamhaus.org`); a
+    /// listed client gets `554 5.7.1` at RCPT. Empty: no lookups.
+    #[serde(default)]
+    pub dnsbl: Vec<String>,
+    /// Greylist this domain's mail: the first attempt of a client, sender and recipient gets
+    /// `450 4.7.1`; a retry after `greylist.delay`, on any node, is accepted.
+    #[serde(default)]
+    pub greylist: bool,
     /// Overrides `delivery.max_queue_lifetime` for this domain.
     #[serde(default, with = "humantime_serde")]
     pub max_queue_lifetime: Option<Duration>,
+}
+
+/// The `[greylist]` section.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GreylistConfig {
+    /// How long after the first attempt a retry is accepted.
+    #[serde(with = "humantime_serde")]
+    pub delay: Duration,
+    /// How long a triplet is remembered.
+    #[serde(with = "humantime_serde")]
+    pub max_age: Duration,
+}
+
+impl Default for GreylistConfig {
+    fn default() -> Self {
+        GreylistConfig {
+            delay: Duration::from_secs(300),
+            max_age: Duration::from_secs(35 * 86400),
+        }
+    }
 }
 
 /// The `[queue]` section: when the front door stops taking mail (`452 4.3.1` at MAIL).
@@ -382,6 +414,19 @@ impl Config {
             }
         }
         self.delivery.validate()?;
+        if self.greylist.max_age <= self.greylist.delay {
+            return Err("greylist.max_age must be longer than greylist.delay".into());
+        }
+        for d in &self.domains {
+            for zone in &d.dnsbl {
+                if mxraft_smtp::address::parse_mailbox(&format!("postmaster@{zone}")).is_err() {
+                    return Err(format!(
+                        "domains.dnsbl of {:?}: {zone:?} is not a DNS zone",
+                        d.name
+                    ));
+                }
+            }
+        }
         if self.verify.timeout.is_zero() {
             return Err("verify.timeout must be greater than zero".into());
         }

@@ -43,7 +43,8 @@ struct RaftSubmitter {
     node: RaftNode,
     delivery: Arc<Delivery>,
     policy: DomainPolicy,
-    modes: std::collections::HashMap<String, config::RecipientMode>,
+    rules: std::collections::HashMap<String, config::DomainConfig>,
+    greylist: config::GreylistConfig,
     verify: config::VerifyConfig,
     quota: config::QueueConfig,
     data_dir: std::path::PathBuf,
@@ -72,12 +73,25 @@ impl Submitter for RaftSubmitter {
         }
     }
 
-    async fn check_recipient(&self, address: &str) -> RcptCheck {
+    async fn check_recipient(
+        &self,
+        client: std::net::IpAddr,
+        sender: &str,
+        address: &str,
+    ) -> RcptCheck {
         // The table and the verification cache hold normalized addresses (A-label domains).
         let normalized = mxraft_queue::recipients::normalize_entry(address);
         let address = normalized.as_deref().unwrap_or(address);
         let domain = mxraft_queue::destination_of(address);
-        match self.modes.get(&domain).copied().unwrap_or_default() {
+        let Some(rules) = self.rules.get(&domain) else {
+            return RcptCheck::Unknown;
+        };
+        for zone in &rules.dnsbl {
+            if self.listed(client, zone).await {
+                return RcptCheck::Blocked(zone.clone());
+            }
+        }
+        let verdict = match rules.recipients {
             config::RecipientMode::Any => RcptCheck::Accept,
             config::RecipientMode::List => {
                 if self
@@ -93,7 +107,11 @@ impl Submitter for RaftSubmitter {
                 }
             }
             config::RecipientMode::Verify => self.verify_recipient(address).await,
+        };
+        if verdict != RcptCheck::Accept || !rules.greylist {
+            return verdict;
         }
+        self.greylist_check(client, sender, address)
     }
 
     async fn etrn(&self, client: std::net::IpAddr, domain: &str) -> EtrnReply {
@@ -121,7 +139,93 @@ impl Submitter for RaftSubmitter {
     }
 }
 
+/// The greylisting triplet: the client's network (/24 for IPv4, /64 for IPv6), the sender and
+/// the recipient.
+fn triplet(client: std::net::IpAddr, sender: &str, rcpt: &str) -> String {
+    let net = match client {
+        std::net::IpAddr::V4(v4) => {
+            let o = v4.octets();
+            format!("{}.{}.{}", o[0], o[1], o[2])
+        }
+        std::net::IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => {
+                let o = v4.octets();
+                format!("{}.{}.{}", o[0], o[1], o[2])
+            }
+            None => {
+                let s = v6.segments();
+                format!("{:x}:{:x}:{:x}:{:x}", s[0], s[1], s[2], s[3])
+            }
+        },
+    };
+    format!("{net}|{}|{rcpt}", sender.to_lowercase())
+}
+
+/// The name looked up for `client` in blocklist `zone` (RFC 5782).
+fn dnsbl_name(client: std::net::IpAddr, zone: &str) -> String {
+    let zone = zone.trim_end_matches('.');
+    match client {
+        std::net::IpAddr::V4(v4) => {
+            let o = v4.octets();
+            format!("{}.{}.{}.{}.{zone}", o[3], o[2], o[1], o[0])
+        }
+        std::net::IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => dnsbl_name(std::net::IpAddr::V4(v4), zone),
+            None => {
+                let mut nibbles = String::new();
+                for byte in v6.octets().iter().rev() {
+                    nibbles.push_str(&format!("{:x}.{:x}.", byte & 0x0f, byte >> 4));
+                }
+                format!("{nibbles}{zone}")
+            }
+        },
+    }
+}
+
 impl RaftSubmitter {
+    /// Whether `client` is listed in `zone`: its name resolves to a 127.0.0.0/8 address.
+    /// Lookup failures count as not listed (mail is not refused because DNS is down).
+    async fn listed(&self, client: std::net::IpAddr, zone: &str) -> bool {
+        let name = dnsbl_name(client, zone);
+        match self.delivery.resolver().addresses(&name).await {
+            Ok(ips) => ips
+                .iter()
+                .any(|ip| matches!(ip, std::net::IpAddr::V4(v4) if v4.octets()[0] == 127)),
+            Err(e) => {
+                if e.is_temporary() {
+                    tracing::info!(zone, error = %e, "DNSBL lookup failed; not refusing");
+                }
+                false
+            }
+        }
+    }
+
+    /// Greylisting: the first attempt of a triplet is remembered cluster-wide and deferred;
+    /// attempts after the delay pass.
+    fn greylist_check(&self, client: std::net::IpAddr, sender: &str, rcpt: &str) -> RcptCheck {
+        let key = triplet(client, sender, rcpt);
+        let now = now_ms();
+        let first = self.node.state_machine().read().queue().greylisted(&key);
+        match first {
+            Some(first) if now.saturating_sub(first) >= self.greylist.delay.as_millis() as u64 => {
+                RcptCheck::Accept
+            }
+            Some(_) => RcptCheck::Greylisted,
+            None => {
+                let node = self.node.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = node
+                        .propose(QueueCommand::GreylistSeen { key, at_ms: now })
+                        .await
+                    {
+                        tracing::debug!(error = %e, "greylisting triplet not recorded");
+                    }
+                });
+                RcptCheck::Greylisted
+            }
+        }
+    }
+
     /// Verification with the cluster-wide cache: a fresh cached answer is used as is; otherwise
     /// the primary is asked and its answer committed for every node; a stale answer is better
     /// than none when the primary cannot be asked.
@@ -405,6 +509,8 @@ impl Server {
         );
         let delivery_stop = CancellationToken::new();
         let delivery_task = tokio::spawn(delivery.clone().run(delivery_stop.clone()));
+        let horizon = config.greylist.max_age.max(config.verify.positive_ttl);
+        tokio::spawn(prune_caches(node.clone(), horizon, delivery_stop.clone()));
         info!(probe_interval = ?config.delivery.probe_interval, "delivery running");
 
         let ctx = Arc::new(SmtpContext {
@@ -415,16 +521,12 @@ impl Server {
                 node: node.clone(),
                 delivery,
                 policy,
-                modes: config
+                rules: config
                     .domains
                     .iter()
-                    .map(|d| {
-                        (
-                            mxraft_smtp::address::normalize_domain(&d.name),
-                            d.recipients,
-                        )
-                    })
+                    .map(|d| (mxraft_smtp::address::normalize_domain(&d.name), d.clone()))
                     .collect(),
+                greylist: config.greylist.clone(),
                 verify: config.verify.clone(),
                 quota: config.queue.clone(),
                 data_dir: config.node.data_dir.clone(),
@@ -457,6 +559,24 @@ impl Server {
             grpc_tasks,
             closed,
         })
+    }
+}
+
+/// On the leader, every ten minutes: forgets greylisting triplets and verification results
+/// older than `horizon`.
+async fn prune_caches(node: RaftNode, horizon: Duration, stop: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_secs(600)) => {}
+        }
+        if node.metrics().current_leader != Some(node.id()) {
+            continue;
+        }
+        let before_ms = now_ms().saturating_sub(horizon.as_millis() as u64);
+        if let Err(e) = node.propose(QueueCommand::PruneCaches { before_ms }).await {
+            warn!(error = %e, "cache pruning not committed");
+        }
     }
 }
 

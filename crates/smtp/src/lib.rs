@@ -53,7 +53,7 @@ pub enum EtrnReply {
 }
 
 /// Whether a recipient is known, as recipient validation decides it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RcptCheck {
     /// The recipient exists (or the domain accepts everything).
     Accept,
@@ -61,6 +61,10 @@ pub enum RcptCheck {
     Unknown,
     /// It cannot be decided now (primary down, nothing cached): `450 4.1.1`.
     TryLater,
+    /// Greylisted: a first attempt for this client, sender and recipient; `450 4.7.1`.
+    Greylisted,
+    /// The client is listed in a DNS blocklist (the zone is given): `554 5.7.1`.
+    Blocked(String),
 }
 
 /// Where accepted messages go: the replicated queue.
@@ -68,9 +72,15 @@ pub trait Submitter: Send + Sync + 'static {
     /// Commits the message; `Ok` means it is durable on a majority of the cluster.
     fn submit(&self, message: Enqueue) -> impl Future<Output = Result<(), SubmitError>> + Send;
 
-    /// Decides whether a recipient in a protected domain exists (called at RCPT, after the
-    /// relay check). `address` is normalized: lower case, no trailing dot.
-    fn check_recipient(&self, address: &str) -> impl Future<Output = RcptCheck> + Send;
+    /// Decides whether mail from `client` and `sender` to a recipient in a protected domain is
+    /// accepted (called at RCPT, after the relay check): the domain's blocklists, recipient
+    /// validation and greylisting. `address` is lower case.
+    fn check_recipient(
+        &self,
+        client: std::net::IpAddr,
+        sender: &str,
+        address: &str,
+    ) -> impl Future<Output = RcptCheck> + Send;
 
     /// Whether the queue can take more mail now: false when it is over its quota or the disk
     /// is nearly full (checked at MAIL: `452 4.3.1`).

@@ -36,6 +36,7 @@ const CF_BODIES: &str = "bodies";
 const CF_DESTINATIONS: &str = "destinations";
 const CF_RECIPIENTS: &str = "recipients";
 const CF_VERIFIED: &str = "verified";
+const CF_GREYLIST: &str = "greylist";
 const KEY_APPLIED: &[u8] = b"last_applied";
 const KEY_MEMBERSHIP: &[u8] = b"membership";
 const CURRENT_FILE: &str = "CURRENT";
@@ -102,6 +103,7 @@ fn column_families() -> Vec<ColumnFamilyDescriptor> {
         ColumnFamilyDescriptor::new(CF_DESTINATIONS, Options::default()),
         ColumnFamilyDescriptor::new(CF_RECIPIENTS, Options::default()),
         ColumnFamilyDescriptor::new(CF_VERIFIED, Options::default()),
+        ColumnFamilyDescriptor::new(CF_GREYLIST, Options::default()),
     ]
 }
 
@@ -174,6 +176,14 @@ fn open_live(path: &Path, generation: u64) -> Result<Live, OpenError> {
             let (valid, at_ms) = mxraft_queue::decode::<(bool, u64)>(&v).map_err(corrupt)?;
             state.set_verified_loaded(String::from_utf8_lossy(&k).into_owned(), valid, at_ms);
         }
+        let greylist = db.cf_handle(CF_GREYLIST).ok_or_else(|| {
+            fsutil::io_err("missing column family in", path, io_error(CF_GREYLIST))
+        })?;
+        for item in db.iterator_cf(greylist, IteratorMode::Start) {
+            let (k, v) = item.map_err(rocks)?;
+            let at_ms = mxraft_queue::decode::<u64>(&v).map_err(corrupt)?;
+            state.set_greylist_loaded(String::from_utf8_lossy(&k).into_owned(), at_ms);
+        }
     }
     Ok(Live {
         db: Arc::new(db),
@@ -196,6 +206,7 @@ fn checkpoint_meta(db_path: &Path) -> std::io::Result<SnapshotMeta> {
             CF_DESTINATIONS,
             CF_RECIPIENTS,
             CF_VERIFIED,
+            CF_GREYLIST,
         ],
         false,
     )
@@ -513,6 +524,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             let destinations_cf = cf(&db, CF_DESTINATIONS)?;
             let recipients_cf = cf(&db, CF_RECIPIENTS)?;
             let verified_cf = cf(&db, CF_VERIFIED)?;
+            let greylist_cf = cf(&db, CF_GREYLIST)?;
             let mut batch = WriteBatch::default();
             let mut pending_bodies: std::collections::HashMap<MessageId, Bytes> =
                 std::collections::HashMap::new();
@@ -575,15 +587,22 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                                         batch.delete_cf(recipients_cf, entry.as_bytes());
                                     }
                                 }
-                                Change::Verified(address) => {
-                                    if let Some(v) = live.state.verified(&address) {
-                                        batch.put_cf(
-                                            verified_cf,
-                                            address.as_bytes(),
-                                            mxraft_queue::encode(&v),
-                                        );
-                                    }
-                                }
+                                Change::Verified(address) => match live.state.verified(&address) {
+                                    Some(v) => batch.put_cf(
+                                        verified_cf,
+                                        address.as_bytes(),
+                                        mxraft_queue::encode(&v),
+                                    ),
+                                    None => batch.delete_cf(verified_cf, address.as_bytes()),
+                                },
+                                Change::Greylist(key) => match live.state.greylisted(&key) {
+                                    Some(at) => batch.put_cf(
+                                        greylist_cf,
+                                        key.as_bytes(),
+                                        mxraft_queue::encode(&at),
+                                    ),
+                                    None => batch.delete_cf(greylist_cf, key.as_bytes()),
+                                },
                                 Change::Destination(name) => {
                                     if let Some(d) = live.state.destination(&name) {
                                         batch.put_cf(

@@ -109,10 +109,15 @@ impl<S: Submitter> Session<S> {
             ));
         }
         let address = mailbox.address();
+        let sender = self
+            .tx
+            .as_ref()
+            .map(|t| t.sender.clone())
+            .unwrap_or_default();
         match self
             .ctx
             .submitter
-            .check_recipient(&address.to_lowercase())
+            .check_recipient(self.peer.ip(), &sender, &address.to_lowercase())
             .await
         {
             RcptCheck::Accept => {}
@@ -124,6 +129,28 @@ impl<S: Submitter> Session<S> {
                     format!(
                         "<{}>: Recipient address rejected: user unknown",
                         args.address
+                    ),
+                ));
+            }
+            RcptCheck::Greylisted => {
+                info!(rcpt = %args.address, rule = "greylist", "recipient deferred");
+                return self.error(Reply::new(
+                    450,
+                    "4.7.1",
+                    format!(
+                        "<{}>: Recipient address rejected: greylisted, try again later",
+                        args.address
+                    ),
+                ));
+            }
+            RcptCheck::Blocked(zone) => {
+                info!(rcpt = %args.address, rule = "dnsbl", zone = %zone, "recipient refused");
+                return self.error(Reply::new(
+                    554,
+                    "5.7.1",
+                    format!(
+                        "Service unavailable; client [{}] blocked using {zone}",
+                        self.peer.ip()
                     ),
                 ));
             }
