@@ -328,3 +328,55 @@ impl TestCluster {
         &self.configs[(id - 1) as usize]
     }
 }
+
+/// dnsmasq serving test records on a free loopback port, stopped when dropped.
+pub struct Dnsmasq {
+    child: std::process::Child,
+    /// Where it answers (UDP and TCP).
+    pub addr: SocketAddr,
+}
+
+impl Drop for Dnsmasq {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Dnsmasq {
+    /// Starts dnsmasq with only the given record options (`--mx-host=…`, `--host-record=…`,
+    /// `--txt-record=…`): no upstream servers, no /etc/hosts.
+    pub fn start(args: &[String]) -> anyhow::Result<Dnsmasq> {
+        let bin = ["/usr/sbin/dnsmasq", "/usr/bin/dnsmasq"]
+            .into_iter()
+            .find(|p| std::path::Path::new(p).exists())
+            .ok_or_else(|| {
+                anyhow::anyhow!("dnsmasq is not installed (tests/run.sh installs it)")
+            })?;
+        let port = std::net::UdpSocket::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let child = std::process::Command::new(bin)
+            .args([
+                "--keep-in-foreground",
+                "--conf-file=/dev/null",
+                "--no-resolv",
+                "--no-hosts",
+            ])
+            .args([
+                "--listen-address=127.0.0.1",
+                "--bind-interfaces",
+                "--pid-file=",
+                "--user=root",
+            ])
+            .arg(format!("--port={port}"))
+            .args(args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()?;
+        Ok(Dnsmasq {
+            child,
+            addr: format!("127.0.0.1:{port}").parse()?,
+        })
+    }
+}

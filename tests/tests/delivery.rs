@@ -12,7 +12,7 @@ use mxraft_proto::admin::{
 };
 use mxraft_tests::fake_smtp::FakeSmtp;
 use mxraft_tests::smtp::{Client, queued_id, send_one};
-use mxraft_tests::{ClusterOptions, TestCluster, admin, phase, queue_ids, wait_for};
+use mxraft_tests::{ClusterOptions, Dnsmasq, TestCluster, admin, phase, queue_ids, wait_for};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -337,55 +337,6 @@ async fn etrn_from_the_primary_starts_delivery_without_waiting_for_a_probe() -> 
     cluster.shutdown().await
 }
 
-/// dnsmasq on a free loopback port, stopped when dropped.
-struct Dnsmasq {
-    child: std::process::Child,
-    addr: SocketAddr,
-}
-
-impl Drop for Dnsmasq {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Dnsmasq {
-    fn start(args: &[String]) -> anyhow::Result<Dnsmasq> {
-        let bin = ["/usr/sbin/dnsmasq", "/usr/bin/dnsmasq"]
-            .into_iter()
-            .find(|p| std::path::Path::new(p).exists())
-            .ok_or_else(|| {
-                anyhow::anyhow!("dnsmasq is not installed (tests/run.sh installs it)")
-            })?;
-        let port = std::net::UdpSocket::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port();
-        let child = std::process::Command::new(bin)
-            .args([
-                "--keep-in-foreground",
-                "--conf-file=/dev/null",
-                "--no-resolv",
-                "--no-hosts",
-            ])
-            .args([
-                "--listen-address=127.0.0.1",
-                "--bind-interfaces",
-                "--pid-file=",
-                "--user=root",
-            ])
-            .arg(format!("--port={port}"))
-            .args(args)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()?;
-        Ok(Dnsmasq {
-            child,
-            addr: format!("127.0.0.1:{port}").parse()?,
-        })
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mx_routing_through_a_real_dns_server_skips_our_own_preference() -> anyhow::Result<()> {
     let primary = FakeSmtp::accept_all().await?;
@@ -405,6 +356,7 @@ async fn mx_routing_through_a_real_dns_server_skips_our_own_preference() -> anyh
         [[domains]]
         name = "mx.test"
         mx_preference = 20
+        recipients = "any"
         [delivery]
         probe_interval = "300ms"
         name_servers = ["{dns}"]

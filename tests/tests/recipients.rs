@@ -7,7 +7,7 @@ use std::time::Duration;
 use mxraft_proto::admin::{ReadConsistency, RecipientsChangeRequest, RecipientsListRequest};
 use mxraft_tests::fake_smtp::FakeSmtp;
 use mxraft_tests::smtp::Client;
-use mxraft_tests::{ClusterOptions, TestCluster, admin, phase, wait_for};
+use mxraft_tests::{ClusterOptions, Dnsmasq, TestCluster, admin, phase, wait_for};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -199,39 +199,17 @@ async fn greylisting_is_shared_by_the_cluster() -> anyhow::Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clients_listed_in_a_dns_blocklist_are_refused() -> anyhow::Result<()> {
-    let port = std::net::UdpSocket::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
-    let bin = ["/usr/sbin/dnsmasq", "/usr/bin/dnsmasq"]
-        .into_iter()
-        .find(|p| std::path::Path::new(p).exists())
-        .ok_or_else(|| anyhow::anyhow!("dnsmasq is not installed (tests/run.sh installs it)"))?;
-    let mut dns = std::process::Command::new(bin)
-        .args([
-            "--keep-in-foreground",
-            "--conf-file=/dev/null",
-            "--no-resolv",
-            "--no-hosts",
-        ])
-        .args([
-            "--listen-address=127.0.0.1",
-            "--bind-interfaces",
-            "--pid-file=",
-            "--user=root",
-        ])
-        .arg(format!("--port={port}"))
-        // 127.0.0.1 is listed in bl.test (RFC 5782: the reversed address under the zone).
-        .arg("--host-record=1.0.0.127.bl.test,127.0.0.2")
-        .arg("--host-record=ok.test,192.0.2.1")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()?;
+    // 127.0.0.1 is listed in bl.test (RFC 5782: the reversed address under the zone).
+    let dns = Dnsmasq::start(&[
+        "--host-record=1.0.0.127.bl.test,127.0.0.2".into(),
+        "--host-record=ok.test,192.0.2.1".into(),
+    ])?;
     let opts = ClusterOptions {
         domain_extra: "dnsbl = [\"ok.test\", \"bl.test\"]".into(),
-        extra: format!("[delivery]\nname_servers = [\"127.0.0.1:{port}\"]\n"),
+        extra: format!("[delivery]\nname_servers = [\"{}\"]\n", dns.addr),
         ..ClusterOptions::default()
     };
-    let result = async {
+    {
         let cluster = TestCluster::start(3, opts).await?;
         // dnsmasq may take a moment to answer; once it does, the client is refused.
         wait_code(&cluster, 2, "user@example.test", 554).await?;
@@ -248,8 +226,56 @@ async fn clients_listed_in_a_dns_blocklist_are_refused() -> anyhow::Result<()> {
         );
         cluster.shutdown().await
     }
-    .await;
-    let _ = dns.kill();
-    let _ = dns.wait();
-    result
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spf_fail_is_refused_and_other_results_are_recorded() -> anyhow::Result<()> {
+    let dns = Dnsmasq::start(&[
+        "--txt-record=strict.test,v=spf1 ip4:192.0.2.0/24 -all".into(),
+        "--txt-record=loopback.test,v=spf1 ip4:127.0.0.0/8 -all".into(),
+    ])?;
+    let opts = ClusterOptions {
+        domain_extra: "spf = true".into(),
+        extra: format!("[delivery]\nname_servers = [\"{}\"]\n", dns.addr),
+        ..ClusterOptions::default()
+    };
+    let cluster = TestCluster::start(3, opts).await?;
+    phase("a sender whose domain does not allow 127.0.0.1 is refused at RCPT");
+    let addr = cluster.smtp_addr(1);
+    let refused = wait_for("the SPF fail", WAIT, || async move {
+        let mut c = Client::connect(addr).await.ok()?;
+        c.command("EHLO client.test").await.ok()?;
+        c.command("MAIL FROM:<a@strict.test>").await.ok()?;
+        let r = c.command("RCPT TO:<user@example.test>").await.ok()?;
+        (r.code == 550).then_some(r)
+    })
+    .await?;
+    assert!(
+        refused.text.starts_with(
+            "5.7.23 SPF check failed: 127.0.0.1 is not allowed to send mail for strict.test"
+        ),
+        "{refused:?}"
+    );
+    phase("a passing sender is accepted and the result recorded in the message");
+    let r = mxraft_tests::smtp::send_one(
+        addr,
+        "b@loopback.test",
+        &["user@example.test"],
+        b"Subject: spf\r\n\r\nx\r\n",
+    )
+    .await?;
+    let id =
+        mxraft_tests::smtp::queued_id(&r).ok_or_else(|| anyhow::anyhow!("not queued: {r:?}"))?;
+    let shown = admin(cluster.admin_addr(2))
+        .await?
+        .queue_show(mxraft_proto::admin::QueueShowRequest {
+            id,
+            include_body: true,
+            consistency: ReadConsistency::Linearizable as i32,
+        })
+        .await?
+        .into_inner();
+    let text = String::from_utf8_lossy(&shown.body.unwrap_or_default()).into_owned();
+    assert!(text.contains("\r\nReceived-SPF: pass ("), "{text}");
+    cluster.shutdown().await
 }

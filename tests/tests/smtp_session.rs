@@ -42,6 +42,7 @@ impl Submitter for Recorder {
     async fn check_recipient(
         &self,
         _client: std::net::IpAddr,
+        _helo: &str,
         _sender: &str,
         address: &str,
     ) -> RcptCheck {

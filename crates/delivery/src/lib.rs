@@ -23,6 +23,7 @@ mod deliver;
 mod leader;
 pub mod resolver;
 pub mod route;
+pub mod spf;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;

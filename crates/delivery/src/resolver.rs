@@ -54,6 +54,8 @@ pub trait Resolver: Send + Sync + 'static {
     fn mx<'a>(&'a self, domain: &'a str) -> BoxFuture<'a, Result<Vec<Mx>, DnsError>>;
     /// The IPv4 and IPv6 addresses of `host`.
     fn addresses<'a>(&'a self, host: &'a str) -> BoxFuture<'a, Result<Vec<IpAddr>, DnsError>>;
+    /// The TXT records of `name`, each as one string (its character-strings joined).
+    fn txt<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<Vec<String>, DnsError>>;
 }
 
 fn classify(name: &str, e: &NetError) -> DnsError {
@@ -134,6 +136,10 @@ impl Resolver for HickoryResolver {
         })
     }
 
+    fn txt<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<Vec<String>, DnsError>> {
+        Box::pin(self.txt_records(name))
+    }
+
     fn addresses<'a>(&'a self, host: &'a str) -> BoxFuture<'a, Result<Vec<IpAddr>, DnsError>> {
         Box::pin(async move {
             if let Ok(ip) = host.parse::<IpAddr>() {
@@ -153,13 +159,40 @@ impl Resolver for HickoryResolver {
     }
 }
 
+impl HickoryResolver {
+    async fn txt_records(&self, name: &str) -> Result<Vec<String>, DnsError> {
+        let lookup = self
+            .inner
+            .txt_lookup(fqdn(name))
+            .await
+            .map_err(|e| classify(name, &e))?;
+        let mut out = Vec::new();
+        for record in lookup.answers() {
+            if let RData::TXT(txt) = &record.data {
+                let joined: Vec<u8> = txt
+                    .txt_data
+                    .iter()
+                    .flat_map(|part| part.iter().copied())
+                    .collect();
+                out.push(String::from_utf8_lossy(&joined).into_owned());
+            }
+        }
+        if out.is_empty() {
+            return Err(DnsError::NoRecords(name.to_owned()));
+        }
+        Ok(out)
+    }
+}
+
 /// A resolver answering from zone text, for tests and fixed setups. Lines look like
 /// `example.test. MX 10 mx.example.test.`, `mx.example.test. A 127.0.0.1`,
-/// `broken.test. SERVFAIL` or `gone.test. NXDOMAIN`; `;` starts a comment.
+/// `example.test. TXT "v=spf1 -all"`, `broken.test. SERVFAIL` or `gone.test. NXDOMAIN`;
+/// `;` starts a comment outside TXT data.
 #[derive(Debug, Clone, Default)]
 pub struct ZoneResolver {
     mx: BTreeMap<String, Vec<Mx>>,
     addrs: BTreeMap<String, Vec<IpAddr>>,
+    txt: BTreeMap<String, Vec<String>>,
     servfail: Vec<String>,
     nxdomain: Vec<String>,
 }
@@ -173,6 +206,19 @@ impl ZoneResolver {
     pub fn parse(text: &str) -> Result<ZoneResolver, String> {
         let mut z = ZoneResolver::default();
         for (n, raw) in text.lines().enumerate() {
+            let trimmed = raw.trim();
+            if let Some((head, data)) = trimmed.split_once(" TXT ") {
+                let data = data.trim();
+                let text = data
+                    .strip_prefix('"')
+                    .and_then(|d| d.strip_suffix('"'))
+                    .unwrap_or(data);
+                z.txt
+                    .entry(zone_name(head.trim()))
+                    .or_default()
+                    .push(text.to_owned());
+                continue;
+            }
             let line = raw.split(';').next().unwrap_or("").trim();
             if line.is_empty() {
                 continue;
@@ -217,6 +263,19 @@ impl Resolver for ZoneResolver {
             match self.mx.get(&name) {
                 Some(records) => Ok(records.clone()),
                 None if self.addrs.contains_key(&name) => Err(DnsError::NoRecords(name)),
+                None => Err(DnsError::NxDomain(name)),
+            }
+        })
+    }
+
+    fn txt<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<Vec<String>, DnsError>> {
+        Box::pin(async move {
+            let name = self.check(name)?;
+            match self.txt.get(&name) {
+                Some(records) => Ok(records.clone()),
+                None if self.addrs.contains_key(&name) || self.mx.contains_key(&name) => {
+                    Err(DnsError::NoRecords(name))
+                }
                 None => Err(DnsError::NxDomain(name)),
             }
         })

@@ -110,6 +110,10 @@ pub struct DomainConfig {
     /// `450 4.7.1`; a retry after `greylist.delay`, on any node, is accepted.
     #[serde(default)]
     pub greylist: bool,
+    /// Check the sender's SPF record (RFC 7208): `fail` gets `550 5.7.23` at RCPT; any other
+    /// result is recorded in a `Received-SPF:` header field.
+    #[serde(default)]
+    pub spf: bool,
     /// Overrides `delivery.max_queue_lifetime` for this domain.
     #[serde(default, with = "humantime_serde")]
     pub max_queue_lifetime: Option<Duration>,

@@ -48,6 +48,7 @@ struct RaftSubmitter {
     verify: config::VerifyConfig,
     quota: config::QueueConfig,
     data_dir: std::path::PathBuf,
+    hostname: String,
 }
 
 impl Submitter for RaftSubmitter {
@@ -76,6 +77,7 @@ impl Submitter for RaftSubmitter {
     async fn check_recipient(
         &self,
         client: std::net::IpAddr,
+        helo: &str,
         sender: &str,
         address: &str,
     ) -> RcptCheck {
@@ -108,10 +110,27 @@ impl Submitter for RaftSubmitter {
             }
             config::RecipientMode::Verify => self.verify_recipient(address).await,
         };
-        if verdict != RcptCheck::Accept || !rules.greylist {
+        if verdict != RcptCheck::Accept {
             return verdict;
         }
-        self.greylist_check(client, sender, address)
+        let tag = if rules.spf {
+            match self.spf(client, helo, sender).await {
+                Err(reject) => return reject,
+                Ok(field) => Some(field),
+            }
+        } else {
+            None
+        };
+        if rules.greylist {
+            let grey = self.greylist_check(client, sender, address);
+            if grey != RcptCheck::Accept {
+                return grey;
+            }
+        }
+        match tag {
+            Some(field) => RcptCheck::AcceptTagged(field),
+            None => RcptCheck::Accept,
+        }
     }
 
     async fn etrn(&self, client: std::net::IpAddr, domain: &str) -> EtrnReply {
@@ -183,6 +202,50 @@ fn dnsbl_name(client: std::net::IpAddr, zone: &str) -> String {
 }
 
 impl RaftSubmitter {
+    /// The SPF check of the sender (or of the HELO name for the null sender): a `fail` refuses
+    /// the recipient, anything else becomes a `Received-SPF:` field.
+    async fn spf(
+        &self,
+        client: std::net::IpAddr,
+        helo: &str,
+        sender: &str,
+    ) -> Result<String, RcptCheck> {
+        let identity = if sender.is_empty() {
+            format!("postmaster@{helo}")
+        } else {
+            sender.to_owned()
+        };
+        let client = match client {
+            std::net::IpAddr::V6(v6) => v6
+                .to_ipv4_mapped()
+                .map(std::net::IpAddr::V4)
+                .unwrap_or(client),
+            v4 => v4,
+        };
+        let result = mxraft_delivery::spf::check_host(
+            self.delivery.resolver().as_ref(),
+            client,
+            &identity,
+            helo,
+        )
+        .await;
+        let domain = identity
+            .rsplit_once('@')
+            .map(|(_, d)| d)
+            .unwrap_or(&identity)
+            .to_owned();
+        if result == mxraft_delivery::spf::SpfResult::Fail {
+            return Err(RcptCheck::SpfFail(format!(
+                "SPF check failed: {client} is not allowed to send mail for {domain}"
+            )));
+        }
+        Ok(format!(
+            "Received-SPF: {} ({}: domain of {identity} and client {client}) client-ip={client}; envelope-from=<{sender}>; helo={helo};\r\n",
+            result.name(),
+            self.hostname,
+        ))
+    }
+
     /// Whether `client` is listed in `zone`: its name resolves to a 127.0.0.0/8 address.
     /// Lookup failures count as not listed (mail is not refused because DNS is down).
     async fn listed(&self, client: std::net::IpAddr, zone: &str) -> bool {
@@ -514,7 +577,7 @@ impl Server {
         info!(probe_interval = ?config.delivery.probe_interval, "delivery running");
 
         let ctx = Arc::new(SmtpContext {
-            hostname,
+            hostname: hostname.clone(),
             config: config.smtp.clone(),
             policy: policy.clone(),
             submitter: RaftSubmitter {
@@ -530,6 +593,7 @@ impl Server {
                 verify: config.verify.clone(),
                 quota: config.queue.clone(),
                 data_dir: config.node.data_dir.clone(),
+                hostname: hostname.clone(),
             },
             ids: IdGenerator::new(id),
             node_id: id,

@@ -65,6 +65,11 @@ pub enum RcptCheck {
     Greylisted,
     /// The client is listed in a DNS blocklist (the zone is given): `554 5.7.1`.
     Blocked(String),
+    /// The sender's domain does not allow this client to send for it (SPF `fail`): `550 5.7.23`
+    /// with the explanation given.
+    SpfFail(String),
+    /// Accepted, with a header field to add to the message (e.g. `Received-SPF:`).
+    AcceptTagged(String),
 }
 
 /// Where accepted messages go: the replicated queue.
@@ -78,6 +83,7 @@ pub trait Submitter: Send + Sync + 'static {
     fn check_recipient(
         &self,
         client: std::net::IpAddr,
+        helo: &str,
         sender: &str,
         address: &str,
     ) -> impl Future<Output = RcptCheck> + Send;

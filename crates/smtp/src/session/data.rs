@@ -155,7 +155,8 @@ impl<S: Submitter> Session<S> {
             id,
             received_at_ms: now,
             received_by: self.ctx.node_id,
-            trace_header: self.trace_header(id, &tx.recipients, tx.params.smtputf8, now),
+            trace_header: self.trace_header(id, &tx.recipients, tx.params.smtputf8, now)
+                + tx.extra_header.as_deref().unwrap_or(""),
             sender: tx.sender,
             params: tx.params,
             recipients: tx.recipients,

@@ -144,6 +144,7 @@ impl<S: Submitter> Session<S> {
             params,
             recipients: Vec::new(),
             chunks: None,
+            extra_header: None,
         });
         self.ok(Reply::new(250, "2.1.0", "Ok"))
     }

@@ -39,6 +39,8 @@ pub(crate) struct Transaction {
     pub(crate) recipients: Vec<(String, RcptParams)>,
     /// The message so far, when it arrives in BDAT chunks.
     pub(crate) chunks: Option<crate::data::DataDecoder>,
+    /// A header field the checks asked to add (e.g. `Received-SPF:`), ending in CRLF.
+    pub(crate) extra_header: Option<String>,
 }
 
 /// Whether the session goes on after a command.

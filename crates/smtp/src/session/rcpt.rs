@@ -114,13 +114,25 @@ impl<S: Submitter> Session<S> {
             .as_ref()
             .map(|t| t.sender.clone())
             .unwrap_or_default();
+        let helo = self.helo.clone().unwrap_or_default();
         match self
             .ctx
             .submitter
-            .check_recipient(self.peer.ip(), &sender, &address.to_lowercase())
+            .check_recipient(self.peer.ip(), &helo, &sender, &address.to_lowercase())
             .await
         {
             RcptCheck::Accept => {}
+            RcptCheck::AcceptTagged(field) => {
+                if let Some(tx) = self.tx.as_mut()
+                    && tx.extra_header.is_none()
+                {
+                    tx.extra_header = Some(field);
+                }
+            }
+            RcptCheck::SpfFail(why) => {
+                info!(rcpt = %args.address, rule = "spf", "recipient refused");
+                return self.error(Reply::new(550, "5.7.23", why));
+            }
             RcptCheck::Unknown => {
                 info!(rcpt = %args.address, rule = "unknown_recipient", "recipient refused");
                 return self.error(Reply::new(
