@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what building (and, with --test, testing) mxraft needs on Debian, if missing.
 #   scripts/install-deps.sh          clang/libclang (RocksDB bindings), jq, openssl
-#   scripts/install-deps.sh --test   also swaks, postfix (smtp-source, smtp-sink), dnsmasq, iproute2
+#   scripts/install-deps.sh --test   also swaks, postfix (smtp-source, smtp-sink), dnsmasq, iproute2,
+#                                    python3 and curl
 # Packages already present are left alone; nothing is started.
 set -euo pipefail
 
@@ -23,6 +24,8 @@ if ((want_test)); then
     { command -v smtp-source && command -v smtp-sink; } >/dev/null 2>&1 || [[ -x /usr/sbin/smtp-source ]] || missing+=(postfix)
     command -v dnsmasq >/dev/null 2>&1 || [[ -x /usr/sbin/dnsmasq ]] || missing+=(dnsmasq)
     command -v ip >/dev/null 2>&1 || [[ -x /usr/sbin/ip ]] || missing+=(iproute2)
+    command -v python3 >/dev/null 2>&1 || missing+=(python3)
+    command -v curl >/dev/null 2>&1 || missing+=(curl)
 fi
 
 if ((${#missing[@]} == 0)); then

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what is missing and runs the whole mxraft test suite:
 #   formatting and lints, unit tests, openraft's storage suite, in-process cluster tests,
-#   and the black-box tests of deploy/local with swaks, smtp-source and smtp-sink.
+#   the black-box tests of deploy/local with swaks, smtp-source and smtp-sink, and short runs
+#   of the cargo-fuzz targets.
 # Builds in release mode into $CARGO_TARGET_DIR (default ~/.cache/mxraft/target), shared with
 # deploy/local/up.sh, so RocksDB is compiled once.
 set -euo pipefail
@@ -33,5 +34,8 @@ tests/blackbox/local_cluster.sh
 
 section "black-box: flush to the primary (smtp-sink)"
 tests/blackbox/flush.sh
+
+section "black-box: the SMTP front door (relay, recipients, limits, TLS, hostile input)"
+tests/blackbox/front_door.sh
 
 section "all tests passed in $((SECONDS - start)) s"

@@ -1,7 +1,10 @@
 //! Generates the gRPC code from `proto/` with a vendored `protoc`, so no system protoc is needed.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../proto");
+    // Read at run time: the build script binary may be reused from a clone at another path
+    // that shares the target directory.
+    let manifest_dir = std::env::var("CARGO_MANIFEST_DIR")?;
+    let root = std::path::Path::new(&manifest_dir).join("../../proto");
     let files = [
         root.join("mxraft/v1/admin.proto"),
         root.join("mxraft/v1/cluster.proto"),

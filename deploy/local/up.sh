@@ -4,6 +4,7 @@
 #   SMTP   127.0.0.1:2525  :2526  :2527
 #   admin  127.0.0.1:7001  :7002  :7003   (mxraftctl --endpoint http://127.0.0.1:7001 ...)
 #   raft   127.0.0.1:7101  :7102  :7103   (internal)
+#   metrics 127.0.0.1:9101 :9102  :9103   (Prometheus: curl http://127.0.0.1:9101/metrics)
 #
 # Protects example.test (next hop 127.0.0.1:2500) with the recipients postmaster@example.test
 # and user1@ ... user1000@example.test. Data, logs and nodeN.pid files live in

@@ -294,6 +294,7 @@ impl Delivery {
                     )
                 }
             };
+            outcomes.iter().for_each(count_outcome);
             let delivered = outcomes
                 .iter()
                 .filter(|o| matches!(o, AttemptOutcome::Delivered { .. }))
@@ -349,7 +350,8 @@ impl Delivery {
                 .enumerate()
                 .filter(|(_, r)| r.is_pending() && r.destination() == claim.destination)
                 .map(|(i, _)| (i as u32, outcome.clone()))
-                .collect();
+                .collect::<Vec<_>>();
+            recipients.iter().for_each(|(_, o)| count_outcome(o));
             let _ = reports.send(MessageReport { id, recipients });
             if let Ok(mut r) = remaining.lock() {
                 r.remove(&id);
@@ -369,4 +371,14 @@ impl Delivery {
         };
         self.propose_until(cmd, at_ms + 10_000).await;
     }
+}
+
+/// Counts one recipient's delivery attempt in `mxraft_delivery_attempts_total{result}`.
+fn count_outcome(outcome: &AttemptOutcome) {
+    let result = match outcome {
+        AttemptOutcome::Delivered { .. } => "delivered",
+        AttemptOutcome::Failed { .. } => "failed",
+        AttemptOutcome::Deferred { .. } => "deferred",
+    };
+    metrics::counter!("mxraft_delivery_attempts_total", "result" => result).increment(1);
 }

@@ -574,6 +574,7 @@ impl Server {
         let delivery_task = tokio::spawn(delivery.clone().run(delivery_stop.clone()));
         let horizon = config.greylist.max_age.max(config.verify.positive_ttl);
         tokio::spawn(prune_caches(node.clone(), horizon, delivery_stop.clone()));
+        tokio::spawn(export_gauges(node.clone(), delivery_stop.clone()));
         info!(probe_interval = ?config.delivery.probe_interval, "delivery running");
 
         let ctx = Arc::new(SmtpContext {
@@ -640,6 +641,70 @@ async fn prune_caches(node: RaftNode, horizon: Duration, stop: CancellationToken
         let before_ms = now_ms().saturating_sub(horizon.as_millis() as u64);
         if let Err(e) = node.propose(QueueCommand::PruneCaches { before_ms }).await {
             warn!(error = %e, "cache pruning not committed");
+        }
+    }
+}
+
+/// Describes every metric mxraft records, for the `# HELP` lines of the Prometheus endpoint.
+/// Call once, after installing a recorder.
+pub fn describe_metrics() {
+    use metrics::{describe_counter, describe_gauge};
+    describe_counter!(
+        "mxraft_smtp_sessions_total",
+        "SMTP sessions opened (refused connections are not counted)"
+    );
+    describe_gauge!("mxraft_smtp_sessions_active", "SMTP sessions open now");
+    describe_counter!(
+        "mxraft_smtp_rejections_total",
+        "SMTP commands, messages and connections refused, by the rule that refused them"
+    );
+    describe_counter!(
+        "mxraft_smtp_messages_queued_total",
+        "Messages this node accepted (answered 250 after the Raft commit)"
+    );
+    describe_counter!(
+        "mxraft_smtp_bytes_queued_total",
+        "Bytes of the messages this node accepted"
+    );
+    describe_counter!(
+        "mxraft_delivery_attempts_total",
+        "Delivery attempts made by this node, per recipient, by result (delivered, failed, deferred)"
+    );
+    describe_gauge!("mxraft_queue_messages", "Messages in the replicated queue");
+    describe_gauge!("mxraft_queue_bytes", "Bytes of the messages in the replicated queue");
+    describe_gauge!(
+        "mxraft_queue_oldest_age_seconds",
+        "Age of the oldest queued message (0 when the queue is empty)"
+    );
+    describe_gauge!("mxraft_raft_is_leader", "1 on the Raft leader, 0 elsewhere");
+    describe_gauge!("mxraft_raft_term", "The current Raft term");
+    describe_gauge!(
+        "mxraft_raft_last_applied_index",
+        "Index of the last Raft log entry applied to this node's state machine"
+    );
+}
+
+/// Every five seconds: sets the gauges that describe the queue and this node's Raft state
+/// (they are read from the local state machine, so every node reports the same queue).
+async fn export_gauges(node: RaftNode, stop: CancellationToken) {
+    loop {
+        let stats = node.state_machine().read().queue().stats();
+        metrics::gauge!("mxraft_queue_messages").set(stats.messages as f64);
+        metrics::gauge!("mxraft_queue_bytes").set(stats.bytes as f64);
+        let age = stats
+            .oldest_received_at_ms
+            .map(|t| now_ms().saturating_sub(t) as f64 / 1000.0)
+            .unwrap_or(0.0);
+        metrics::gauge!("mxraft_queue_oldest_age_seconds").set(age);
+        let raft = node.metrics();
+        let leader = raft.current_leader == Some(node.id());
+        metrics::gauge!("mxraft_raft_is_leader").set(if leader { 1.0 } else { 0.0 });
+        metrics::gauge!("mxraft_raft_term").set(raft.current_term as f64);
+        let applied = raft.last_applied.map(|l| l.index).unwrap_or(0);
+        metrics::gauge!("mxraft_raft_last_applied_index").set(applied as f64);
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_secs(5)) => {}
         }
     }
 }

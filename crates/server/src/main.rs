@@ -68,6 +68,17 @@ fn main() -> ExitCode {
         }
     };
     runtime.block_on(async move {
+        if let Some(addr) = config.metrics.listen {
+            let exporter = metrics_exporter_prometheus::PrometheusBuilder::new()
+                .with_http_listener(addr)
+                .install();
+            if let Err(e) = exporter {
+                error!(error = %e, addr = %addr, "cannot serve metrics (metrics.listen)");
+                return ExitCode::FAILURE;
+            }
+            mxraftd::describe_metrics();
+            info!(addr = %addr, "metrics serving");
+        }
         let server = match Server::start(config).await {
             Ok(s) => s,
             Err(e) => {

@@ -34,7 +34,8 @@ impl Mailbox {
 pub enum AddressError {
     /// Not a mailbox at all.
     Syntax,
-    /// A source route (`@relay:user@domain`).
+    /// A source route (`@relay:user@domain`) or another address with more than one `@`
+    /// (`user@domain@other`): forms that route mail onwards.
     SourceRoute,
     /// Contains non-ASCII characters, which need SMTPUTF8.
     NonAscii,
@@ -146,7 +147,11 @@ fn parse(addr: &str, utf8: bool) -> Result<Mailbox, AddressError> {
         }
         end + 1
     } else {
-        addr.rfind('@').ok_or(AddressError::Syntax)?
+        let at = addr.rfind('@').ok_or(AddressError::Syntax)?;
+        if addr[..at].contains('@') {
+            return Err(AddressError::SourceRoute);
+        }
+        at
     };
     let (local, domain) = (&addr[..at], &addr[at + 1..]);
     let quoted = local.starts_with('"');
@@ -236,6 +241,10 @@ mod tests {
     fn refuses_malformed_and_routed_forms() {
         assert_eq!(
             parse_mailbox("@a.test:u@b.test"),
+            Err(AddressError::SourceRoute)
+        );
+        assert_eq!(
+            parse_mailbox("u@b.test@c.test"),
             Err(AddressError::SourceRoute)
         );
         assert_eq!(parse_mailbox("no-at-sign"), Err(AddressError::Syntax));

@@ -57,18 +57,22 @@ pub async fn serve<S: Submitter>(
                         };
                         let _ = stream.set_nodelay(true);
                         if active.load(Ordering::Relaxed) >= ctx.config.max_sessions {
-                            warn!(client = %peer, limit = ctx.config.max_sessions, "session limit reached");
                             let msg = format!("421 4.7.0 {} Error: too many connections, try again later\r\n", ctx.hostname);
+                            warn!(client = %peer, limit = ctx.config.max_sessions, rule = "sessions", reply = msg.trim_end(), "refused");
+                            metrics::counter!("mxraft_smtp_rejections_total", "rule" => "sessions").increment(1);
                             let _ = stream.write_all(msg.as_bytes()).await;
                             continue;
                         }
                         if !clients.open(peer.ip(), ctx.config.max_sessions_per_client) {
-                    warn!(client = %peer, limit = ctx.config.max_sessions_per_client, rule = "client_sessions", "session refused");
                     let msg = format!("421 4.7.0 {} Error: too many connections from {}\r\n", ctx.hostname, peer.ip());
+                    warn!(client = %peer, limit = ctx.config.max_sessions_per_client, rule = "client_sessions", reply = msg.trim_end(), "refused");
+                    metrics::counter!("mxraft_smtp_rejections_total", "rule" => "client_sessions").increment(1);
                     let _ = stream.write_all(msg.as_bytes()).await;
                     continue;
                 }
                 active.fetch_add(1, Ordering::Relaxed);
+                metrics::counter!("mxraft_smtp_sessions_total").increment(1);
+                metrics::gauge!("mxraft_smtp_sessions_active").increment(1.0);
                 let session = Session::new(ctx.clone(), Box::new(stream), implicit_tls, peer, shutdown.clone(), clients.clone());
                 let active = active.clone();
                 let clients = clients.clone();
@@ -77,6 +81,7 @@ pub async fn serve<S: Submitter>(
                         session.run().await;
                         clients.close(peer.ip());
                         active.fetch_sub(1, Ordering::Relaxed);
+                        metrics::gauge!("mxraft_smtp_sessions_active").decrement(1.0);
                     }
                             .instrument(info_span!("smtp", client = %peer)),
                         );

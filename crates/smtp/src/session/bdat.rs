@@ -42,7 +42,10 @@ impl<S: Submitter> Session<S> {
         }
         if sink.flaws().too_big {
             self.tx = None;
-            return self.error(Reply::new(552, "5.3.4", "Error: message file too big"));
+            return self.refuse(
+                "message_size",
+                Reply::new(552, "5.3.4", "Error: message file too big"),
+            );
         }
         if !last {
             if let Some(tx) = self.tx.as_mut() {
@@ -96,16 +99,13 @@ impl<S: Submitter> Session<S> {
                     return false;
                 }
                 Err(()) => {
-                    info!(
-                        received,
-                        rule = "min_data_rate",
-                        "BDAT too slow or stalled; nothing queued"
-                    );
+                    info!(received, "BDAT too slow or stalled; nothing queued");
                     let r = Reply::new(
                         421,
                         "4.4.2",
                         format!("{} Error: timeout exceeded", self.ctx.hostname),
                     );
+                    super::note_refusal("min_data_rate", &r);
                     self.reply(r);
                     return false;
                 }

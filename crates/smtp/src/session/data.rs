@@ -32,12 +32,9 @@ impl<S: Submitter> Session<S> {
         if !self.inbuf.is_empty() {
             // The message may only follow our 354 (RFC 2920 §3.1): a client that sent it
             // already is not speaking SMTP, or is trying to smuggle.
-            info!(rule = "pipelined_data", "data before the 354 reply");
-            self.reply(Reply::new(
-                554,
-                "5.5.0",
-                "Error: SMTP protocol synchronization",
-            ));
+            let r = Reply::new(554, "5.5.0", "Error: SMTP protocol synchronization");
+            super::note_refusal("pipelined_data", &r);
+            self.reply(r);
             return Flow::Close;
         }
         self.reply(Reply::new(354, "", "End data with <CR><LF>.<CR><LF>"));
@@ -80,16 +77,13 @@ impl<S: Submitter> Session<S> {
                     return Flow::Close;
                 }
                 Err(()) => {
-                    warn!(
-                        received,
-                        rule = "min_data_rate",
-                        "DATA too slow or stalled; nothing queued"
-                    );
+                    warn!(received, "DATA too slow or stalled; nothing queued");
                     let r = Reply::new(
                         421,
                         "4.4.2",
                         format!("{} Error: timeout exceeded", self.ctx.hostname),
                     );
+                    super::note_refusal("min_data_rate", &r);
                     self.reply(r);
                     return Flow::Close;
                 }
@@ -111,38 +105,41 @@ impl<S: Submitter> Session<S> {
     ) -> Flow {
         let flaws = decoder.flaws();
         if flaws.too_big {
-            return self.error(Reply::new(552, "5.3.4", "Error: message file too big"));
+            return self.refuse(
+                "message_size",
+                Reply::new(552, "5.3.4", "Error: message file too big"),
+            );
         }
         if flaws.bare_cr_or_lf {
-            info!(rule = "bare_newline", "message refused");
-            return self.error(Reply::new(
-                550,
-                "5.5.2",
-                "Error: bare <CR> or <LF> received; lines must end in <CR><LF>",
-            ));
+            return self.refuse(
+                "bare_newline",
+                Reply::new(
+                    550,
+                    "5.5.2",
+                    "Error: bare <CR> or <LF> received; lines must end in <CR><LF>",
+                ),
+            );
         }
         if flaws.nul {
-            info!(rule = "nul", "message refused");
-            return self.error(Reply::new(
-                550,
-                "5.6.0",
-                "Error: message contains NUL bytes",
-            ));
+            return self.refuse(
+                "nul",
+                Reply::new(550, "5.6.0", "Error: message contains NUL bytes"),
+            );
         }
         if flaws.long_line {
-            info!(rule = "line_length", "message refused");
-            return self.error(Reply::new(500, "5.5.2", "Error: message line too long"));
+            return self.refuse(
+                "line_length",
+                Reply::new(500, "5.5.2", "Error: message line too long"),
+            );
         }
 
         let message = decoder.into_message();
         let hops = count_received(&message);
         if hops >= self.ctx.config.max_received_headers {
-            info!(hops, rule = "hop_count", "message refused");
-            return self.error(Reply::new(
-                554,
-                "5.4.6",
-                "Error: too many hops (mail loop?)",
-            ));
+            return self.refuse(
+                "hop_count",
+                Reply::new(554, "5.4.6", "Error: too many hops (mail loop?)"),
+            );
         }
 
         let now = SystemTime::now()
@@ -170,15 +167,15 @@ impl<S: Submitter> Session<S> {
         match self.ctx.submitter.submit(enqueue).await {
             Ok(()) => {
                 info!(queue_id = %id, from = %sender, rcpts, size, "queued");
+                metrics::counter!("mxraft_smtp_messages_queued_total").increment(1);
+                metrics::counter!("mxraft_smtp_bytes_queued_total").increment(size as u64);
                 self.ok(Reply::new(250, "2.0.0", format!("Ok: queued as {id}")))
             }
             Err(e) => {
                 warn!(queue_id = %id, error = %e, "not queued: no commit");
-                self.reply(Reply::new(
-                    451,
-                    "4.3.0",
-                    "Error: queue unavailable, try again later",
-                ));
+                let r = Reply::new(451, "4.3.0", "Error: queue unavailable, try again later");
+                super::note_refusal("no_commit", &r);
+                self.reply(r);
                 Flow::Continue
             }
         }

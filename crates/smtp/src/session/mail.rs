@@ -3,8 +3,6 @@
 
 use mxraft_queue::{BodyType, MailParams, Ret};
 
-use tracing::{info, warn};
-
 use super::{Flow, Session, Transaction};
 use crate::Submitter;
 use crate::address::{AddressError, parse_mailbox, parse_mailbox_utf8};
@@ -44,29 +42,26 @@ impl<S: Submitter> Session<S> {
             return self.error(Reply::new(503, "5.5.1", "Error: nested MAIL command"));
         }
         if !self.ctx.submitter.has_room() {
-            warn!(
-                rule = "queue_quota",
-                "MAIL refused: queue over quota or disk low"
+            return self.refuse(
+                "queue_quota",
+                Reply::new(452, "4.3.1", "Error: insufficient system storage"),
             );
-            return self.error(Reply::new(
-                452,
-                "4.3.1",
-                "Error: insufficient system storage",
-            ));
         }
         if !self.clients.message(
             self.peer.ip(),
             self.ctx.config.max_messages_per_client_per_minute,
         ) {
-            info!(rule = "client_message_rate", "MAIL refused");
-            return self.error(Reply::new(
-                450,
-                "4.7.1",
-                format!(
-                    "Error: too many messages from {}; slow down",
-                    self.peer.ip()
+            return self.refuse(
+                "client_message_rate",
+                Reply::new(
+                    450,
+                    "4.7.1",
+                    format!(
+                        "Error: too many messages from {}; slow down",
+                        self.peer.ip()
+                    ),
                 ),
-            ));
+            );
         }
         let mut params = MailParams::default();
         for (key, value) in &args.params {
@@ -83,11 +78,10 @@ impl<S: Submitter> Session<S> {
                         return self.error(Reply::new(501, "5.5.4", "Bad SIZE parameter"));
                     };
                     if size > self.ctx.config.max_message_size {
-                        return self.error(Reply::new(
-                            552,
-                            "5.3.4",
-                            "Message size exceeds fixed limit",
-                        ));
+                        return self.refuse(
+                            "message_size",
+                            Reply::new(552, "5.3.4", "Message size exceeds fixed limit"),
+                        );
                     }
                     params.declared_size = Some(size);
                 }

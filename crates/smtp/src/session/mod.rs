@@ -19,7 +19,7 @@ use std::time::Duration;
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
-use tracing::debug;
+use tracing::{debug, info};
 
 use mxraft_queue::{MailParams, RcptParams};
 
@@ -48,6 +48,12 @@ pub(crate) struct Transaction {
 pub(crate) enum Flow {
     Continue,
     Close,
+}
+
+/// Logs and counts a refusal by `rule` (see [`Session::refuse`]).
+pub(crate) fn note_refusal(rule: &'static str, reply: &Reply) {
+    info!(rule, reply = %reply, "refused");
+    metrics::counter!("mxraft_smtp_rejections_total", "rule" => rule).increment(1);
 }
 
 /// What the line reader produced.
@@ -141,7 +147,7 @@ impl<S: Submitter> Session<S> {
         loop {
             let flow = match self.read_line().await {
                 Input::Line(line) => self.dispatch(&line).await,
-                Input::Refused(reply) => self.error(reply),
+                Input::Refused(reply) => self.refuse("command_line", reply),
                 Input::Closed => Flow::Close,
                 Input::TimedOut => {
                     let r = Reply::new(
@@ -149,6 +155,7 @@ impl<S: Submitter> Session<S> {
                         "4.4.2",
                         format!("{} Error: timeout exceeded", self.ctx.hostname),
                     );
+                    note_refusal("command_timeout", &r);
                     self.reply(r);
                     Flow::Close
                 }
@@ -223,9 +230,17 @@ impl<S: Submitter> Session<S> {
         Flow::Continue
     }
 
-    /// Queues an error reply and counts it; too many errors end the session.
+    /// Refuses a command that breaks the protocol (bad syntax, wrong order): rule `protocol`.
     pub(crate) fn error(&mut self, reply: Reply) -> Flow {
-        debug!(reply = %reply, "command refused");
+        self.refuse("protocol", reply)
+    }
+
+    /// Refuses something by a policy rule: logged with the client (the session's span), the
+    /// rule and the reply, counted in `mxraft_smtp_rejections_total{rule}`, then answered
+    /// like any error.
+    /// Too many errors end the session.
+    pub(crate) fn refuse(&mut self, rule: &'static str, reply: Reply) -> Flow {
+        note_refusal(rule, &reply);
         self.reply(reply);
         self.errors += 1;
         if self.errors >= self.ctx.config.max_errors {
@@ -234,6 +249,7 @@ impl<S: Submitter> Session<S> {
                 "4.7.0",
                 format!("{} Error: too many errors", self.ctx.hostname),
             );
+            note_refusal("too_many_errors", &r);
             self.reply(r);
             return Flow::Close;
         }

@@ -1,8 +1,6 @@
 //! RCPT TO (RFC 5321 §4.1.1.3) with the DSN parameters NOTIFY and ORCPT (RFC 3461): only
 //! recipients in protected domains are accepted.
 
-use tracing::info;
-
 use mxraft_queue::{Notify, RcptParams};
 
 use super::mail::is_xtext;
@@ -47,7 +45,10 @@ impl<S: Submitter> Session<S> {
             return self.error(Reply::new(503, "5.5.1", "Error: need MAIL command"));
         };
         if tx.recipients.len() >= self.ctx.config.max_recipients {
-            return self.error(Reply::new(452, "4.5.3", "Error: too many recipients"));
+            return self.refuse(
+                "too_many_recipients",
+                Reply::new(452, "4.5.3", "Error: too many recipients"),
+            );
         }
         let utf8 = tx.params.smtputf8;
         let mut params = RcptParams::default();
@@ -84,12 +85,14 @@ impl<S: Submitter> Session<S> {
         let mailbox = match parsed {
             Ok(m) => m,
             Err(AddressError::SourceRoute) => {
-                info!(rcpt = %args.address, rule = "source_route", "recipient refused");
-                return self.error(Reply::new(
-                    554,
-                    "5.7.1",
-                    format!("<{}>: Relay access denied", args.address),
-                ));
+                return self.refuse(
+                    "routed_address",
+                    Reply::new(
+                        554,
+                        "5.7.1",
+                        format!("<{}>: Relay access denied", args.address),
+                    ),
+                );
             }
             Err(AddressError::NonAscii) => {
                 return self.error(Reply::new(
@@ -101,12 +104,14 @@ impl<S: Submitter> Session<S> {
             Err(_) => return self.error(Reply::new(501, "5.1.3", "Bad recipient address syntax")),
         };
         if !self.ctx.policy.accepts(&mailbox) {
-            info!(rcpt = %args.address, rule = "relay", "recipient refused");
-            return self.error(Reply::new(
-                554,
-                "5.7.1",
-                format!("<{}>: Relay access denied", args.address),
-            ));
+            return self.refuse(
+                "relay",
+                Reply::new(
+                    554,
+                    "5.7.1",
+                    format!("<{}>: Relay access denied", args.address),
+                ),
+            );
         }
         let address = mailbox.address();
         let sender = self
@@ -130,45 +135,49 @@ impl<S: Submitter> Session<S> {
                 }
             }
             RcptCheck::SpfFail(why) => {
-                info!(rcpt = %args.address, rule = "spf", "recipient refused");
-                return self.error(Reply::new(550, "5.7.23", why));
+                return self.refuse("spf", Reply::new(550, "5.7.23", why));
             }
             RcptCheck::Unknown => {
-                info!(rcpt = %args.address, rule = "unknown_recipient", "recipient refused");
-                return self.error(Reply::new(
-                    550,
-                    "5.1.1",
-                    format!(
-                        "<{}>: Recipient address rejected: user unknown",
-                        args.address
+                return self.refuse(
+                    "unknown_recipient",
+                    Reply::new(
+                        550,
+                        "5.1.1",
+                        format!(
+                            "<{}>: Recipient address rejected: user unknown",
+                            args.address
+                        ),
                     ),
-                ));
+                );
             }
             RcptCheck::Greylisted => {
-                info!(rcpt = %args.address, rule = "greylist", "recipient deferred");
-                return self.error(Reply::new(
-                    450,
-                    "4.7.1",
-                    format!(
-                        "<{}>: Recipient address rejected: greylisted, try again later",
-                        args.address
+                return self.refuse(
+                    "greylist",
+                    Reply::new(
+                        450,
+                        "4.7.1",
+                        format!(
+                            "<{}>: Recipient address rejected: greylisted, try again later",
+                            args.address
+                        ),
                     ),
-                ));
+                );
             }
             RcptCheck::Blocked(zone) => {
-                info!(rcpt = %args.address, rule = "dnsbl", zone = %zone, "recipient refused");
-                return self.error(Reply::new(
-                    554,
-                    "5.7.1",
-                    format!(
-                        "Service unavailable; client [{}] blocked using {zone}",
-                        self.peer.ip()
+                return self.refuse(
+                    "dnsbl",
+                    Reply::new(
+                        554,
+                        "5.7.1",
+                        format!(
+                            "Service unavailable; client [{}] blocked using {zone}",
+                            self.peer.ip()
+                        ),
                     ),
-                ));
+                );
             }
             RcptCheck::TryLater => {
-                info!(rcpt = %args.address, rule = "unverified_recipient", "recipient deferred");
-                return self.error(Reply::new(
+                return self.refuse("unverified_recipient", Reply::new(
                     450,
                     "4.1.1",
                     format!(
@@ -182,15 +191,17 @@ impl<S: Submitter> Session<S> {
             self.peer.ip(),
             self.ctx.config.max_recipients_per_client_per_minute,
         ) {
-            info!(rule = "client_recipient_rate", "recipient refused");
-            return self.error(Reply::new(
-                450,
-                "4.7.1",
-                format!(
-                    "Error: too many recipients from {}; slow down",
-                    self.peer.ip()
+            return self.refuse(
+                "client_recipient_rate",
+                Reply::new(
+                    450,
+                    "4.7.1",
+                    format!(
+                        "Error: too many recipients from {}; slow down",
+                        self.peer.ip()
+                    ),
                 ),
-            ));
+            );
         }
         if let Some(tx) = &mut self.tx {
             tx.recipients.push((address, params));

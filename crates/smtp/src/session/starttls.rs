@@ -26,6 +26,8 @@ impl<S: Submitter> Session<S> {
                 rule = "starttls_injection",
                 "plaintext after STARTTLS discarded"
             );
+            metrics::counter!("mxraft_smtp_rejections_total", "rule" => "starttls_injection")
+                .increment(1);
             self.inbuf.clear();
         }
         let plain = std::mem::replace(&mut self.io, Box::new(tokio::io::empty()));
