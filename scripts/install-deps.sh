@@ -2,7 +2,8 @@
 # Installs what building (and, with --test, testing) mxraft needs on Debian, if missing.
 #   scripts/install-deps.sh          clang/libclang (RocksDB bindings), jq, openssl
 #   scripts/install-deps.sh --test   also swaks, postfix (smtp-source, smtp-sink), dnsmasq, iproute2,
-#                                    python3 and curl
+#                                    python3, curl, and the nightly toolchain and cargo-fuzz
+#                                    for the fuzz targets
 # Packages already present are left alone; nothing is started.
 set -euo pipefail
 
@@ -26,6 +27,19 @@ if ((want_test)); then
     command -v ip >/dev/null 2>&1 || [[ -x /usr/sbin/ip ]] || missing+=(iproute2)
     command -v python3 >/dev/null 2>&1 || missing+=(python3)
     command -v curl >/dev/null 2>&1 || missing+=(curl)
+fi
+
+if ((want_test)); then
+    # The fuzz targets (fuzz/) build with a nightly compiler and cargo-fuzz.
+    if ! rustup run nightly rustc --version >/dev/null 2>&1; then
+        command -v rustup >/dev/null 2>&1 || { echo "install-deps: the fuzz targets need a nightly Rust toolchain, and rustup is not installed" >&2; exit 1; }
+        echo "install-deps: installing the nightly Rust toolchain"
+        rustup toolchain install nightly --profile minimal
+    fi
+    if ! cargo fuzz --version >/dev/null 2>&1; then
+        echo "install-deps: installing cargo-fuzz"
+        cargo install cargo-fuzz --locked --version 0.13.2
+    fi
 fi
 
 if ((${#missing[@]} == 0)); then

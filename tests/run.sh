@@ -28,6 +28,22 @@ section "cargo test (release)"
 # small machines.
 cargo test --release --locked --workspace -- --test-threads=1
 
+section "cargo fuzz: command parser and DATA decoder, ${MXRAFT_FUZZ_SECONDS:-30} s each"
+# A short run of each target on every test run keeps them building and catches regressions;
+# run them longer by hand (docs/operations.md, "Fuzzing").
+cargo fmt --manifest-path fuzz/Cargo.toml --check
+fuzz_log=$(mktemp)
+for target in command data; do
+    if ! (cd fuzz && CARGO_TARGET_DIR=${MXRAFT_FUZZ_TARGET_DIR:-$HOME/.cache/mxraft/fuzz-target} \
+        cargo +nightly fuzz run "$target" -- -max_total_time="${MXRAFT_FUZZ_SECONDS:-30}") >"$fuzz_log" 2>&1; then
+        tail -n 80 "$fuzz_log"
+        echo "fuzz target $target failed" >&2
+        exit 1
+    fi
+    echo "$target: $(grep -E '^Done' "$fuzz_log")"
+done
+rm -f "$fuzz_log"
+
 section "black-box: deploy/local"
 cargo build --release --locked -p mxraftd -p mxraftctl
 tests/blackbox/local_cluster.sh

@@ -671,7 +671,10 @@ pub fn describe_metrics() {
         "Delivery attempts made by this node, per recipient, by result (delivered, failed, deferred)"
     );
     describe_gauge!("mxraft_queue_messages", "Messages in the replicated queue");
-    describe_gauge!("mxraft_queue_bytes", "Bytes of the messages in the replicated queue");
+    describe_gauge!(
+        "mxraft_queue_bytes",
+        "Bytes of the messages in the replicated queue"
+    );
     describe_gauge!(
         "mxraft_queue_oldest_age_seconds",
         "Age of the oldest queued message (0 when the queue is empty)"

@@ -154,6 +154,8 @@ impl DataDecoder {
                     }
                     // `.` CR without LF: the dot was stuffing, the CR is bare.
                     self.flaws.bare_cr_or_lf = true;
+                    // Both the stuffing dot and the CR count towards the line length.
+                    self.bump_line();
                     self.bump_line();
                     self.emit(b"\r");
                     self.text_byte(b);
@@ -169,6 +171,7 @@ impl DataDecoder {
         match self.state {
             State::Cr => {
                 self.flaws.bare_cr_or_lf = true;
+                self.bump_line();
                 self.emit(b"\r\n");
             }
             State::Text => self.emit(b"\r\n"),
@@ -273,6 +276,14 @@ mod tests {
         let mut d = DataDecoder::new(1 << 20, 5);
         assert_eq!(d.feed(b"12345\r\n.\r\n"), Some(10));
         assert!(d.flaws().is_clean());
+        // A stuffing dot and a bare CR count towards the line length like any other octet.
+        let mut d = DataDecoder::new(1 << 20, 5);
+        assert_eq!(d.feed(b".\r1234\r\n.\r\n"), Some(11));
+        assert!(d.flaws().long_line);
+        let mut d = DataDecoder::new_chunked(1 << 20, 5);
+        d.feed(b"12345\r");
+        d.finish_chunked();
+        assert!(d.flaws().long_line);
     }
 
     #[test]
