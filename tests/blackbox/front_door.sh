@@ -124,6 +124,17 @@ step "mxraftctl recipients remove on node 3 is enforced by every node"
 "$ctl" --endpoint http://127.0.0.1:7003 recipients remove newcomer@example.test >/dev/null
 for port in 2525 2526 2527; do wait_rcpt "$port" newcomer@example.test "550 5.1.1"; done
 
+step "mxraftctl recipients import: a bad line changes nothing; --replace with the same table changes nothing"
+printf 'extra@example.test\nnot-an-address\n' >"$dir/bad-recipients.txt"
+if out=$("$ctl" recipients import "$dir/bad-recipients.txt" 2>&1); then
+    fail "import of a file with a bad line succeeded: $out"
+fi
+grep -q 'bad-recipients.txt:2:' <<<"$out" || fail "the import error does not name the line: $out"
+expect_rcpt 2525 extra@example.test "550 5.1.1"
+{ echo "# the local cluster's table"; echo "Postmaster@Example.Test.  OK"; seq -f "user%g@example.test" 1 1000; } >"$dir/same-recipients.txt"
+out=$("$ctl" recipients import --replace "$dir/same-recipients.txt")
+[[ $out == "1001 entries in the file: 0 added, 0 removed" ]] || fail "re-import of the same table: $out"
+
 step "more than 1000 recipients: 452 4.5.3 for the 1001st, the first 1000 are queued"
 many=$(printf 'user%d@example.test,' $(seq 1 1000))postmaster@example.test
 out=$(swaks --server 127.0.0.1:2526 --from many@client.test --to "$many" --h-To "undisclosed-recipients:;" 2>&1)

@@ -34,6 +34,9 @@ async fn wait_code(cluster: &TestCluster, id: u64, rcpt: &str, want: u16) -> any
 async fn the_recipient_table_is_replicated_and_enforced_on_every_node() -> anyhow::Result<()> {
     let opts = ClusterOptions {
         recipients: "list".into(),
+        // An internationalized domain, configured in its U-label form.
+        extra: "[[domains]]\nname = \"Bücher.example\"\nprimary = \"127.0.0.1:9\"\nrecipients = \"list\"\n"
+            .into(),
         ..ClusterOptions::default()
     };
     let cluster = TestCluster::start(3, opts).await?;
@@ -102,6 +105,24 @@ async fn the_recipient_table_is_replicated_and_enforced_on_every_node() -> anyho
         .expect_err("refused");
     assert_eq!(bad.code(), tonic::Code::InvalidArgument);
     assert!(bad.message().contains("no-at-sign"), "{bad:?}");
+
+    phase("an internationalized domain matches in U-label and A-label form");
+    client
+        .recipients_add(RecipientsChangeRequest {
+            entries: vec!["info@BÜCHER.example".into()],
+        })
+        .await?;
+    for id in 1..=3 {
+        wait_code(&cluster, id, "info@xn--bcher-kva.example", 250).await?;
+        let mut c = Client::connect(cluster.smtp_addr(id)).await?;
+        c.command("EHLO client.test").await?;
+        c.command("MAIL FROM:<a@client.test> SMTPUTF8").await?;
+        let ok = c.command("RCPT TO:<info@bücher.example>").await?;
+        assert_eq!(ok.code, 250, "U-label recipient on node {id}: {ok:?}");
+        let unknown = c.command("RCPT TO:<other@bücher.example>").await?;
+        assert_eq!(unknown.code, 550, "unknown U-label recipient on node {id}");
+        let _ = c.command("QUIT").await;
+    }
     cluster.shutdown().await
 }
 

@@ -710,12 +710,27 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 std::fs::read_to_string(&file)
                     .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", file.display()))?
             };
-            let wanted: std::collections::BTreeSet<String> = text
-                .lines()
-                .filter_map(|l| l.split('#').next())
-                .filter_map(|l| l.split_whitespace().next())
-                .map(|e| e.to_lowercase())
-                .collect();
+            // Normalized as the server stores entries (A-label domains), so `--replace`
+            // compares like with like.
+            let mut wanted = std::collections::BTreeSet::new();
+            for (n, line) in text.lines().enumerate() {
+                let Some(entry) = line
+                    .split('#')
+                    .next()
+                    .and_then(|l| l.split_whitespace().next())
+                else {
+                    continue;
+                };
+                let normalized =
+                    mxraft_queue::recipients::normalize_entry(entry).ok_or_else(|| {
+                        anyhow::anyhow!(
+                            "{}:{}: {entry:?} is neither user@domain nor @domain; nothing was changed",
+                            file.display(),
+                            n + 1
+                        )
+                    })?;
+                wanted.insert(normalized);
+            }
             let mut added = 0;
             let list: Vec<String> = wanted.iter().cloned().collect();
             for chunk in list.chunks(10_000) {

@@ -1,7 +1,8 @@
 //! Recipient validation data: the replicated recipient table and the verification cache.
 //!
 //! Entries are normalized once, when they enter a command, so that every node compares the
-//! same strings: the whole address is lower-cased and a trailing dot of the domain dropped.
+//! same strings: the whole address is lower-cased, the domain written as A-labels and a trailing
+//! dot of the domain dropped.
 //! A catch-all entry `@domain` accepts every address of the domain.
 
 /// Normalizes a recipient-table entry or an address to look up. Returns `None` for text that
@@ -22,7 +23,7 @@ pub fn normalize_entry(text: &str) -> Option<String> {
     Some(format!(
         "{}@{}",
         local.to_lowercase(),
-        domain.to_lowercase()
+        crate::canonical_domain(domain)
     ))
 }
 
@@ -44,6 +45,15 @@ mod tests {
         assert_eq!(
             normalize_entry("@Example.test"),
             Some("@example.test".into())
+        );
+        // An internationalized domain is stored as A-labels, however it was written.
+        assert_eq!(
+            normalize_entry("Jörg@Bücher.Example"),
+            Some("jörg@xn--bcher-kva.example".into())
+        );
+        assert_eq!(
+            normalize_entry("jörg@xn--bcher-kva.example"),
+            Some("jörg@xn--bcher-kva.example".into())
         );
         assert_eq!(normalize_entry("no-at-sign"), None);
         assert_eq!(normalize_entry("a@"), None);

@@ -103,6 +103,17 @@ impl<S: Submitter> Session<S> {
             }
             Err(_) => return self.error(Reply::new(501, "5.1.3", "Bad recipient address syntax")),
         };
+        if mailbox.is_routed() {
+            // Percent hack, bang path, quoted `@` or address literal: would route onwards.
+            return self.refuse(
+                "routed_address",
+                Reply::new(
+                    554,
+                    "5.7.1",
+                    format!("<{}>: Relay access denied", args.address),
+                ),
+            );
+        }
         if !self.ctx.policy.accepts(&mailbox) {
             return self.refuse(
                 "relay",
