@@ -280,10 +280,10 @@ mod tests {
         assert!(idn.accepts(&parse_mailbox_utf8("u@BÜCHER.test.").expect("valid")));
         let ascii = DomainPolicy::new(["xn--bcher-kva.test"]);
         assert!(ascii.accepts(&parse_mailbox_utf8("u@bücher.test").expect("valid")));
-        // user@example.test@evil.test: the domain is the part after the last '@'.
+        // user@example.test@evil.test routes onwards: refused like a source route.
         assert_eq!(
             parse_mailbox("user@example.test@evil.test"),
-            Err(AddressError::Syntax)
+            Err(AddressError::SourceRoute)
         );
     }
 }
