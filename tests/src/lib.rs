@@ -345,7 +345,9 @@ impl Drop for Dnsmasq {
 
 impl Dnsmasq {
     /// Starts dnsmasq with only the given record options (`--mx-host=…`, `--host-record=…`,
-    /// `--txt-record=…`): no upstream servers, no /etc/hosts.
+    /// `--txt-record=…`): no upstream servers, no /etc/hosts. Returns once it answers queries;
+    /// if the port it was given turns out to be taken (for TCP, or by another process in the
+    /// meantime), it is started again on another one.
     pub fn start(args: &[String]) -> anyhow::Result<Dnsmasq> {
         let bin = ["/usr/sbin/dnsmasq", "/usr/bin/dnsmasq"]
             .into_iter()
@@ -353,30 +355,69 @@ impl Dnsmasq {
             .ok_or_else(|| {
                 anyhow::anyhow!("dnsmasq is not installed (tests/run.sh installs it)")
             })?;
-        let port = std::net::UdpSocket::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port();
-        let child = std::process::Command::new(bin)
-            .args([
-                "--keep-in-foreground",
-                "--conf-file=/dev/null",
-                "--no-resolv",
-                "--no-hosts",
-            ])
-            .args([
-                "--listen-address=127.0.0.1",
-                "--bind-interfaces",
-                "--pid-file=",
-                "--user=root",
-            ])
-            .arg(format!("--port={port}"))
-            .args(args)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()?;
-        Ok(Dnsmasq {
-            child,
-            addr: format!("127.0.0.1:{port}").parse()?,
-        })
+        let mut last_error = String::new();
+        for _ in 0..5 {
+            let port = std::net::UdpSocket::bind("127.0.0.1:0")?
+                .local_addr()?
+                .port();
+            let mut child = std::process::Command::new(bin)
+                .args([
+                    "--keep-in-foreground",
+                    "--conf-file=/dev/null",
+                    "--no-resolv",
+                    "--no-hosts",
+                ])
+                .args([
+                    "--listen-address=127.0.0.1",
+                    "--bind-interfaces",
+                    "--pid-file=",
+                    "--user=root",
+                ])
+                .arg(format!("--port={port}"))
+                .args(args)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::piped())
+                .spawn()?;
+            let addr: SocketAddr = format!("127.0.0.1:{port}").parse()?;
+            if answers(addr, &mut child) {
+                // Its stderr is not read again; dnsmasq writes little after startup.
+                return Ok(Dnsmasq { child, addr });
+            }
+            let _ = child.kill();
+            let output = child.wait_with_output()?;
+            last_error = String::from_utf8_lossy(&output.stderr).trim().to_owned();
+        }
+        anyhow::bail!("dnsmasq did not start: {last_error}")
     }
+}
+
+/// Whether the DNS server at `addr` answers a query within a few seconds (any answer will
+/// do), giving up early if `child` exits.
+fn answers(addr: SocketAddr, child: &mut std::process::Child) -> bool {
+    let Ok(socket) = std::net::UdpSocket::bind("127.0.0.1:0") else {
+        return false;
+    };
+    let _ = socket.set_read_timeout(Some(Duration::from_millis(100)));
+    // A query for `ready.invalid`, type A, class IN, id 0x4d58.
+    let mut query = vec![0x4d, 0x58, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
+    for label in ["ready", "invalid"] {
+        query.push(label.len() as u8);
+        query.extend_from_slice(label.as_bytes());
+    }
+    query.extend_from_slice(&[0, 0, 1, 0, 1]);
+    let mut buf = [0u8; 512];
+    for _ in 0..50 {
+        if matches!(child.try_wait(), Ok(Some(_))) {
+            return false;
+        }
+        let _ = socket.send_to(&query, addr);
+        if let Ok((n, from)) = socket.recv_from(&mut buf)
+            && from == addr
+            && n >= 2
+            && buf[..2] == query[..2]
+        {
+            return true;
+        }
+    }
+    false
 }
