@@ -68,13 +68,18 @@ class Conn:
             raise Fail("the server sent %r in plain text after 220" % self.buf)
 
 
+def greeted(host, port, name):
+    """A connection past the greeting and EHLO; returns it with the EHLO reply lines."""
+    c = Conn(host, port)
+    c.expect("220", "greeting")
+    c.send(b"EHLO %s\r\n" % name.encode())
+    return c, c.expect("250", "EHLO")
+
+
 def starttls_injection(host, port, cafile):
     """Commands pipelined after STARTTLS in the same write must not run (CVE-2011-0411), the
     session starts over in TLS, and a second STARTTLS is refused."""
-    c = Conn(host, port)
-    c.expect("220", "greeting")
-    c.send(b"EHLO inject.test\r\n")
-    c.expect("250", "EHLO")
+    c, _ = greeted(host, port, "inject.test")
     c.send(b"STARTTLS\r\nRSET\r\nMAIL FROM:<inject@client.test>\r\n")
     c.expect("220", "STARTTLS")
     c.starttls(host, cafile)
@@ -93,10 +98,7 @@ def starttls_injection(host, port, cafile):
 
 def pipelined_data(host, port):
     """The message sent in the same write as DATA, before the 354: refused and disconnected."""
-    c = Conn(host, port)
-    c.expect("220", "greeting")
-    c.send(b"EHLO pipe.test\r\n")
-    c.expect("250", "EHLO")
+    c, _ = greeted(host, port, "pipe.test")
     c.send(b"MAIL FROM:<pipe@client.test>\r\nRCPT TO:<user1@example.test>\r\n")
     c.expect("250", "MAIL")
     c.expect("250", "RCPT")
@@ -118,10 +120,7 @@ def long_command(host, port):
 
 def mail_size(host, port, size):
     """MAIL with a SIZE= over the limit: 552 5.3.4 before any data is sent."""
-    c = Conn(host, port)
-    c.expect("220", "greeting")
-    c.send(b"EHLO size.test\r\n")
-    ehlo = c.expect("250", "EHLO")
+    c, ehlo = greeted(host, port, "size.test")
     if not any(l[4:].startswith("SIZE ") for l in ehlo):
         raise Fail("EHLO does not advertise SIZE: %r" % ehlo)
     c.send(b"MAIL FROM:<size@client.test> SIZE=%d\r\n" % int(size))
@@ -145,10 +144,7 @@ def idle(host, port, limit):
 def trickle(host, port, limit):
     """A client sending its message one byte per second is cut off with 421 4.4.2 within
     `limit` seconds, and nothing is queued (the caller checks the queue)."""
-    c = Conn(host, port)
-    c.expect("220", "greeting")
-    c.send(b"EHLO slow.test\r\n")
-    c.expect("250", "EHLO")
+    c, _ = greeted(host, port, "slow.test")
     c.send(b"MAIL FROM:<slow@client.test>\r\n")
     c.expect("250", "MAIL")
     c.send(b"RCPT TO:<user1@example.test>\r\n")

@@ -149,13 +149,7 @@ impl Delivery {
     /// Whether `client` may ask for a flush of `destination` with ETRN: it is in
     /// `delivery.etrn_clients`, or it is one of the addresses of the destination's primary.
     pub async fn etrn_allowed(&self, client: std::net::IpAddr, destination: &str) -> bool {
-        let client = match client {
-            std::net::IpAddr::V6(v6) => v6
-                .to_ipv4_mapped()
-                .map(std::net::IpAddr::V4)
-                .unwrap_or(client),
-            v4 => v4,
-        };
+        let client = client.to_canonical();
         if self
             .config
             .etrn_clients

@@ -161,21 +161,15 @@ impl Submitter for RaftSubmitter {
 /// The greylisting triplet: the client's network (/24 for IPv4, /64 for IPv6), the sender and
 /// the recipient.
 fn triplet(client: std::net::IpAddr, sender: &str, rcpt: &str) -> String {
-    let net = match client {
+    let net = match client.to_canonical() {
         std::net::IpAddr::V4(v4) => {
             let o = v4.octets();
             format!("{}.{}.{}", o[0], o[1], o[2])
         }
-        std::net::IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => {
-                let o = v4.octets();
-                format!("{}.{}.{}", o[0], o[1], o[2])
-            }
-            None => {
-                let s = v6.segments();
-                format!("{:x}:{:x}:{:x}:{:x}", s[0], s[1], s[2], s[3])
-            }
-        },
+        std::net::IpAddr::V6(v6) => {
+            let s = v6.segments();
+            format!("{:x}:{:x}:{:x}:{:x}", s[0], s[1], s[2], s[3])
+        }
     };
     format!("{net}|{}|{rcpt}", sender.to_lowercase())
 }
@@ -183,21 +177,18 @@ fn triplet(client: std::net::IpAddr, sender: &str, rcpt: &str) -> String {
 /// The name looked up for `client` in blocklist `zone` (RFC 5782).
 fn dnsbl_name(client: std::net::IpAddr, zone: &str) -> String {
     let zone = zone.trim_end_matches('.');
-    match client {
+    match client.to_canonical() {
         std::net::IpAddr::V4(v4) => {
             let o = v4.octets();
             format!("{}.{}.{}.{}.{zone}", o[3], o[2], o[1], o[0])
         }
-        std::net::IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => dnsbl_name(std::net::IpAddr::V4(v4), zone),
-            None => {
-                let mut nibbles = String::new();
-                for byte in v6.octets().iter().rev() {
-                    nibbles.push_str(&format!("{:x}.{:x}.", byte & 0x0f, byte >> 4));
-                }
-                format!("{nibbles}{zone}")
+        std::net::IpAddr::V6(v6) => {
+            let mut nibbles = String::new();
+            for byte in v6.octets().iter().rev() {
+                nibbles.push_str(&format!("{:x}.{:x}.", byte & 0x0f, byte >> 4));
             }
-        },
+            format!("{nibbles}{zone}")
+        }
     }
 }
 
@@ -215,13 +206,7 @@ impl RaftSubmitter {
         } else {
             sender.to_owned()
         };
-        let client = match client {
-            std::net::IpAddr::V6(v6) => v6
-                .to_ipv4_mapped()
-                .map(std::net::IpAddr::V4)
-                .unwrap_or(client),
-            v4 => v4,
-        };
+        let client = client.to_canonical();
         let result = mxraft_delivery::spf::check_host(
             self.delivery.resolver().as_ref(),
             client,

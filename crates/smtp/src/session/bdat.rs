@@ -100,13 +100,7 @@ impl<S: Submitter> Session<S> {
                 }
                 Err(()) => {
                     info!(received, "BDAT too slow or stalled; nothing queued");
-                    let r = Reply::new(
-                        421,
-                        "4.4.2",
-                        format!("{} Error: timeout exceeded", self.ctx.hostname),
-                    );
-                    super::note_refusal("min_data_rate", &r);
-                    self.reply(r);
+                    self.time_out("min_data_rate");
                     return false;
                 }
             }

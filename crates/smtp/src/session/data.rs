@@ -78,13 +78,7 @@ impl<S: Submitter> Session<S> {
                 }
                 Err(()) => {
                     warn!(received, "DATA too slow or stalled; nothing queued");
-                    let r = Reply::new(
-                        421,
-                        "4.4.2",
-                        format!("{} Error: timeout exceeded", self.ctx.hostname),
-                    );
-                    super::note_refusal("min_data_rate", &r);
-                    self.reply(r);
+                    self.time_out("min_data_rate");
                     return Flow::Close;
                 }
             }
@@ -190,12 +184,9 @@ impl<S: Submitter> Session<S> {
         now_ms: u64,
     ) -> String {
         let helo = self.helo.as_deref().unwrap_or("unknown");
-        let ip = match self.peer.ip() {
+        let ip = match self.peer.ip().to_canonical() {
             IpAddr::V4(v4) => v4.to_string(),
-            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-                Some(v4) => v4.to_string(),
-                None => format!("IPv6:{v6}"),
-            },
+            IpAddr::V6(v6) => format!("IPv6:{v6}"),
         };
         // RFC 3848 / RFC 6531 protocol names.
         let with = match (self.esmtp, utf8, self.tls) {

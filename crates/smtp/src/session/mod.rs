@@ -150,13 +150,7 @@ impl<S: Submitter> Session<S> {
                 Input::Refused(reply) => self.refuse("command_line", reply),
                 Input::Closed => Flow::Close,
                 Input::TimedOut => {
-                    let r = Reply::new(
-                        421,
-                        "4.4.2",
-                        format!("{} Error: timeout exceeded", self.ctx.hostname),
-                    );
-                    note_refusal("command_timeout", &r);
-                    self.reply(r);
+                    self.time_out("command_timeout");
                     Flow::Close
                 }
                 Input::Shutdown => {
@@ -235,10 +229,20 @@ impl<S: Submitter> Session<S> {
         self.refuse("protocol", reply)
     }
 
+    /// Tells a client that was too slow (by `rule`) that the session ends; the caller closes.
+    pub(crate) fn time_out(&mut self, rule: &'static str) {
+        let r = Reply::new(
+            421,
+            "4.4.2",
+            format!("{} Error: timeout exceeded", self.ctx.hostname),
+        );
+        note_refusal(rule, &r);
+        self.reply(r);
+    }
+
     /// Refuses something by a policy rule: logged with the client (the session's span), the
     /// rule and the reply, counted in `mxraft_smtp_rejections_total{rule}`, then answered
-    /// like any error.
-    /// Too many errors end the session.
+    /// like any error. Too many errors end the session.
     pub(crate) fn refuse(&mut self, rule: &'static str, reply: Reply) -> Flow {
         note_refusal(rule, &reply);
         self.reply(reply);

@@ -85,14 +85,7 @@ impl<S: Submitter> Session<S> {
         let mailbox = match parsed {
             Ok(m) => m,
             Err(AddressError::SourceRoute) => {
-                return self.refuse(
-                    "routed_address",
-                    Reply::new(
-                        554,
-                        "5.7.1",
-                        format!("<{}>: Relay access denied", args.address),
-                    ),
-                );
+                return self.refuse("routed_address", relay_denied(&args.address));
             }
             Err(AddressError::NonAscii) => {
                 return self.error(Reply::new(
@@ -105,24 +98,10 @@ impl<S: Submitter> Session<S> {
         };
         if mailbox.is_routed() {
             // Percent hack, bang path, quoted `@` or address literal: would route onwards.
-            return self.refuse(
-                "routed_address",
-                Reply::new(
-                    554,
-                    "5.7.1",
-                    format!("<{}>: Relay access denied", args.address),
-                ),
-            );
+            return self.refuse("routed_address", relay_denied(&args.address));
         }
         if !self.ctx.policy.accepts(&mailbox) {
-            return self.refuse(
-                "relay",
-                Reply::new(
-                    554,
-                    "5.7.1",
-                    format!("<{}>: Relay access denied", args.address),
-                ),
-            );
+            return self.refuse("relay", relay_denied(&args.address));
         }
         let address = mailbox.address();
         let sender = self
@@ -219,6 +198,12 @@ impl<S: Submitter> Session<S> {
         }
         self.ok(Reply::new(250, "2.1.5", "Ok"))
     }
+}
+
+/// The reply to a recipient outside the protected domains, or routed onwards: the same for
+/// both, so a prober learns nothing from the difference.
+fn relay_denied(address: &str) -> Reply {
+    Reply::new(554, "5.7.1", format!("<{address}>: Relay access denied"))
 }
 
 #[cfg(test)]
