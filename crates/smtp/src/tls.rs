@@ -126,3 +126,51 @@ impl TlsStore {
         Ok(changed)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn write_cert(dir: &Path, name: &str, mtime: SystemTime) -> (PathBuf, PathBuf) {
+        let cert = rcgen::generate_simple_self_signed(vec![name.to_owned()]).expect("certificate");
+        let (c, k) = (dir.join("cert.pem"), dir.join("key.pem"));
+        for (path, text) in [(&c, cert.cert.pem()), (&k, cert.signing_key.serialize_pem())] {
+            std::fs::write(path, text).expect("write");
+            let file = std::fs::File::options().write(true).open(path).expect("open");
+            file.set_modified(mtime).expect("set mtime");
+        }
+        (c, k)
+    }
+
+    fn config(store: &TlsStore) -> Arc<rustls::ServerConfig> {
+        store.current.read().expect("lock").clone()
+    }
+
+    #[test]
+    fn reloads_changed_files_and_keeps_the_old_certificate_on_error() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let (cert, key) = write_cert(dir.path(), "a.test", t0);
+        let store = TlsStore::load(&cert, &key).expect("load");
+        let first = config(&store);
+
+        // Untouched files: nothing to do.
+        assert!(!store.reload_if_changed().expect("check"));
+        assert!(Arc::ptr_eq(&first, &config(&store)));
+
+        // New files with a new modification time: taken.
+        write_cert(dir.path(), "b.test", t0 + Duration::from_secs(60));
+        assert!(store.reload_if_changed().expect("reload"));
+        let second = config(&store);
+        assert!(!Arc::ptr_eq(&first, &second));
+        assert!(!store.reload_if_changed().expect("check"));
+
+        // A broken key: an error, and the previous configuration stays in use.
+        std::fs::write(&key, "not a key").expect("write");
+        assert!(store.reload().is_err());
+        assert!(store.reload_if_changed().is_err());
+        assert!(Arc::ptr_eq(&second, &config(&store)));
+        assert!(TlsStore::load(&cert, &key).is_err());
+    }
+}
