@@ -135,9 +135,15 @@ mod tests {
     fn write_cert(dir: &Path, name: &str, mtime: SystemTime) -> (PathBuf, PathBuf) {
         let cert = rcgen::generate_simple_self_signed(vec![name.to_owned()]).expect("certificate");
         let (c, k) = (dir.join("cert.pem"), dir.join("key.pem"));
-        for (path, text) in [(&c, cert.cert.pem()), (&k, cert.signing_key.serialize_pem())] {
+        for (path, text) in [
+            (&c, cert.cert.pem()),
+            (&k, cert.signing_key.serialize_pem()),
+        ] {
             std::fs::write(path, text).expect("write");
-            let file = std::fs::File::options().write(true).open(path).expect("open");
+            let file = std::fs::File::options()
+                .write(true)
+                .open(path)
+                .expect("open");
             file.set_modified(mtime).expect("set mtime");
         }
         (c, k)
