@@ -32,6 +32,8 @@ section "cargo fuzz: command parser and DATA decoder, ${MXRAFT_FUZZ_SECONDS:-30}
 # A short run of each target on every test run keeps them building and catches regressions;
 # run them longer by hand (docs/operations.md, "Fuzzing").
 cargo fmt --manifest-path fuzz/Cargo.toml --check
+(cd fuzz && CARGO_TARGET_DIR=${MXRAFT_FUZZ_TARGET_DIR:-$HOME/.cache/mxraft/fuzz-target}/clippy \
+    cargo +nightly clippy --locked --all-targets -- -D warnings)
 fuzz_log=$(mktemp)
 for target in command data; do
     if ! (cd fuzz && CARGO_TARGET_DIR=${MXRAFT_FUZZ_TARGET_DIR:-$HOME/.cache/mxraft/fuzz-target} \
