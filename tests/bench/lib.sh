@@ -15,6 +15,15 @@ main_cf_backup=$work/main.cf.orig
 now() { date +%s.%N; }
 rate() { awk -v n="$1" -v t="$2" 'BEGIN { printf "%.0f", n / t }'; }
 since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.3f", b - a }'; }
+# The sum of the peak resident set sizes (VmHWM) of the given pids, in MiB.
+peak_rss_mib() {
+    local kb=0 p v
+    for p in "$@"; do
+        v=$(awk '/^VmHWM:/ { print $2 }' "/proc/$p/status" 2>/dev/null || true)
+        kb=$((kb + ${v:-0}))
+    done
+    awk -v k="$kb" 'BEGIN { printf "%.0f\n", k / 1024 }'
+}
 
 # Runs smtp-source: $1 messages of $2 bytes over $3 sessions in total, spread over the ports
 # that follow; prints the seconds it took.

@@ -30,6 +30,9 @@ const CF_META: &str = "meta";
 const KEY_VOTE: &[u8] = b"vote";
 const KEY_PURGED: &[u8] = b"last_purged";
 const KEY_COMMITTED: &[u8] = b"committed";
+/// Memtable memory of one RocksDB database (the log, or the state machine), all column
+/// families together; RocksDB flushes the largest memtable when it is reached.
+pub(crate) const MEMTABLE_BUDGET: usize = 32 * 1024 * 1024;
 
 /// The Raft log store of one node. Cheap to clone; clones share the database.
 #[derive(Clone)]
@@ -88,8 +91,12 @@ impl LogStore {
         // Purged entries are deleted soon after they are applied; cap the WAL so that its files
         // are recycled instead of accumulating between memtable flushes.
         db_opts.set_max_total_wal_size(256 * 1024 * 1024);
+        // Memtables hold whole entries (message bodies) until they are flushed: cap them
+        // together so a node's memory does not grow with the write rate.
+        db_opts.set_db_write_buffer_size(MEMTABLE_BUDGET);
 
         let mut logs_opts = Options::default();
+        logs_opts.set_write_buffer_size(MEMTABLE_BUDGET / 2);
         logs_opts.set_compression_type(rocksdb::DBCompressionType::None);
         logs_opts.set_enable_blob_files(true);
         logs_opts.set_min_blob_size(64 * 1024);

@@ -84,6 +84,7 @@ fn db_options() -> Options {
     o.create_missing_column_families(true);
     o.set_max_background_jobs(2);
     o.set_max_total_wal_size(256 * 1024 * 1024);
+    o.set_db_write_buffer_size(crate::log_store::MEMTABLE_BUDGET);
     o
 }
 
@@ -94,6 +95,7 @@ fn column_families() -> Vec<ColumnFamilyDescriptor> {
     bodies.set_min_blob_size(4096);
     bodies.set_blob_compression_type(rocksdb::DBCompressionType::Lz4);
     bodies.set_enable_blob_gc(true);
+    bodies.set_write_buffer_size(crate::log_store::MEMTABLE_BUDGET / 2);
     let mut messages = Options::default();
     messages.set_compression_type(rocksdb::DBCompressionType::Lz4);
     vec![
