@@ -496,6 +496,37 @@ async fn malformed_command_lines_are_refused() {
 }
 
 #[tokio::test]
+async fn mail_and_rcpt_lines_get_the_room_their_extensions_need() {
+    let f = default_front().await;
+    let mut c = ehlo(f.addr).await;
+    assert_eq!(
+        c.command("MAIL FROM:<s@client.test> RET=HDRS ENVID=e1")
+            .await
+            .expect("mail")
+            .code,
+        250
+    );
+    // RCPT with NOTIFY and a long ORCPT: over 512 octets, within the 500 DSN adds.
+    let orcpt = format!("rfc822;{}@example.test", "o".repeat(470));
+    let rcpt = format!("RCPT TO:<u@example.test> NOTIFY=SUCCESS,FAILURE ORCPT={orcpt}");
+    assert!(rcpt.len() > 512 && rcpt.len() <= 1010, "{}", rcpt.len());
+    assert_eq!(c.command(&rcpt).await.expect("rcpt").code, 250, "{rcpt}");
+    // Past the allowance the line is refused, and the session goes on.
+    let long = format!("RCPT TO:<u@example.test> ORCPT=rfc822;{}", "o".repeat(1000));
+    let r = c.command(&long).await.expect("long rcpt");
+    assert_eq!(
+        (r.code, r.text.as_str()),
+        (500, "5.5.2 Error: line too long")
+    );
+    let r = c
+        .command(&format!("NOOP {}", "x".repeat(600)))
+        .await
+        .expect("noop");
+    assert_eq!(r.code, 500, "other commands keep the 512-octet limit");
+    assert_eq!(c.command("RSET").await.expect("rset").code, 250);
+}
+
+#[tokio::test]
 async fn too_many_errors_close_the_session() {
     let config = SmtpConfig {
         max_errors: 3,

@@ -31,6 +31,20 @@ use crate::server::SmtpContext;
 /// Longest command line, CRLF included (RFC 5321 §4.5.3.1.4).
 const MAX_COMMAND_LINE: usize = 512;
 
+/// The longest line allowed for a command starting with `start`: 512 octets, plus what the
+/// offered extensions add (RFC 1869 §4.1.2): 500 for RCPT (DSN's NOTIFY and ORCPT, RFC 3461
+/// §5). MAIL with every parameter we offer fits in 512.
+fn command_line_limit(start: &[u8]) -> usize {
+    if start
+        .get(..4)
+        .is_some_and(|verb| verb.eq_ignore_ascii_case(b"RCPT"))
+    {
+        MAX_COMMAND_LINE + 500
+    } else {
+        MAX_COMMAND_LINE
+    }
+}
+
 /// The envelope being built between MAIL and the end of data.
 #[derive(Debug, Default)]
 pub(crate) struct Transaction {
@@ -283,8 +297,8 @@ impl<S: Submitter> Session<S> {
         }
     }
 
-    /// Reads one command line. Bare CR, bare LF, NUL, bytes that are not UTF-8 and lines over
-    /// 512 bytes are refused here, before parsing.
+    /// Reads one command line. Bare CR, bare LF, NUL, bytes that are not UTF-8 and over-long
+    /// lines (see [`command_line_limit`]) are refused here, before parsing.
     async fn read_line(&mut self) -> Input {
         let mut discarding = false;
         // The whole line must arrive within the command timeout: trickling one byte at a time
@@ -293,7 +307,7 @@ impl<S: Submitter> Session<S> {
         loop {
             if let Some(lf) = self.inbuf.iter().position(|&b| b == b'\n') {
                 let line = self.inbuf.split_to(lf + 1);
-                if discarding || line.len() > MAX_COMMAND_LINE {
+                if discarding || line.len() > command_line_limit(&line) {
                     return Input::Refused(Reply::new(500, "5.5.2", "Error: line too long"));
                 }
                 let Some(content) = line.strip_suffix(b"\r\n") else {
@@ -314,7 +328,7 @@ impl<S: Submitter> Session<S> {
                     )),
                 };
             }
-            if self.inbuf.len() > MAX_COMMAND_LINE {
+            if discarding || self.inbuf.len() > command_line_limit(&self.inbuf) {
                 // Drop what we have of the over-long line and keep reading until its end.
                 discarding = true;
                 let keep = usize::from(self.inbuf.last() == Some(&b'\r'));
