@@ -41,6 +41,11 @@ class Conn:
             lines.append(self.line())
         return lines
 
+    def command(self, line, prefix, what):
+        """Sends one command line and expects a reply starting with `prefix`."""
+        self.send(line + b"\r\n")
+        return self.expect(prefix, what)
+
     def expect(self, prefix, what):
         r = self.reply()
         if not r[-1].startswith(prefix):
@@ -84,16 +89,13 @@ def starttls_injection(host, port, cafile):
     c.expect("220", "STARTTLS")
     c.starttls(host, cafile)
     # The first reply in TLS must be the one to this EHLO, not to the injected RSET or MAIL.
-    c.send(b"EHLO inject.test\r\n")
-    r = c.expect("250", "EHLO after TLS")
+    r = c.command(b"EHLO inject.test", "250", "EHLO after TLS")
     if len(r) < 2 or "STARTTLS" in " ".join(r):
         raise Fail("EHLO after TLS: expected the extension list without STARTTLS, got %r" % r)
-    c.send(b"RCPT TO:<user1@example.test>\r\n")
-    c.expect("503 5.5.1", "RCPT after TLS (the injected MAIL must not have run)")
-    c.send(b"STARTTLS\r\n")
-    c.expect("503 5.5.1", "second STARTTLS")
-    c.send(b"QUIT\r\n")
-    c.expect("221", "QUIT")
+    c.command(b"RCPT TO:<user1@example.test>", "503 5.5.1",
+              "RCPT after TLS (the injected MAIL must not have run)")
+    c.command(b"STARTTLS", "503 5.5.1", "second STARTTLS")
+    c.command(b"QUIT", "221", "QUIT")
 
 
 def pipelined_data(host, port):
@@ -114,8 +116,7 @@ def long_command(host, port):
     c.expect("220", "greeting")
     c.send(b"NOOP " + b"x" * 600 + b"\r\n")
     c.expect("500 5.5.2", "600-octet command")
-    c.send(b"NOOP\r\n")
-    c.expect("250", "NOOP after the long line")
+    c.command(b"NOOP", "250", "NOOP after the long line")
 
 
 def mail_size(host, port, size):
@@ -145,12 +146,9 @@ def trickle(host, port, limit):
     """A client sending its message one byte per second is cut off with 421 4.4.2 within
     `limit` seconds, and nothing is queued (the caller checks the queue)."""
     c, _ = greeted(host, port, "slow.test")
-    c.send(b"MAIL FROM:<slow@client.test>\r\n")
-    c.expect("250", "MAIL")
-    c.send(b"RCPT TO:<user1@example.test>\r\n")
-    c.expect("250", "RCPT")
-    c.send(b"DATA\r\n")
-    c.expect("354", "DATA")
+    c.command(b"MAIL FROM:<slow@client.test>", "250", "MAIL")
+    c.command(b"RCPT TO:<user1@example.test>", "250", "RCPT")
+    c.command(b"DATA", "354", "DATA")
     start = time.monotonic()
     message = b"Subject: slow\r\n\r\n" + b"x" * 200 + b"\r\n.\r\n"
     c.sock.settimeout(1.0)

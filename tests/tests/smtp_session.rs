@@ -119,6 +119,15 @@ async fn default_front() -> Front {
     front(SmtpConfig::default(), false).await
 }
 
+/// Sends `line` and checks the reply code.
+async fn expect_code(c: &mut Client, line: &str, code: u16) {
+    let r = c
+        .command(line)
+        .await
+        .unwrap_or_else(|e| panic!("{line}: {e}"));
+    assert_eq!(r.code, code, "{line}: {r:?}");
+}
+
 async fn ehlo(addr: SocketAddr) -> Client {
     let mut c = Client::connect(addr).await.expect("connect");
     assert_eq!(c.command("EHLO client.test").await.expect("ehlo").code, 250);
@@ -168,13 +177,7 @@ async fn commands_out_of_order_are_refused() {
     );
     let r = c.command("DATA").await.expect("data");
     assert_eq!(r.code, 503);
-    assert_eq!(
-        c.command("MAIL FROM:<a@client.test>")
-            .await
-            .expect("mail")
-            .code,
-        250
-    );
+    expect_code(&mut c, "MAIL FROM:<a@client.test>", 250).await;
     let r = c.command("MAIL FROM:<a@client.test>").await.expect("mail");
     assert_eq!(
         (r.code, r.text.as_str()),
@@ -204,13 +207,7 @@ async fn commands_out_of_order_are_refused() {
 async fn only_protected_domains_are_relayed() {
     let f = default_front().await;
     let mut c = ehlo(f.addr).await;
-    assert_eq!(
-        c.command("MAIL FROM:<a@client.test>")
-            .await
-            .expect("mail")
-            .code,
-        250
-    );
+    expect_code(&mut c, "MAIL FROM:<a@client.test>", 250).await;
     for ok in [
         "user@example.test",
         "User@EXAMPLE.TEST",
@@ -341,20 +338,8 @@ async fn smuggled_end_of_data_never_queues_a_second_message() {
     let f = default_front().await;
     for seq in sequences {
         let mut c = ehlo(f.addr).await;
-        assert_eq!(
-            c.command("MAIL FROM:<a@client.test>")
-                .await
-                .expect("mail")
-                .code,
-            250
-        );
-        assert_eq!(
-            c.command("RCPT TO:<u@example.test>")
-                .await
-                .expect("rcpt")
-                .code,
-            250
-        );
+        expect_code(&mut c, "MAIL FROM:<a@client.test>", 250).await;
+        expect_code(&mut c, "RCPT TO:<u@example.test>", 250).await;
         assert_eq!(c.command("DATA").await.expect("data").code, 354);
         let mut wire = b"Subject: first\r\n\r\nhello".to_vec();
         wire.extend_from_slice(seq);
@@ -389,13 +374,7 @@ async fn size_limits_apply_at_mail_and_during_data() {
         .await
         .expect("mail");
     assert_eq!(r.code, 250);
-    assert_eq!(
-        c.command("RCPT TO:<u@example.test>")
-            .await
-            .expect("rcpt")
-            .code,
-        250
-    );
+    expect_code(&mut c, "RCPT TO:<u@example.test>", 250).await;
     assert_eq!(c.command("DATA").await.expect("data").code, 354);
     let big = "x".repeat(900) + "\r\n";
     c.send_raw(&mxraft_smtp::data::encode(big.repeat(80).as_bytes()))
@@ -422,27 +401,9 @@ async fn too_many_recipients_get_452() {
     };
     let f = front(config, false).await;
     let mut c = ehlo(f.addr).await;
-    assert_eq!(
-        c.command("MAIL FROM:<a@client.test>")
-            .await
-            .expect("mail")
-            .code,
-        250
-    );
-    assert_eq!(
-        c.command("RCPT TO:<a@example.test>")
-            .await
-            .expect("rcpt")
-            .code,
-        250
-    );
-    assert_eq!(
-        c.command("RCPT TO:<b@example.test>")
-            .await
-            .expect("rcpt")
-            .code,
-        250
-    );
+    expect_code(&mut c, "MAIL FROM:<a@client.test>", 250).await;
+    expect_code(&mut c, "RCPT TO:<a@example.test>", 250).await;
+    expect_code(&mut c, "RCPT TO:<b@example.test>", 250).await;
     let r = c.command("RCPT TO:<c@example.test>").await.expect("rcpt");
     assert_eq!(
         (r.code, r.text.as_str()),
@@ -462,13 +423,7 @@ async fn a_failed_commit_answers_451_and_the_session_goes_on() {
         (r.code, r.text.as_str()),
         (451, "4.3.0 Error: queue unavailable, try again later")
     );
-    assert_eq!(
-        c.command("MAIL FROM:<a@client.test>")
-            .await
-            .expect("mail")
-            .code,
-        250
-    );
+    expect_code(&mut c, "MAIL FROM:<a@client.test>", 250).await;
 }
 
 #[tokio::test]
@@ -499,13 +454,7 @@ async fn malformed_command_lines_are_refused() {
 async fn mail_and_rcpt_lines_get_the_room_their_extensions_need() {
     let f = default_front().await;
     let mut c = ehlo(f.addr).await;
-    assert_eq!(
-        c.command("MAIL FROM:<s@client.test> RET=HDRS ENVID=e1")
-            .await
-            .expect("mail")
-            .code,
-        250
-    );
+    expect_code(&mut c, "MAIL FROM:<s@client.test> RET=HDRS ENVID=e1", 250).await;
     // RCPT with NOTIFY and a long ORCPT: over 512 octets, within the 500 DSN adds.
     let orcpt = format!("rfc822;{}@example.test", "o".repeat(470));
     let rcpt = format!("RCPT TO:<u@example.test> NOTIFY=SUCCESS,FAILURE ORCPT={orcpt}");
@@ -611,20 +560,8 @@ async fn dsn_and_smtputf8_parameters_are_parsed_and_kept() {
         .await
         .expect("mail");
     assert_eq!(r.code, 555);
-    assert_eq!(
-        c.command("MAIL FROM:<a@client.test> ENVID=a=b")
-            .await
-            .expect("mail")
-            .code,
-        501
-    );
-    assert_eq!(
-        c.command("MAIL FROM:<a@client.test>")
-            .await
-            .expect("mail")
-            .code,
-        250
-    );
+    expect_code(&mut c, "MAIL FROM:<a@client.test> ENVID=a=b", 501).await;
+    expect_code(&mut c, "MAIL FROM:<a@client.test>", 250).await;
     assert_eq!(
         c.command("RCPT TO:<üser@example.test>")
             .await
@@ -633,13 +570,7 @@ async fn dsn_and_smtputf8_parameters_are_parsed_and_kept() {
         553,
         "UTF-8 needs SMTPUTF8"
     );
-    assert_eq!(
-        c.command("RCPT TO:<u@example.test> NOTIFY=NEVER,DELAY")
-            .await
-            .expect("rcpt")
-            .code,
-        501
-    );
+    expect_code(&mut c, "RCPT TO:<u@example.test> NOTIFY=NEVER,DELAY", 501).await;
 }
 
 #[tokio::test]
@@ -666,13 +597,7 @@ async fn etrn_is_answered_per_rfc_1985() {
         459
     );
     assert_eq!(c.command("ETRN").await.expect("etrn").code, 501);
-    assert_eq!(
-        c.command("MAIL FROM:<a@client.test>")
-            .await
-            .expect("mail")
-            .code,
-        250
-    );
+    expect_code(&mut c, "MAIL FROM:<a@client.test>", 250).await;
     assert_eq!(
         c.command("ETRN example.test").await.expect("etrn").code,
         503,
@@ -684,13 +609,7 @@ async fn etrn_is_answered_per_rfc_1985() {
 async fn recipient_validation_answers_550_or_450_at_rcpt() {
     let f = default_front().await;
     let mut c = ehlo(f.addr).await;
-    assert_eq!(
-        c.command("MAIL FROM:<a@client.test>")
-            .await
-            .expect("mail")
-            .code,
-        250
-    );
+    expect_code(&mut c, "MAIL FROM:<a@client.test>", 250).await;
     let r = c
         .command("RCPT TO:<Unknown1@Example.test>")
         .await
@@ -707,13 +626,7 @@ async fn recipient_validation_answers_550_or_450_at_rcpt() {
         .expect("rcpt");
     assert_eq!(r.code, 450, "{r:?}");
     assert!(r.text.starts_with("4.1.1 "), "{r:?}");
-    assert_eq!(
-        c.command("RCPT TO:<known@example.test>")
-            .await
-            .expect("rcpt")
-            .code,
-        250
-    );
+    expect_code(&mut c, "RCPT TO:<known@example.test>", 250).await;
 }
 
 /// A certificate for `mx.test` written to PEM files, loaded as the server would.
@@ -732,13 +645,7 @@ async fn starttls_discards_injected_plaintext_and_starts_the_session_over() {
     let mut c = Client::connect(f.addr).await.expect("connect");
     let ehlo = c.command("EHLO client.test").await.expect("ehlo");
     assert!(ehlo.text.lines().any(|l| l == "STARTTLS"), "{ehlo:?}");
-    assert_eq!(
-        c.command("MAIL FROM:<a@client.test>")
-            .await
-            .expect("mail")
-            .code,
-        250
-    );
+    expect_code(&mut c, "MAIL FROM:<a@client.test>", 250).await;
 
     // CVE-2011-0411: a command pipelined after STARTTLS in plain text must not run.
     c.send_raw(b"STARTTLS\r\nRSET\r\n").await.expect("write");
@@ -850,32 +757,14 @@ async fn per_client_session_and_rate_limits() {
         "third session: {third}"
     );
 
-    assert_eq!(
-        a.command("MAIL FROM:<a@client.test>")
-            .await
-            .expect("mail")
-            .code,
-        250
-    );
+    expect_code(&mut a, "MAIL FROM:<a@client.test>", 250).await;
     for n in 0..3 {
-        assert_eq!(
-            a.command(&format!("RCPT TO:<u{n}@example.test>"))
-                .await
-                .expect("rcpt")
-                .code,
-            250
-        );
+        expect_code(&mut a, &format!("RCPT TO:<u{n}@example.test>"), 250).await;
     }
     let r = a.command("RCPT TO:<u9@example.test>").await.expect("rcpt");
     assert_eq!((r.code, &r.text[..5]), (450, "4.7.1"), "{r:?}");
     assert_eq!(a.command("RSET").await.expect("rset").code, 250);
-    assert_eq!(
-        a.command("MAIL FROM:<a@client.test>")
-            .await
-            .expect("mail")
-            .code,
-        250
-    );
+    expect_code(&mut a, "MAIL FROM:<a@client.test>", 250).await;
     assert_eq!(a.command("RSET").await.expect("rset").code, 250);
     let r = a.command("MAIL FROM:<a@client.test>").await.expect("mail");
     assert_eq!(
@@ -924,20 +813,8 @@ async fn a_client_trickling_data_is_cut_off_by_the_minimum_rate() {
 
     // 20 kB/s for 2.5 s: longer than data_timeout, faster than the minimum rate: accepted.
     let mut fast = ehlo(f.addr).await;
-    assert_eq!(
-        fast.command("MAIL FROM:<a@client.test>")
-            .await
-            .expect("mail")
-            .code,
-        250
-    );
-    assert_eq!(
-        fast.command("RCPT TO:<u@example.test>")
-            .await
-            .expect("rcpt")
-            .code,
-        250
-    );
+    expect_code(&mut fast, "MAIL FROM:<a@client.test>", 250).await;
+    expect_code(&mut fast, "RCPT TO:<u@example.test>", 250).await;
     assert_eq!(fast.command("DATA").await.expect("data").code, 354);
     fast.send_raw(b"Subject: steady\r\n\r\n")
         .await
@@ -954,20 +831,8 @@ async fn a_client_trickling_data_is_cut_off_by_the_minimum_rate() {
 
     // One byte every 300 ms: cut off soon after data_timeout.
     let mut slow = ehlo(f.addr).await;
-    assert_eq!(
-        slow.command("MAIL FROM:<a@client.test>")
-            .await
-            .expect("mail")
-            .code,
-        250
-    );
-    assert_eq!(
-        slow.command("RCPT TO:<u@example.test>")
-            .await
-            .expect("rcpt")
-            .code,
-        250
-    );
+    expect_code(&mut slow, "MAIL FROM:<a@client.test>", 250).await;
+    expect_code(&mut slow, "RCPT TO:<u@example.test>", 250).await;
     assert_eq!(slow.command("DATA").await.expect("data").code, 354);
     let started = std::time::Instant::now();
     let mut cut = None;
@@ -1050,20 +915,8 @@ async fn too_many_received_headers_and_data_before_354_are_refused() {
         250
     );
 
-    assert_eq!(
-        c.command("MAIL FROM:<a@client.test>")
-            .await
-            .expect("mail")
-            .code,
-        250
-    );
-    assert_eq!(
-        c.command("RCPT TO:<u@example.test>")
-            .await
-            .expect("rcpt")
-            .code,
-        250
-    );
+    expect_code(&mut c, "MAIL FROM:<a@client.test>", 250).await;
+    expect_code(&mut c, "RCPT TO:<u@example.test>", 250).await;
     c.send_raw(b"DATA\r\nSubject: too early\r\n\r\nx\r\n.\r\n")
         .await
         .expect("write");
@@ -1086,20 +939,8 @@ async fn bdat_chunks_are_counted_exactly_and_checked_like_data() {
     let mut c = ehlo(f.addr).await;
 
     // Chunks pipelined back to back; a dot at a line start is content, not an end.
-    assert_eq!(
-        c.command("MAIL FROM:<a@client.test>")
-            .await
-            .expect("mail")
-            .code,
-        250
-    );
-    assert_eq!(
-        c.command("RCPT TO:<u@example.test>")
-            .await
-            .expect("rcpt")
-            .code,
-        250
-    );
+    expect_code(&mut c, "MAIL FROM:<a@client.test>", 250).await;
+    expect_code(&mut c, "RCPT TO:<u@example.test>", 250).await;
     let part1 = b"Subject: chunks\r\n\r\n.line\r\n";
     let part2 = b"MAIL FROM:<x@y>\r\n";
     let mut wire = format!("BDAT {}\r\n", part1.len()).into_bytes();
@@ -1132,40 +973,16 @@ async fn bdat_chunks_are_counted_exactly_and_checked_like_data() {
     assert_eq!(c.command("NOOP").await.expect("noop").code, 250);
 
     // A bare LF inside a chunk refuses the message.
-    assert_eq!(
-        c.command("MAIL FROM:<a@client.test>")
-            .await
-            .expect("mail")
-            .code,
-        250
-    );
-    assert_eq!(
-        c.command("RCPT TO:<u@example.test>")
-            .await
-            .expect("rcpt")
-            .code,
-        250
-    );
+    expect_code(&mut c, "MAIL FROM:<a@client.test>", 250).await;
+    expect_code(&mut c, "RCPT TO:<u@example.test>", 250).await;
     c.send_raw(b"BDAT 8 LAST\r\nbad\nline")
         .await
         .expect("write");
     assert_eq!(c.read_reply().await.expect("550").code, 550);
 
     // Too big: 552, the octets still consumed.
-    assert_eq!(
-        c.command("MAIL FROM:<a@client.test>")
-            .await
-            .expect("mail")
-            .code,
-        250
-    );
-    assert_eq!(
-        c.command("RCPT TO:<u@example.test>")
-            .await
-            .expect("rcpt")
-            .code,
-        250
-    );
+    expect_code(&mut c, "MAIL FROM:<a@client.test>", 250).await;
+    expect_code(&mut c, "RCPT TO:<u@example.test>", 250).await;
     let big = vec![b'x'; 70 * 1024];
     c.send_raw(format!("BDAT {}\r\n", big.len()).as_bytes())
         .await
@@ -1179,20 +996,8 @@ async fn bdat_chunks_are_counted_exactly_and_checked_like_data() {
     assert_eq!(c.command("NOOP").await.expect("noop").code, 250);
 
     // DATA cannot follow BDAT in one transaction.
-    assert_eq!(
-        c.command("MAIL FROM:<a@client.test>")
-            .await
-            .expect("mail")
-            .code,
-        250
-    );
-    assert_eq!(
-        c.command("RCPT TO:<u@example.test>")
-            .await
-            .expect("rcpt")
-            .code,
-        250
-    );
+    expect_code(&mut c, "MAIL FROM:<a@client.test>", 250).await;
+    expect_code(&mut c, "RCPT TO:<u@example.test>", 250).await;
     c.send_raw(b"BDAT 4\r\nab\r\n").await.expect("write");
     assert_eq!(c.read_reply().await.expect("250").code, 250);
     assert_eq!(c.command("DATA").await.expect("data").code, 503);
