@@ -32,8 +32,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-"$root/scripts/install-deps.sh" --test
-(cd "$root" && cargo build --release --locked -p mxraftd -p mxraftctl) >/dev/null
+bench_prepare
 
 echo "== disk: fsync rate (4 KiB O_DSYNC writes in $work)"
 dd_out=$(dd if=/dev/zero of="$work/fsync.probe" bs=4k count=2000 oflag=dsync 2>&1 | tail -n 1)

@@ -31,8 +31,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-"$root/scripts/install-deps.sh" --test
-(cd "$root" && cargo build --release --locked -p mxraftd -p mxraftctl) >/dev/null
+bench_prepare
 
 start_sink() {
     "$smtp_sink" -u nobody 127.0.0.1:2500 256 &

@@ -12,6 +12,12 @@ pf=$work/postfix
 main_cf=/etc/postfix/main.cf
 main_cf_backup=$work/main.cf.orig
 
+# Installs what is missing and builds the binaries (needs $root).
+bench_prepare() {
+    "$root/scripts/install-deps.sh" --test
+    (cd "$root" && cargo build --release --locked -p mxraftd -p mxraftctl) >/dev/null
+}
+
 now() { date +%s.%N; }
 rate() { awk -v n="$1" -v t="$2" 'BEGIN { printf "%.0f", n / t }'; }
 since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.3f", b - a }'; }

@@ -133,12 +133,7 @@ fn not_found(id: MessageId) -> Status {
     Status::not_found(format!("message {id} is not in the queue"))
 }
 
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
+use mxraft_queue::now_ms;
 
 fn changed_of(result: &CommandResult) -> u32 {
     match result {

@@ -27,7 +27,7 @@ pub mod spf;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use openraft::async_runtime::WatchReceiver;
 use tokio::task::JoinSet;
@@ -39,13 +39,7 @@ use mxraft_cluster::RaftNode;
 pub use config::DeliveryConfig;
 pub use route::{Route, RouteTable};
 
-/// Wall-clock milliseconds since the Unix epoch, the time base of the queue's commands.
-pub(crate) fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
+pub(crate) use mxraft_queue::now_ms;
 
 /// Delivery on one node.
 pub struct Delivery {

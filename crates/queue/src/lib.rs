@@ -19,6 +19,7 @@
 //! What it does not own: storage (`mxraft-store` persists the [`Change`]s and the bodies),
 //! consensus (`mxraft-cluster`), and the SMTP conversation (`mxraft-smtp`).
 
+pub mod clock;
 pub mod codec;
 pub mod command;
 pub mod dsn;
@@ -28,6 +29,7 @@ pub mod policy;
 pub mod recipients;
 pub mod state;
 
+pub use clock::now_ms;
 pub use codec::{CodecError, decode, encode};
 pub use command::{
     CommandResult, Enqueue, FlushTarget, MessageReport, Outcome as AttemptOutcome, QueueCommand,

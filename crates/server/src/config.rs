@@ -307,15 +307,6 @@ pub enum ConfigError {
     },
 }
 
-fn valid_host_port(s: &str) -> bool {
-    match s.rsplit_once(':') {
-        Some((host, port)) => {
-            !host.is_empty() && !host.contains(' ') && port.parse::<u16>().is_ok_and(|p| p > 0)
-        }
-        None => false,
-    }
-}
-
 impl Config {
     /// Reads, parses and validates a configuration file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
@@ -364,13 +355,13 @@ impl Config {
             ("cluster.advertise", &self.cluster.advertise),
         ] {
             if let Some(v) = value
-                && !valid_host_port(v)
+                && split_host_port(v).is_none()
             {
                 return Err(format!("{key} must be host:port, not {v:?}"));
             }
         }
         for seed in &self.cluster.join {
-            if !valid_host_port(seed) {
+            if split_host_port(seed).is_none() {
                 return Err(format!(
                     "cluster.join entries must be host:port, not {seed:?}"
                 ));
@@ -390,7 +381,7 @@ impl Config {
                 return Err(format!("domains.name {:?} is listed twice", d.name));
             }
             match (&d.primary, d.mx_preference) {
-                (Some(p), None) if !valid_host_port(p) => {
+                (Some(p), None) if split_host_port(p).is_none() => {
                     return Err(format!(
                         "domains.primary of {:?} must be host:port, not {p:?}",
                         d.name
@@ -419,7 +410,7 @@ impl Config {
             }
         }
         for r in &self.routes {
-            if !valid_host_port(&r.next_hop) {
+            if split_host_port(&r.next_hop).is_none() {
                 return Err(format!(
                     "routes.next_hop of {:?} must be host:port, not {:?}",
                     r.domain, r.next_hop

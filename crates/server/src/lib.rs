@@ -329,12 +329,7 @@ impl RaftSubmitter {
     }
 }
 
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
+use mxraft_queue::now_ms;
 
 /// The route table and per-domain lifetimes from the configuration.
 fn routes(config: &Config) -> (RouteTable, BTreeMap<String, Duration>) {

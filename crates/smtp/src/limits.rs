@@ -63,24 +63,22 @@ impl ClientTracker {
 
     /// Counts a message from `ip`; false when it already sent `limit` this minute (0: no limit).
     pub(crate) fn message(&self, ip: IpAddr, limit: u32) -> bool {
-        limit == 0
-            || self.with(ip, |e| {
-                if e.messages >= limit {
-                    return false;
-                }
-                e.messages += 1;
-                true
-            })
+        self.count(ip, limit, |e| &mut e.messages)
     }
 
     /// Counts a recipient from `ip`; false when it already gave `limit` this minute.
     pub(crate) fn recipient(&self, ip: IpAddr, limit: u32) -> bool {
+        self.count(ip, limit, |e| &mut e.recipients)
+    }
+
+    fn count(&self, ip: IpAddr, limit: u32, counter: fn(&mut Entry) -> &mut u32) -> bool {
         limit == 0
             || self.with(ip, |e| {
-                if e.recipients >= limit {
+                let n = counter(e);
+                if *n >= limit {
                     return false;
                 }
-                e.recipients += 1;
+                *n += 1;
                 true
             })
     }

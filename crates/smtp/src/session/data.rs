@@ -1,7 +1,7 @@
 //! DATA (RFC 5321 §4.1.1.4): receive the message, then commit it before answering.
 
 use std::net::IpAddr;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use bytes::{Buf, Bytes};
 use tracing::{info, warn};
@@ -136,10 +136,7 @@ impl<S: Submitter> Session<S> {
             );
         }
 
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0);
+        let now = mxraft_queue::now_ms();
         let id = self.ctx.ids.next(now);
         let body = Bytes::from(message);
         let enqueue = Enqueue {
