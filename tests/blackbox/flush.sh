@@ -21,8 +21,7 @@ smtp_sink=$(command -v smtp-sink || echo /usr/sbin/smtp-sink)
 smtp_source=$(command -v smtp-source || echo /usr/sbin/smtp-source)
 sink_pid=""
 
-fail() { echo "FAIL: $*" >&2; for f in "$MXRAFT_LOCAL_DIR"/node*.log; do echo "== $f" >&2; tail -n 20 "$f" >&2; done; exit 1; }
-step() { echo "--- $*"; }
+source "$root/tests/blackbox/lib.sh"
 cleanup() {
     [[ -n $sink_pid ]] && kill "$sink_pid" 2>/dev/null || true
     "$root/deploy/local/down.sh" >/dev/null 2>&1 || true
@@ -30,11 +29,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-for port in 2500 2501 2525 2526 2527 7001 7002 7003 7101 7102 7103; do
-    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-        fail "port $port is in use (stop the local cluster with deploy/local/down.sh)"
-    fi
-done
+require_free_ports 2500 2501 2525 2526 2527 7001 7002 7003 7101 7102 7103
 
 start_sink() { # $1 = dump directory, then smtp-sink options
     mkdir -p "$1"
@@ -64,7 +59,7 @@ wait_down() {
 }
 
 step "start the local cluster; nothing listens on 127.0.0.1:2500"
-"$root/deploy/local/up.sh" >"$dir/up.log" 2>&1 || { cat "$dir/up.log"; fail "up.sh failed"; }
+local_up "$dir/up.log" "up.sh failed"
 
 step "queue 30 messages with swaks while the primary is down"
 : >"$dir/acked"
@@ -164,7 +159,7 @@ echo "killed node $victim after $done_count deliveries; it held $in_flight messa
 
 step "the survivors finish the flush after the claims expire"
 wait_empty 120 "${survivors[@]}"
-"$root/deploy/local/up.sh" >"$dir/up2.log" 2>&1 || { cat "$dir/up2.log"; fail "restart failed"; }
+local_up "$dir/up2.log" "restart failed"
 wait_empty 60 7001 7002 7003
 
 total=$(dumped_ids "$dir/sink2" | wc -l)

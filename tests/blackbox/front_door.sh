@@ -17,14 +17,8 @@ dir=$(mktemp -d /tmp/mxraft-front-door.XXXXXX)
 export MXRAFT_LOCAL_DIR=$dir
 solo_pid=""
 
-fail() {
-    echo "FAIL: $*" >&2
-    for f in "$dir"/node*.log "$dir"/solo/solo.log; do
-        [[ -f $f ]] && { echo "== $f" >&2; tail -n 30 "$f" >&2; }
-    done
-    exit 1
-}
-step() { echo "--- $*"; }
+source "$root/tests/blackbox/lib.sh"
+fail_logs=("$dir/solo/solo.log")
 
 cleanup() {
     "$root/deploy/local/down.sh" >/dev/null 2>&1 || true
@@ -33,11 +27,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-for port in 2525 2526 2527 7001 7002 7003 7101 7102 7103 9101 9102 9103; do
-    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-        fail "port $port is in use (is a local cluster running? stop it with deploy/local/down.sh)"
-    fi
-done
+require_free_ports 2525 2526 2527 7001 7002 7003 7101 7102 7103 9101 9102 9103
 
 # A test certificate, made before up.sh (which keeps a certificate it finds).
 make_cert() {
@@ -51,7 +41,7 @@ make_cert front-door.test "$dir/tls"
 cp "$dir/tls/cert.pem" "$dir/ca/first.pem"
 
 step "deploy/local/up.sh starts three nodes"
-"$root/deploy/local/up.sh" >"$dir/up.log" 2>&1 || { cat "$dir/up.log"; fail "up.sh failed"; }
+local_up "$dir/up.log" "up.sh failed"
 
 # The reply to RCPT TO:<$2> on port $1 (sender $3, default a@client.test). swaks exits
 # non-zero on a refusal: the reply is what is checked.
@@ -244,7 +234,7 @@ step "no quorum: with two nodes stopped, node 1 answers 451 4.3.0 at the end of 
 kill -KILL "$(<"$dir/node2.pid")" "$(<"$dir/node3.pid")"
 got=$(data_reply 2525 --from quorum@client.test --to user1@example.test --timeout 60)
 [[ $got == "451 4.3.0"* ]] || fail "without quorum: got '$got'"
-"$root/deploy/local/up.sh" >"$dir/up2.log" 2>&1 || { cat "$dir/up2.log"; fail "up.sh did not restart the nodes"; }
+local_up "$dir/up2.log" "up.sh did not restart the nodes"
 got=$(data_reply 2526 --from quorum2@client.test --to user1@example.test)
 [[ $got == "250 2.0.0"* ]] || fail "after the restart: got '$got'"
 

@@ -11,8 +11,7 @@ dir=$(mktemp -d /tmp/mxraft-blackbox.XXXXXX)
 export MXRAFT_LOCAL_DIR=$dir
 sent=$dir/sent.txt
 
-fail() { echo "FAIL: $*" >&2; for f in "$dir"/node*.log; do echo "== $f" >&2; tail -n 30 "$f" >&2; done; exit 1; }
-step() { echo "--- $*"; }
+source "$root/tests/blackbox/lib.sh"
 
 cleanup() {
     "$root/deploy/local/down.sh" >/dev/null 2>&1 || true
@@ -20,14 +19,10 @@ cleanup() {
 }
 trap cleanup EXIT
 
-for port in 2525 2526 2527 7001 7002 7003 7101 7102 7103; do
-    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-        fail "port $port is in use (is a local cluster running? stop it with deploy/local/down.sh)"
-    fi
-done
+require_free_ports 2525 2526 2527 7001 7002 7003 7101 7102 7103
 
 step "deploy/local/up.sh starts three nodes"
-"$root/deploy/local/up.sh" >"$dir/up.log" 2>&1 || { cat "$dir/up.log"; fail "up.sh failed"; }
+local_up "$dir/up.log" "up.sh failed"
 
 # Sends one message with swaks to port $1 (tag $2, to user$3@example.test) and records the
 # queue id of the 250 reply.
@@ -90,7 +85,7 @@ step "new mail is accepted while node $leader is down"
 for n in "${survivors[@]}"; do send "252$((4 + n))" "after$n" "$((900 + n))"; done
 
 step "up.sh restarts the killed node, which catches up"
-"$root/deploy/local/up.sh" >"$dir/up2.log" 2>&1 || { cat "$dir/up2.log"; fail "second up.sh failed"; }
+local_up "$dir/up2.log" "second up.sh failed"
 grep -q "started node $leader" "$dir/up2.log" || fail "up.sh did not restart node $leader"
 caught_up=0
 for _ in $(seq 1 300); do

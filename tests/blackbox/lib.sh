@@ -1,0 +1,31 @@
+# Shared by the black-box scripts; source it after setting MXRAFT_LOCAL_DIR (where the local
+# cluster keeps its data and node logs). Extra log files to show on failure go in fail_logs.
+
+fail_logs=()
+
+step() { echo "--- $*"; }
+
+# Prints the reason and the end of every node log (and of fail_logs), then exits.
+fail() {
+    echo "FAIL: $*" >&2
+    local f
+    for f in "$MXRAFT_LOCAL_DIR"/node*.log "${fail_logs[@]}"; do
+        [[ -f $f ]] && { echo "== $f" >&2; tail -n 30 "$f" >&2; }
+    done
+    exit 1
+}
+
+# Fails unless every given loopback port is free.
+require_free_ports() {
+    local port
+    for port in "$@"; do
+        if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+            fail "port $port is in use (is a local cluster running? stop it with deploy/local/down.sh)"
+        fi
+    done
+}
+
+# Runs deploy/local/up.sh with its output in $1; on failure shows it and fails with $2.
+local_up() {
+    "$root/deploy/local/up.sh" >"$1" 2>&1 || { cat "$1"; fail "$2"; }
+}
