@@ -76,6 +76,9 @@ impl AdminService {
     ) -> Result<Response<QueueActionReply>, Status> {
         let id: MessageId = id_text.trim().parse().map_err(|_| bad_id(id_text))?;
         let node = self.node()?;
+        // The existence check reads this node's copy: first let it catch up with everything
+        // committed, so a message just deleted through another node is not found here either.
+        node.read_barrier(self.options.read_timeout).await?;
         if node.state_machine().read().queue().get(id).is_none() {
             return Err(not_found(id));
         }
