@@ -1,58 +1,104 @@
 #!/usr/bin/env bash
-# Installs what building (and, with --test, testing) mxraft needs on Debian, if missing.
-#   scripts/install-deps.sh          clang/libclang (RocksDB bindings), jq, openssl
-#   scripts/install-deps.sh --test   also swaks, postfix (smtp-source, smtp-sink), dnsmasq, iproute2,
-#                                    python3, curl, and the nightly toolchain and cargo-fuzz
-#                                    for the fuzz targets
-# Packages already present are left alone; nothing is started.
+# Installs what building, trying and testing mxraft needs on Debian, then checks that each
+# capability works, failing with one line that names the package when one does not.
+#
+#   scripts/install-deps.sh          building: a C/C++ compiler, clang/libclang (RocksDB's
+#                                    bindings), jq, openssl
+#   scripts/install-deps.sh --try    also what the README's "Try it" uses: swaks with its TLS
+#                                    modules (swaks --tls), Postfix's smtp-sink and smtp-source,
+#                                    curl
+#   scripts/install-deps.sh --test   also what tests/run.sh uses: dnsmasq, iproute2, python3,
+#                                    the nightly toolchain and cargo-fuzz for the fuzz targets
+#
+# Packages already present are left alone; nothing is started (Postfix is installed with the
+# "No configuration" answer, for its tools only). Needs root or sudo when something is missing.
 set -euo pipefail
 
-want_test=0
-[[ "${1:-}" == "--test" ]] && want_test=1
+level=0
+case "${1:-}" in
+    "") ;;
+    --try) level=1 ;;
+    --test) level=2 ;;
+    *) echo "install-deps: unknown option ${1}; use --try or --test" >&2; exit 2 ;;
+esac
+
+say() { echo "install-deps: $*" >&2; }
 
 if ! command -v cargo >/dev/null 2>&1; then
-    echo "install-deps: cargo not found; install Rust 1.95 or newer (https://rustup.rs) and retry" >&2
+    say "cargo not found; install Rust 1.95 or newer (rustup) and retry"
     exit 1
 fi
 
+# One capability per line: the level that needs it, the Debian packages that provide it, and
+# the check that proves it works. Checks run before installing (to find what is missing) and
+# again after (to prove the install gave what the scripts use).
+caps=(
+    "0|gcc libc6-dev|command -v cc"
+    "0|g++|command -v c++"
+    "0|clang|command -v clang"
+    "0|libclang-dev|compgen -G '/usr/lib/llvm-*/lib/libclang*.so*' || compgen -G '/usr/lib/*/libclang*.so*'"
+    "0|jq|command -v jq"
+    "0|openssl|command -v openssl"
+    "1|swaks|command -v swaks"
+    "1|libnet-ssleay-perl libio-socket-ssl-perl|perl -MNet::SSLeay -MIO::Socket::SSL -e1"
+    "1|postfix|command -v smtp-sink || test -x /usr/sbin/smtp-sink"
+    "1|postfix|command -v smtp-source || test -x /usr/sbin/smtp-source"
+    "1|curl|command -v curl"
+    "2|dnsmasq|command -v dnsmasq || test -x /usr/sbin/dnsmasq"
+    "2|iproute2|command -v ip || test -x /usr/sbin/ip || test -x /sbin/ip"
+    "2|python3|command -v python3"
+)
+
+check() { bash -c "$1" >/dev/null 2>&1; }
+
 missing=()
-command -v clang >/dev/null 2>&1 || missing+=(clang)
-compgen -G "/usr/lib/llvm-*/lib/libclang*.so*" >/dev/null || compgen -G "/usr/lib/*/libclang*.so*" >/dev/null || missing+=(libclang-dev)
-command -v jq >/dev/null 2>&1 || missing+=(jq)
-command -v openssl >/dev/null 2>&1 || missing+=(openssl)
-if ((want_test)); then
-    command -v swaks >/dev/null 2>&1 || missing+=(swaks)
-    { command -v smtp-source && command -v smtp-sink; } >/dev/null 2>&1 || [[ -x /usr/sbin/smtp-source ]] || missing+=(postfix)
-    command -v dnsmasq >/dev/null 2>&1 || [[ -x /usr/sbin/dnsmasq ]] || missing+=(dnsmasq)
-    command -v ip >/dev/null 2>&1 || [[ -x /usr/sbin/ip ]] || missing+=(iproute2)
-    command -v python3 >/dev/null 2>&1 || missing+=(python3)
-    command -v curl >/dev/null 2>&1 || missing+=(curl)
+for cap in "${caps[@]}"; do
+    IFS='|' read -r need packages test <<<"$cap"
+    ((need <= level)) || continue
+    check "$test" && continue
+    for p in $packages; do
+        [[ " ${missing[*]} " == *" $p "* ]] || missing+=("$p")
+    done
+done
+
+if ((${#missing[@]} > 0)); then
+    sudo=()
+    if [[ $(id -u) -ne 0 ]]; then
+        command -v sudo >/dev/null 2>&1 || { say "need root (or sudo) to install: ${missing[*]}"; exit 1; }
+        sudo=(sudo)
+    fi
+    say "installing ${missing[*]}"
+    if [[ " ${missing[*]} " == *" postfix "* ]]; then
+        # Postfix comes only for its tools: answer "No configuration" and never start it.
+        echo "postfix postfix/main_mailer_type select No configuration" | "${sudo[@]}" debconf-set-selections
+    fi
+    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -q >/dev/null
+    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-if ((want_test)); then
+failed=0
+for cap in "${caps[@]}"; do
+    IFS='|' read -r need packages test <<<"$cap"
+    ((need <= level)) || continue
+    if ! check "$test"; then
+        say "still missing after the install: '$test' fails; install Debian's $packages"
+        failed=1
+    fi
+done
+((failed == 0)) || exit 1
+
+if ((level >= 2)); then
     # The fuzz targets (fuzz/) build with a nightly compiler and cargo-fuzz.
     if ! rustup run nightly rustc --version >/dev/null 2>&1; then
-        command -v rustup >/dev/null 2>&1 || { echo "install-deps: the fuzz targets need a nightly Rust toolchain, and rustup is not installed" >&2; exit 1; }
-        echo "install-deps: installing the nightly Rust toolchain"
+        command -v rustup >/dev/null 2>&1 || { say "the fuzz targets need a nightly Rust toolchain, and rustup is not installed"; exit 1; }
+        say "installing the nightly Rust toolchain"
         rustup toolchain install nightly --profile minimal
     fi
+    rustup run nightly rustc --version >/dev/null 2>&1 || { say "the nightly Rust toolchain does not run: rustup toolchain install nightly"; exit 1; }
     if ! cargo fuzz --version >/dev/null 2>&1; then
-        echo "install-deps: installing cargo-fuzz"
+        say "installing cargo-fuzz"
         cargo install cargo-fuzz --locked --version 0.13.2
     fi
+    cargo fuzz --version >/dev/null 2>&1 || { say "cargo fuzz does not run: cargo install cargo-fuzz --locked --version 0.13.2"; exit 1; }
 fi
-
-if ((${#missing[@]} == 0)); then
-    exit 0
-fi
-
-sudo=()
-if [[ $(id -u) -ne 0 ]]; then
-    command -v sudo >/dev/null 2>&1 || { echo "install-deps: need root (or sudo) to install: ${missing[*]}" >&2; exit 1; }
-    sudo=(sudo)
-fi
-echo "install-deps: installing ${missing[*]}"
-# Postfix comes only for its tools: answer "No configuration" and never start it.
-echo "postfix postfix/main_mailer_type select No configuration" | "${sudo[@]}" debconf-set-selections
-"${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -q
-"${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
+exit 0

@@ -9,7 +9,8 @@
 # Protects example.test (next hop 127.0.0.1:2500) with the recipients postmaster@example.test
 # and user1@ ... user1000@example.test. Data, logs and nodeN.pid files live in
 # $MXRAFT_LOCAL_DIR (default .local-cluster/ at the top of the repository).
-# Installs what is missing, builds in release mode, waits for a leader and three voters.
+# Installs what is missing (also swaks and smtp-sink, which the README's "Try it" uses), builds
+# in release mode, waits for a leader and three voters.
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -17,7 +18,7 @@ dir=${MXRAFT_LOCAL_DIR:-$root/.local-cluster}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/mxraft/target}
 bin=$CARGO_TARGET_DIR/release
 
-"$root/scripts/install-deps.sh"
+"$root/scripts/install-deps.sh" --try
 echo "up: building (release)"
 (cd "$root" && cargo build --release --locked -p mxraftd -p mxraftctl)
 
