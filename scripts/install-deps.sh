@@ -8,7 +8,8 @@
 #                                    modules (swaks --tls), Postfix's smtp-sink and smtp-source,
 #                                    curl
 #   scripts/install-deps.sh --test   also what tests/run.sh uses: dnsmasq, iproute2, python3,
-#                                    the nightly toolchain and cargo-fuzz for the fuzz targets
+#                                    nftables, the nightly toolchain and cargo-fuzz for the fuzz
+#                                    targets, and grpcurl (built with Go into ~/.cache/mxraft/bin)
 #
 # Packages already present are left alone; nothing is started (Postfix is installed with the
 # "No configuration" answer, for its tools only). Needs root or sudo when something is missing.
@@ -47,6 +48,7 @@ caps=(
     "2|dnsmasq|command -v dnsmasq || test -x /usr/sbin/dnsmasq"
     "2|iproute2|command -v ip || test -x /usr/sbin/ip || test -x /sbin/ip"
     "2|python3|command -v python3"
+    "2|nftables|command -v nft || test -x /usr/sbin/nft"
 )
 
 check() { bash -c "$1" >/dev/null 2>&1; }
@@ -100,5 +102,13 @@ if ((level >= 2)); then
         cargo install cargo-fuzz --locked --version 0.13.2
     fi
     cargo fuzz --version >/dev/null 2>&1 || { say "cargo fuzz does not run: cargo install cargo-fuzz --locked --version 0.13.2"; exit 1; }
+    # grpcurl, a gRPC client nobody here wrote, for the black-box tests of the cluster port.
+    grpcurl=$HOME/.cache/mxraft/bin/grpcurl
+    if ! "$grpcurl" -version >/dev/null 2>&1; then
+        command -v go >/dev/null 2>&1 || { say "grpcurl is built with Go, which is not installed"; exit 1; }
+        say "building grpcurl into $HOME/.cache/mxraft/bin"
+        GOBIN=$HOME/.cache/mxraft/bin go install github.com/fullstorydev/grpcurl/cmd/grpcurl@v1.9.4
+    fi
+    "$grpcurl" -version >/dev/null 2>&1 || { say "grpcurl does not run: GOBIN=$HOME/.cache/mxraft/bin go install github.com/fullstorydev/grpcurl/cmd/grpcurl@v1.9.4"; exit 1; }
 fi
 exit 0

@@ -6,9 +6,10 @@
 #
 # The root has only Debian's minbase: no compiler, no Perl modules, no Postfix, no Python.
 # What it is given from this machine is what every new machine of this kind comes with: the
-# Rust toolchains installed by rustup (bound at the same path), plus this checkout and the
-# target directory (bound at the same paths, so cargo sees the build as fresh). Its cargo home
-# is new, so cargo-fuzz and the crates are fetched again.
+# Rust toolchains installed by rustup and Go in /usr/local/go (bound at the same paths), plus
+# this checkout and the target directory (bound at the same paths, so cargo sees the build as
+# fresh). Its cargo home and Go caches are new, so cargo-fuzz, grpcurl and the crates are
+# fetched and built again.
 #
 #   tests/fresh-machine.sh [--keep]     --keep leaves the root in $MXRAFT_FRESH_ROOT for a rerun
 #
@@ -63,19 +64,23 @@ if [[ ! -x $fresh/bin/bash ]]; then
         { tail -n 20 "$fresh.debootstrap.log"; exit 1; }
 fi
 
-say "binding /proc, /sys, /dev, the checkout, the target directory and the rustup toolchains"
+[[ -z $(mounted) ]] || { echo "fresh-machine: something is still mounted in $fresh" >&2; exit 1; }
+# Nothing is mounted yet, so this removes only what an earlier --keep run left in the root.
+rm -rf "$fresh/root/.cargo" "$fresh/root/.cache" "$fresh/root/go"
+
+say "binding /proc, /sys, /dev, the checkout, the target directory, rustup's toolchains and Go"
 cp /etc/resolv.conf "$fresh/etc/resolv.conf"
 mount -t proc proc "$fresh/proc"
 mount -t sysfs sys "$fresh/sys"
 mount --rbind /dev "$fresh/dev"
 mount -t tmpfs tmpfs "$fresh/tmp"
-for d in "$repo" "$CARGO_TARGET_DIR" "$rustup_home"; do
+go_root=$(dirname "$(dirname "$(readlink -f "$(command -v go)")")")
+for d in "$repo" "$CARGO_TARGET_DIR" "$rustup_home" "$go_root"; do
     mkdir -p "$fresh$d"
     mount --bind "$d" "$fresh$d"
 done
 # A new cargo home with only rustup's proxies, as a machine with Rust and nothing else has.
 cargo_home=$fresh/root/.cargo
-rm -rf "$cargo_home"
 mkdir -p "$cargo_home/bin"
 cp "$(command -v rustup)" "$cargo_home/bin/rustup"
 for tool in cargo rustc rustdoc cargo-clippy clippy-driver cargo-fmt rustfmt; do
@@ -84,7 +89,7 @@ done
 
 in_root() {
     chroot "$fresh" /usr/bin/env -i HOME=/root TERM=dumb LANG=C.UTF-8 \
-        PATH=/root/.cargo/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+        PATH=/root/.cargo/bin:$go_root/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
         RUSTUP_HOME="$rustup_home" CARGO_TARGET_DIR="$CARGO_TARGET_DIR" \
         bash -c "cd '$repo' && $1"
 }
@@ -99,7 +104,7 @@ in_root 'apt-get update -q >/dev/null && scripts/install-deps.sh --test'
 say "the binaries run in the fresh root"
 in_root '"$CARGO_TARGET_DIR/release/mxraftd" --version && "$CARGO_TARGET_DIR/release/mxraftctl" --version'
 
-for t in local_cluster flush front_door; do
+for t in local_cluster flush front_door security; do
     say "tests/blackbox/$t.sh"
     in_root "tests/blackbox/$t.sh"
 done

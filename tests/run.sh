@@ -56,4 +56,7 @@ tests/blackbox/flush.sh
 section "black-box: the SMTP front door (relay, recipients, limits, TLS, hostile input)"
 tests/blackbox/front_door.sh
 
+section "black-box: the secure cluster (mTLS, admin roles, partitions, a wiped bootstrap node, a full disk)"
+tests/blackbox/security.sh
+
 section "all tests passed in $((SECONDS - start)) s"

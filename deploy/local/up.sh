@@ -2,8 +2,8 @@
 # Starts a three-node mxraft cluster on loopback, or restarts the nodes that are not running.
 #
 #   SMTP   127.0.0.1:2525  :2526  :2527
-#   admin  127.0.0.1:7001  :7002  :7003   (mxraftctl --endpoint http://127.0.0.1:7001 ...)
-#   raft   127.0.0.1:7101  :7102  :7103   (internal)
+#   admin  127.0.0.1:7001  :7002  :7003   (TLS and a bearer token: see the export lines it prints)
+#   raft   127.0.0.1:7101  :7102  :7103   (internal, mutual TLS)
 #   metrics 127.0.0.1:9101 :9102  :9103   (Prometheus: curl http://127.0.0.1:9101/metrics)
 #
 # Protects example.test (next hop 127.0.0.1:2500) with the recipients postmaster@example.test
@@ -15,6 +15,8 @@ set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 dir=${MXRAFT_LOCAL_DIR:-$root/.local-cluster}
+# Where node1.toml ... node3.toml come from (benchmarks pass variants).
+configs=${MXRAFT_LOCAL_CONFIGS:-$root/deploy/local}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/mxraft/target}
 bin=$CARGO_TARGET_DIR/release
 
@@ -35,6 +37,23 @@ if [[ ! -f $dir/tls/cert.pem || ! -f $dir/tls/key.pem ]]; then
     echo "up: made a self-signed TLS certificate in $dir/tls"
 fi
 
+# The cluster CA, a certificate per node, a client certificate with the read role, and the
+# admin and read bearer tokens, made once with mxraftctl as a real deployment would.
+if [[ ! -f $dir/tls/ca.pem ]]; then
+    mkdir -p "$dir/tls"
+    rm -f "$dir"/tls/ca-key.pem "$dir"/tls/node[123]*.pem "$dir"/tls/reader*.pem "$dir"/tls/*.token
+    "$bin/mxraftctl" cert create-ca --out-dir "$dir/tls" --name "mxraft local cluster CA" >/dev/null
+    for n in 1 2 3; do
+        "$bin/mxraftctl" cert create-node --id "$n" --dns localhost --dns "node$n.mxraft.test" \
+            --ip 127.0.0.1 --ca-dir "$dir/tls" --out-dir "$dir/tls" >/dev/null
+    done
+    "$bin/mxraftctl" cert create-client --role read --name reader --ca-dir "$dir/tls" --out-dir "$dir/tls" >/dev/null
+    "$bin/mxraftctl" token create "$dir/tls/admin.token" >/dev/null
+    "$bin/mxraftctl" token create "$dir/tls/read.token" >/dev/null
+    echo "up: made the cluster CA, node certificates and admin tokens in $dir/tls"
+fi
+export MXRAFT_CA_FILE=$dir/tls/ca.pem MXRAFT_TOKEN_FILE=$dir/tls/admin.token
+
 # A node runs when its pid file names a live mxraftd process.
 running() {
     local pidfile=$dir/node$1.pid pid
@@ -53,43 +72,50 @@ for n in 1 2 3; do
         echo "up: node $n already running (pid $(<"$dir/node$n.pid"))"
         continue
     fi
-    (cd "$dir" && exec nohup "$bin/mxraftd" --config "$root/deploy/local/node$n.toml" --data-dir "$dir/node$n" \
+    (cd "$dir" && exec nohup "$bin/mxraftd" --config "$configs/node$n.toml" --data-dir "$dir/node$n" \
         >>"$dir/node$n.log" 2>&1 </dev/null) &
     echo $! >"$dir/node$n.pid"
     echo "up: started node $n (pid $!, log $dir/node$n.log)"
 done
 
-# Wait until one node reports a leader and three voters, all of them running.
+# Wait until one node reports a leader and three voters, all of them running. (A node that
+# lost its data directory answers too, with no leader: ask the others.)
 deadline=$((SECONDS + 120))
-while :; do
+via=""
+while [[ -z $via ]]; do
     for n in 1 2 3; do
         alive "$n" || { echo "up: node $n exited; see $dir/node$n.log" >&2; tail -n 20 "$dir/node$n.log" >&2; exit 1; }
     done
-    status=$("$bin/mxraftctl" --endpoint "http://127.0.0.1:7001" cluster status -o json 2>/dev/null ||
-             "$bin/mxraftctl" --endpoint "http://127.0.0.1:7002" cluster status -o json 2>/dev/null || true)
-    if [[ -n $status ]] && jq -e '.leader_id != null and ([.members[] | select(.role == "leader" or .role == "follower")] | length) == 3' \
-        <<<"$status" >/dev/null; then
-        break
+    for n in 1 2 3; do
+        status=$("$bin/mxraftctl" --endpoint "127.0.0.1:700$n" cluster status -o json 2>/dev/null || true)
+        if [[ -n $status ]] && jq -e '.leader_id != null and ([.members[] | select(.role == "leader" or .role == "follower")] | length) == 3' \
+            <<<"$status" >/dev/null; then
+            via=$n
+            break
+        fi
+    done
+    if [[ -z $via ]]; then
+        if ((SECONDS > deadline)); then
+            echo "up: no leader with three voters after 120 s; see the logs in $dir" >&2
+            exit 1
+        fi
+        sleep 0.5
     fi
-    if ((SECONDS > deadline)); then
-        echo "up: no leader with three voters after 120 s; see the logs in $dir" >&2
-        exit 1
-    fi
-    sleep 0.5
 done
 
 # The recipient table (replicated, so loading it through one node is enough; adding what is
 # already there changes nothing).
 { echo "postmaster@example.test"; seq -f "user%g@example.test" 1 1000; } >"$dir/recipients.txt"
-"$bin/mxraftctl" --endpoint "http://127.0.0.1:7001" recipients import "$dir/recipients.txt" >/dev/null ||
-    "$bin/mxraftctl" --endpoint "http://127.0.0.1:7002" recipients import "$dir/recipients.txt" >/dev/null
+"$bin/mxraftctl" --endpoint "127.0.0.1:700$via" recipients import "$dir/recipients.txt" >/dev/null
 
 leader=$(jq -r .leader_id <<<"$status")
 cat <<MSG
 up: cluster ready, leader is node $leader
   SMTP    127.0.0.1:2525  127.0.0.1:2526  127.0.0.1:2527
-  admin   http://127.0.0.1:7001  http://127.0.0.1:7002  http://127.0.0.1:7003
-  try     swaks --server 127.0.0.1:2525 --to postmaster@example.test
-          $bin/mxraftctl queue list
+  admin   127.0.0.1:7001  127.0.0.1:7002  127.0.0.1:7003  (TLS; admin token $dir/tls/admin.token)
+  health  curl http://127.0.0.1:9101/readyz
+  try     export PATH=$bin:\$PATH MXRAFT_CA_FILE=$dir/tls/ca.pem MXRAFT_TOKEN_FILE=$dir/tls/admin.token
+          swaks --server 127.0.0.1:2525 --to postmaster@example.test
+          mxraftctl queue list
   stop    deploy/local/down.sh
 MSG

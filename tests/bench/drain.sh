@@ -43,7 +43,7 @@ stop_sink() { kill "$sink_pid" 2>/dev/null || true; wait "$sink_pid" 2>/dev/null
 echo "== mxraft: 3-node local cluster, $messages messages queued while the primary is down"
 "$root/deploy/local/up.sh" >"$work/up.log" 2>&1 || { cat "$work/up.log"; exit 1; }
 run_load "$messages" "$size" 20 2525 2526 2527 >/dev/null
-queued() { "$ctl" --endpoint "http://127.0.0.1:$1" queue stats --local -o json | jq .messages; }
+queued() { "$ctl" --endpoint "127.0.0.1:$1" queue stats --local -o json | jq .messages; }
 [[ $(queued 7001) -eq $messages ]] || { echo "mxraft queued $(queued 7001) of $messages" >&2; exit 1; }
 for _ in $(seq 1 300); do
     "$ctl" destinations list -o json | jq -e '.[] | select(.name == "example.test" and .state == "down")' >/dev/null && break

@@ -88,3 +88,6 @@ pf_cleanup() {
     "$postfix_bin" -c "$pf/etc" stop >/dev/null 2>&1 || true
     if [[ -f $main_cf_backup ]]; then cp "$main_cf_backup" "$main_cf"; elif [[ -f $work/main.cf.created ]]; then rm -f "$main_cf"; fi
 }
+
+# mxraftctl reaches the local cluster's admin API over TLS with its admin token (made by up.sh).
+export MXRAFT_CA_FILE=$MXRAFT_LOCAL_DIR/tls/ca.pem MXRAFT_TOKEN_FILE=$MXRAFT_LOCAL_DIR/tls/admin.token

@@ -40,7 +40,7 @@ start_sink() { # $1 = dump directory, then smtp-sink options
 stop_sink() { kill "$sink_pid" 2>/dev/null || true; wait "$sink_pid" 2>/dev/null || true; sink_pid=""; }
 # The queue ids found in the dumped messages' mxraft Received: headers, one line per message.
 dumped_ids() { grep -h -o '(mxraft) with [A-Z0-9]* id [0-9A-Z]\{26\}' "$1"/* 2>/dev/null | awk '{print $NF}' | sort; }
-queued() { "$ctl" --endpoint "http://127.0.0.1:$1" queue stats --local -o json | jq .messages; }
+queued() { "$ctl" --endpoint "127.0.0.1:$1" queue stats --local -o json | jq .messages; }
 wait_empty() { # every running node's own copy of the queue is empty
     local deadline=$((SECONDS + $1)) port
     for port in "${@:2}"; do
@@ -153,7 +153,7 @@ kill -9 "$(<"$MXRAFT_LOCAL_DIR/node$victim.pid")"
 survivors=()
 for k in 1 2 3; do [[ $k == "$victim" ]] || survivors+=("700$k"); done
 # Everything the victim may have delivered without reporting is under its live claims now.
-in_flight=$("$ctl" --endpoint "http://127.0.0.1:${survivors[0]}" queue list --local -o json |
+in_flight=$("$ctl" --endpoint "127.0.0.1:${survivors[0]}" queue list --local -o json |
     jq --argjson v "$victim" '[.[] | select(.claim_node == $v)] | length')
 echo "killed node $victim after $done_count deliveries; it held $in_flight messages under claims"
 

@@ -108,10 +108,10 @@ for port in 2525 2526 2527; do
 done
 
 step "mxraftctl recipients add on node 2 is enforced by every node"
-"$ctl" --endpoint http://127.0.0.1:7002 recipients add newcomer@example.test >/dev/null
+"$ctl" --endpoint 127.0.0.1:7002 recipients add newcomer@example.test >/dev/null
 for port in 2525 2526 2527; do wait_rcpt "$port" newcomer@example.test "250 2.1.5"; done
 step "mxraftctl recipients remove on node 3 is enforced by every node"
-"$ctl" --endpoint http://127.0.0.1:7003 recipients remove newcomer@example.test >/dev/null
+"$ctl" --endpoint 127.0.0.1:7003 recipients remove newcomer@example.test >/dev/null
 for port in 2525 2526 2527; do wait_rcpt "$port" newcomer@example.test "550 5.1.1"; done
 
 step "mxraftctl recipients import: a bad line changes nothing; --replace with the same table changes nothing"
@@ -258,8 +258,15 @@ command_timeout = "3s"
 data_timeout = "3s"
 min_data_rate = 500
 
+# The local cluster's CA, node 1's certificate and the admin token (made by up.sh).
+[tls]
+ca_file = "$dir/tls/ca.pem"
+cert_file = "$dir/tls/node1.pem"
+key_file = "$dir/tls/node1-key.pem"
+
 [admin]
 listen = "127.0.0.1:0"
+token_files = [{ path = "$dir/tls/admin.token", role = "admin" }]
 
 [cluster]
 listen = "127.0.0.1:0"
@@ -312,7 +319,7 @@ grep -q 'rule="min_data_rate"' "$solo/solo.log" || fail "the trickling client wa
 grep -q 'rule="command_timeout"' "$solo/solo.log" || fail "the idle client was not cut off by the command_timeout rule"
 
 step "single node: over the queue quota, MAIL gets 452 4.3.1; after a delete, mail is taken again"
-sctl=("$ctl" --endpoint "http://127.0.0.1:$solo_admin")
+sctl=("$ctl" --endpoint "127.0.0.1:$solo_admin")
 for i in 1 2; do
     got=$(data_reply "$solo_smtp" --from "quota$i@client.test" --to user1@example.test)
     [[ $got == "250 2.0.0"* ]] || fail "message $i under the quota: got '$got'"

@@ -29,3 +29,7 @@ require_free_ports() {
 local_up() {
     "$root/deploy/local/up.sh" >"$1" 2>&1 || { cat "$1"; fail "$2"; }
 }
+
+# mxraftctl reaches the local cluster's admin API over TLS with its admin token (up.sh makes
+# both on first start).
+export MXRAFT_CA_FILE=$MXRAFT_LOCAL_DIR/tls/ca.pem MXRAFT_TOKEN_FILE=$MXRAFT_LOCAL_DIR/tls/admin.token

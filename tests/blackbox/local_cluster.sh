@@ -41,7 +41,7 @@ for port in 2525 2526 2527; do
 done
 [[ $(sort -u "$sent" | wc -l) -eq 15 ]] || fail "expected 15 distinct queue ids"
 
-ids() { "$ctl" --endpoint "http://127.0.0.1:$1" queue list -o json "${@:2}" | jq -r '.[].id' | sort; }
+ids() { "$ctl" --endpoint "127.0.0.1:$1" queue list -o json "${@:2}" | jq -r '.[].id' | sort; }
 
 step "every node lists the same 15 messages"
 for admin in 7001 7002 7003; do
@@ -67,7 +67,7 @@ for n in 1 2 3; do [[ $n == "$leader" ]] || survivors+=("$n"); done
 
 new_leader=""
 for _ in $(seq 1 200); do
-    s=$("$ctl" --endpoint "http://127.0.0.1:700${survivors[0]}" cluster status -o json 2>/dev/null || true)
+    s=$("$ctl" --endpoint "127.0.0.1:700${survivors[0]}" cluster status -o json 2>/dev/null || true)
     l=$(jq -r '.leader_id // empty' <<<"$s" 2>/dev/null || true)
     if [[ -n $l && $l != "$leader" ]]; then new_leader=$l; break; fi
     sleep 0.1

@@ -3,7 +3,8 @@
 //! - [`TestCluster`]: real `mxraftd` nodes in this process, every listener on port 0, each with
 //!   its own data directory; nodes can be killed and restarted from their disk.
 //! - [`smtp`]: a small SMTP client that reports every reply, for driving the front door.
-//! - [`admin`]: a connection to a node's admin API.
+//! - [`admin`]: a connection to a node's admin API, with the test cluster's admin token.
+//! - [`TestCerts`]: a cluster CA and node certificates, as `mxraftctl cert` makes them.
 //! - [`fake_smtp`]: a scripted SMTP server standing in for a primary or a sender's server.
 
 pub mod fake_smtp;
@@ -20,8 +21,10 @@ use tonic::transport::Channel;
 
 use mxraft_proto::admin::admin_client::AdminClient;
 use mxraft_proto::admin::{QueueListRequest, ReadConsistency};
+use mxraft_proto::identity::{AUTHORIZATION_HEADER, Role, node_uri, role_uri};
 use mxraftd::config::Config;
 use mxraftd::{RunningServer, Server};
+use tonic::service::interceptor::InterceptedService;
 
 /// Starts logging for tests once (`RUST_LOG` sets the filter; off by default).
 pub fn init_tracing() {
@@ -60,13 +63,115 @@ where
     }
 }
 
-/// Connects to a node's admin API.
-pub async fn admin(addr: SocketAddr) -> anyhow::Result<AdminClient<Channel>> {
+/// The admin token of every test cluster (in the file `admin.token` of its directory).
+pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789abcdef";
+/// The token with the read role of every test cluster.
+pub const READ_TOKEN: &str = "test-read-token-0123456789abcdef";
+
+/// Adds a bearer token to every admin request.
+#[derive(Clone)]
+pub struct Token(Option<String>);
+
+impl tonic::service::Interceptor for Token {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(t) = &self.0
+            && let Ok(v) = format!("Bearer {t}").parse()
+        {
+            req.metadata_mut().insert(AUTHORIZATION_HEADER, v);
+        }
+        Ok(req)
+    }
+}
+
+/// An admin client of a test node.
+pub type Admin = AdminClient<InterceptedService<Channel, Token>>;
+
+/// Connects to a node's admin API with the test cluster's admin token.
+pub async fn admin(addr: SocketAddr) -> anyhow::Result<Admin> {
+    admin_with_token(addr, Some(ADMIN_TOKEN)).await
+}
+
+/// Connects to a node's admin API with `token` (or none).
+pub async fn admin_with_token(addr: SocketAddr, token: Option<&str>) -> anyhow::Result<Admin> {
     let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
         .connect()
         .await
         .with_context(|| format!("admin API at {addr}"))?;
-    Ok(AdminClient::new(channel))
+    Ok(AdminClient::with_interceptor(
+        channel,
+        Token(token.map(str::to_owned)),
+    ))
+}
+
+/// A cluster CA and certificates signed by it, written as PEM files into a directory.
+pub struct TestCerts {
+    dir: PathBuf,
+    ca: rcgen::Issuer<'static, rcgen::KeyPair>,
+}
+
+impl TestCerts {
+    /// Makes a CA (`ca.pem`) in `dir`.
+    pub fn new(dir: &std::path::Path) -> anyhow::Result<TestCerts> {
+        std::fs::create_dir_all(dir)?;
+        let mut params = rcgen::CertificateParams::default();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "mxraft test CA");
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params.key_usages = vec![
+            rcgen::KeyUsagePurpose::KeyCertSign,
+            rcgen::KeyUsagePurpose::CrlSign,
+        ];
+        let key = rcgen::KeyPair::generate()?;
+        let cert = params.self_signed(&key)?;
+        std::fs::write(dir.join("ca.pem"), cert.pem())?;
+        Ok(TestCerts {
+            dir: dir.to_path_buf(),
+            ca: rcgen::Issuer::new(params, key),
+        })
+    }
+
+    /// The CA certificate file.
+    pub fn ca_file(&self) -> PathBuf {
+        self.dir.join("ca.pem")
+    }
+
+    fn leaf(&self, stem: &str, uri: String, server: bool) -> anyhow::Result<(PathBuf, PathBuf)> {
+        let mut params = rcgen::CertificateParams::new(vec!["localhost".to_owned()])?;
+        params
+            .subject_alt_names
+            .push(rcgen::SanType::IpAddress([127, 0, 0, 1].into()));
+        params
+            .subject_alt_names
+            .push(rcgen::SanType::URI(uri.try_into()?));
+        params.extended_key_usages = if server {
+            vec![
+                rcgen::ExtendedKeyUsagePurpose::ServerAuth,
+                rcgen::ExtendedKeyUsagePurpose::ClientAuth,
+            ]
+        } else {
+            vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth]
+        };
+        let key = rcgen::KeyPair::generate()?;
+        let cert = params.signed_by(&key, &self.ca)?;
+        let (c, k) = (
+            self.dir.join(format!("{stem}.pem")),
+            self.dir.join(format!("{stem}-key.pem")),
+        );
+        std::fs::write(&c, cert.pem())?;
+        std::fs::write(&k, key.serialize_pem())?;
+        Ok((c, k))
+    }
+
+    /// A certificate for node `id`: (certificate file, key file).
+    pub fn node(&self, id: u64) -> anyhow::Result<(PathBuf, PathBuf)> {
+        self.leaf(&format!("node{id}"), node_uri(id), true)
+    }
+
+    /// A client certificate with `role`.
+    pub fn client(&self, name: &str, role: Role) -> anyhow::Result<(PathBuf, PathBuf)> {
+        self.leaf(name, role_uri(role), false)
+    }
 }
 
 /// The queue ids a node lists, in order.
@@ -122,14 +227,26 @@ impl Default for ClusterOptions {
     }
 }
 
-/// Nodes of one cluster running in this process.
+/// Nodes of one cluster running in this process, with mutual TLS between them and an admin
+/// token ([`ADMIN_TOKEN`]).
 pub struct TestCluster {
     dir: TempDir,
+    certs: TestCerts,
     configs: Vec<Config>,
     nodes: Vec<Option<RunningServer>>,
 }
 
-fn node_config(id: u64, data_dir: PathBuf, opts: &ClusterOptions) -> anyhow::Result<Config> {
+fn node_config(
+    id: u64,
+    data_dir: PathBuf,
+    certs: &TestCerts,
+    opts: &ClusterOptions,
+) -> anyhow::Result<Config> {
+    let (cert, key) = certs.node(id)?;
+    let token = certs.dir.join("admin.token");
+    std::fs::write(&token, format!("{ADMIN_TOKEN}\n"))?;
+    let read_token = certs.dir.join("read.token");
+    std::fs::write(&read_token, format!("{READ_TOKEN}\n"))?;
     let text = format!(
         r#"
         [node]
@@ -138,9 +255,15 @@ fn node_config(id: u64, data_dir: PathBuf, opts: &ClusterOptions) -> anyhow::Res
         [smtp]
         listen = "127.0.0.1:0"
         hostname = "node{id}.test"
+        [tls]
+        ca_file = "{ca}"
+        cert_file = "{cert}"
+        key_file = "{key}"
         [admin]
         listen = "127.0.0.1:0"
         read_timeout = "10s"
+        insecure_plaintext = true
+        token_files = [{{ path = "{token}", role = "admin" }}, {{ path = "{read_token}", role = "read" }}]
         [cluster]
         listen = "127.0.0.1:0"
         heartbeat_interval = "100ms"
@@ -161,6 +284,11 @@ fn node_config(id: u64, data_dir: PathBuf, opts: &ClusterOptions) -> anyhow::Res
         recipients = opts.recipients,
         extra = opts.extra,
         dir = data_dir.display(),
+        ca = certs.ca_file().display(),
+        cert = cert.display(),
+        key = key.display(),
+        token = token.display(),
+        read_token = read_token.display(),
         commit = humantime::format_duration(opts.commit_timeout),
         snap = opts.snapshot_after_entries,
         kept = opts.log_entries_kept,
@@ -174,13 +302,20 @@ impl TestCluster {
     pub async fn start(n: u64, opts: ClusterOptions) -> anyhow::Result<TestCluster> {
         init_tracing();
         let dir = tempfile::tempdir()?;
+        let certs = TestCerts::new(&dir.path().join("tls"))?;
         let mut cluster = TestCluster {
             dir,
+            certs,
             configs: Vec::new(),
             nodes: Vec::new(),
         };
         for id in 1..=n {
-            let mut config = node_config(id, cluster.dir.path().join(format!("node{id}")), &opts)?;
+            let mut config = node_config(
+                id,
+                cluster.dir.path().join(format!("node{id}")),
+                &cluster.certs,
+                &opts,
+            )?;
             if id == 1 {
                 config.cluster.bootstrap = true;
             } else {
@@ -326,6 +461,11 @@ impl TestCluster {
     /// The configuration node `id` runs with.
     pub fn config(&self, id: u64) -> &Config {
         &self.configs[(id - 1) as usize]
+    }
+
+    /// The cluster's CA and certificates.
+    pub fn certs(&self) -> &TestCerts {
+        &self.certs
     }
 }
 

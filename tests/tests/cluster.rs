@@ -267,7 +267,7 @@ async fn a_retried_enqueue_is_applied_once() -> anyhow::Result<()> {
     let cluster = TestCluster::start(3, ClusterOptions::default()).await?;
     let leader = cluster.wait_for_leader().await?;
     let follower = (1..=3).find(|id| *id != leader).unwrap_or(1);
-    let id = MessageId::new(1_800_000_000_000, 9, 1);
+    let id = MessageId::new(1_800_000_000_000, follower, 1);
     let cmd = QueueCommand::Enqueue(Enqueue {
         id,
         received_at_ms: 1_800_000_000_000,

@@ -133,21 +133,20 @@ async fn temporary_failures_retry_permanent_ones_return_a_dsn_and_the_null_sende
 
     phase("the deferred recipient waits for its retry");
     let mut client = admin(cluster.admin_addr(1)).await?;
-    let show =
-        |client: &mut mxraft_proto::admin::admin_client::AdminClient<tonic::transport::Channel>| {
-            let mut c = client.clone();
-            let id = id.clone();
-            async move {
-                c.queue_show(QueueShowRequest {
-                    id,
-                    include_body: false,
-                    consistency: ReadConsistency::Linearizable as i32,
-                })
-                .await
-                .ok()
-                .and_then(|r| r.into_inner().message)
-            }
-        };
+    let show = |client: &mut mxraft_tests::Admin| {
+        let mut c = client.clone();
+        let id = id.clone();
+        async move {
+            c.queue_show(QueueShowRequest {
+                id,
+                include_body: false,
+                consistency: ReadConsistency::Linearizable as i32,
+            })
+            .await
+            .ok()
+            .and_then(|r| r.into_inner().message)
+        }
+    };
     let m = wait_for("temp1 to be deferred", WAIT, || {
         let f = show(&mut client);
         async move {

@@ -5,6 +5,10 @@
 //! queue whichever node it talks to. A read with `READ_CONSISTENCY_LOCAL` skips that step and
 //! answers from this node's state, which works without a quorum.
 //!
+//! Every call needs a role ([`auth`]): `read` for status, listings, message details, statistics
+//! and destinations, `admin` for everything that changes something. gRPC health is a separate
+//! service and stays open for probes.
+//!
 //! Cluster changes (join, remove) go to the leader through `mxraft-cluster`. Errors become
 //! gRPC status codes in one place per error type (the `From` impls in `mxraft-cluster`, and
 //! [`not_found`]/[`bad_id`] here).
@@ -28,10 +32,15 @@ use mxraft_proto::admin::{
     QueueStatsReply, QueueStatsRequest, QueuedMessage, ReadConsistency, Recipient, RecipientEntry,
     RecipientsChangeRequest, RecipientsListRequest, queue_flush_request,
 };
+use mxraft_proto::identity::Role;
 use mxraft_queue::{
     BodyType, CommandResult, FlushTarget, Message, MessageId, QueueCommand, RecipientState,
 };
 use mxraft_store::NodeInfo;
+
+pub mod auth;
+
+pub use auth::{Authenticator, TokenError, TokenFile};
 
 /// Messages sent per page of a queue listing; the state lock is released between pages.
 const LIST_PAGE: usize = 256;
@@ -57,14 +66,20 @@ pub struct AdminOptions {
 pub struct AdminService {
     node: WeakRaftNode,
     options: AdminOptions,
+    auth: Arc<Authenticator>,
 }
 
 impl AdminService {
-    /// The tonic server for `node`.
-    pub fn server(node: RaftNode, options: AdminOptions) -> AdminServer<AdminService> {
+    /// The tonic server for `node`; every call is checked by `auth`.
+    pub fn server(
+        node: RaftNode,
+        options: AdminOptions,
+        auth: Arc<Authenticator>,
+    ) -> AdminServer<AdminService> {
         AdminServer::new(AdminService {
             node: node.downgrade(),
             options,
+            auth,
         })
     }
 
@@ -179,8 +194,10 @@ type MessageStream = Pin<Box<dyn Stream<Item = Result<QueuedMessage, Status>> + 
 impl Admin for AdminService {
     async fn cluster_status(
         &self,
-        _request: Request<ClusterStatusRequest>,
+        request: Request<ClusterStatusRequest>,
     ) -> Result<Response<ClusterStatusReply>, Status> {
+        self.auth
+            .authorize(&request, Role::Read, "cluster status")?;
         let s = self.node()?.status();
         Ok(Response::new(ClusterStatusReply {
             node_id: s.node_id,
@@ -209,6 +226,7 @@ impl Admin for AdminService {
         &self,
         request: Request<ClusterJoinRequest>,
     ) -> Result<Response<ClusterJoinReply>, Status> {
+        self.auth.authorize(&request, Role::Admin, "cluster join")?;
         let r = request.into_inner();
         if r.node_id == 0 {
             return Err(Status::invalid_argument(
@@ -231,14 +249,17 @@ impl Admin for AdminService {
         &self,
         request: Request<ClusterRemoveRequest>,
     ) -> Result<Response<ClusterRemoveReply>, Status> {
+        self.auth
+            .authorize(&request, Role::Admin, "cluster remove")?;
         self.node()?.remove(request.into_inner().node_id).await?;
         Ok(Response::new(ClusterRemoveReply {}))
     }
 
     async fn node_info(
         &self,
-        _request: Request<NodeInfoRequest>,
+        request: Request<NodeInfoRequest>,
     ) -> Result<Response<NodeInfoReply>, Status> {
+        self.auth.authorize(&request, Role::Read, "node info")?;
         let node = self.node()?;
         let info = node.info();
         Ok(Response::new(NodeInfoReply {
@@ -256,6 +277,7 @@ impl Admin for AdminService {
         &self,
         request: Request<QueueListRequest>,
     ) -> Result<Response<Self::QueueListStream>, Status> {
+        self.auth.authorize(&request, Role::Read, "queue list")?;
         let r = request.into_inner();
         self.barrier(r.consistency).await?;
         let limit = if r.limit == 0 {
@@ -298,6 +320,7 @@ impl Admin for AdminService {
         &self,
         request: Request<QueueShowRequest>,
     ) -> Result<Response<QueueShowReply>, Status> {
+        self.auth.authorize(&request, Role::Read, "queue show")?;
         let r = request.into_inner();
         let id: MessageId = r.id.trim().parse().map_err(|_| bad_id(&r.id))?;
         self.barrier(r.consistency).await?;
@@ -333,6 +356,7 @@ impl Admin for AdminService {
         &self,
         request: Request<QueueStatsRequest>,
     ) -> Result<Response<QueueStatsReply>, Status> {
+        self.auth.authorize(&request, Role::Read, "queue stats")?;
         self.barrier(request.into_inner().consistency).await?;
         let stats = self.node()?.state_machine().read().queue().stats();
         Ok(Response::new(QueueStatsReply {
@@ -346,6 +370,7 @@ impl Admin for AdminService {
         &self,
         request: Request<QueueFlushRequest>,
     ) -> Result<Response<QueueActionReply>, Status> {
+        self.auth.authorize(&request, Role::Admin, "queue flush")?;
         let target = match request.into_inner().target {
             None | Some(queue_flush_request::Target::All(_)) => FlushTarget::All,
             Some(queue_flush_request::Target::Domain(d)) => {
@@ -386,6 +411,7 @@ impl Admin for AdminService {
         &self,
         request: Request<QueueIdRequest>,
     ) -> Result<Response<QueueActionReply>, Status> {
+        self.auth.authorize(&request, Role::Admin, "queue hold")?;
         self.act(&request.into_inner().id, |id, _| QueueCommand::Hold { id })
             .await
     }
@@ -394,6 +420,8 @@ impl Admin for AdminService {
         &self,
         request: Request<QueueIdRequest>,
     ) -> Result<Response<QueueActionReply>, Status> {
+        self.auth
+            .authorize(&request, Role::Admin, "queue release")?;
         self.act(&request.into_inner().id, |id, at_ms| QueueCommand::Resume {
             id,
             at_ms,
@@ -405,6 +433,7 @@ impl Admin for AdminService {
         &self,
         request: Request<QueueIdRequest>,
     ) -> Result<Response<QueueActionReply>, Status> {
+        self.auth.authorize(&request, Role::Admin, "queue delete")?;
         self.act(&request.into_inner().id, |id, at_ms| QueueCommand::Delete {
             id,
             at_ms,
@@ -416,6 +445,7 @@ impl Admin for AdminService {
         &self,
         request: Request<QueueIdRequest>,
     ) -> Result<Response<QueueActionReply>, Status> {
+        self.auth.authorize(&request, Role::Admin, "queue bounce")?;
         let reporting_mta = self.options.hostname.clone();
         self.act(&request.into_inner().id, move |id, at_ms| {
             QueueCommand::Bounce {
@@ -431,6 +461,8 @@ impl Admin for AdminService {
         &self,
         request: Request<DestinationsListRequest>,
     ) -> Result<Response<DestinationsListReply>, Status> {
+        self.auth
+            .authorize(&request, Role::Read, "destinations list")?;
         self.barrier(request.into_inner().consistency).await?;
         let node = self.node()?;
         let live = node.state_machine().read();
@@ -472,6 +504,8 @@ impl Admin for AdminService {
         &self,
         request: Request<RecipientsChangeRequest>,
     ) -> Result<Response<QueueActionReply>, Status> {
+        self.auth
+            .authorize(&request, Role::Admin, "recipients add")?;
         let entries = normalize_entries(request.into_inner().entries)?;
         let result = self
             .node()?
@@ -486,6 +520,8 @@ impl Admin for AdminService {
         &self,
         request: Request<RecipientsChangeRequest>,
     ) -> Result<Response<QueueActionReply>, Status> {
+        self.auth
+            .authorize(&request, Role::Admin, "recipients remove")?;
         let entries = normalize_entries(request.into_inner().entries)?;
         let result = self
             .node()?
@@ -502,6 +538,8 @@ impl Admin for AdminService {
         &self,
         request: Request<RecipientsListRequest>,
     ) -> Result<Response<Self::RecipientsListStream>, Status> {
+        self.auth
+            .authorize(&request, Role::Read, "recipients list")?;
         let r = request.into_inner();
         self.barrier(r.consistency).await?;
         let domain = r.domain.trim().trim_end_matches('.').to_lowercase();

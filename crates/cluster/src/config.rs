@@ -13,12 +13,24 @@ pub struct ClusterConfig {
     pub listen: SocketAddr,
     /// Address (`host:port`) other nodes use to reach `listen`. Defaults to the bound address.
     pub advertise: Option<String>,
-    /// On a node whose data directory is pristine, create a new single-node cluster. Set it on
-    /// exactly one node, once; other nodes join. Ignored once the node holds Raft state.
+    /// Serve and call the cluster port without TLS. Only for a cluster on one machine: refused
+    /// unless `listen` and `advertise` are loopback addresses.
+    pub insecure_plaintext: bool,
+    /// On a pristine node, create a new cluster — but only once every node in `peers` and
+    /// `join` has answered and none belongs to a cluster; if one does, join it instead. Set it
+    /// on one node (the same one on every start, as Kubernetes does with pod 0). Ignored once
+    /// the node holds Raft state.
     pub bootstrap: bool,
-    /// Cluster addresses (`host:port`) of existing members. A pristine node asks them, in
-    /// turn and until one succeeds, to add it to the cluster.
+    /// Cluster addresses (`host:port`) of the other nodes. A pristine node asks them whether a
+    /// cluster exists, and joins it through them.
+    pub peers: Vec<String>,
+    /// Cluster addresses (`host:port`) of existing members to join through; added to `peers`.
     pub join: Vec<String>,
+    /// How old the last contact with the leader (on the leader: with a quorum) may be before
+    /// this node stops answering for the cluster: RCPT gets `451` instead of a `550` from a
+    /// possibly stale recipient table, and `/readyz` says not ready.
+    #[serde(with = "humantime_serde")]
+    pub max_staleness: Duration,
     /// Interval between leader heartbeats.
     #[serde(with = "humantime_serde")]
     pub heartbeat_interval: Duration,
@@ -46,8 +58,11 @@ impl Default for ClusterConfig {
         ClusterConfig {
             listen: SocketAddr::from(([0, 0, 0, 0], 7100)),
             advertise: None,
+            insecure_plaintext: false,
             bootstrap: false,
+            peers: Vec::new(),
             join: Vec::new(),
+            max_staleness: Duration::from_secs(6),
             heartbeat_interval: Duration::from_millis(250),
             election_timeout_min: Duration::from_millis(1000),
             election_timeout_max: Duration::from_millis(2000),
@@ -60,6 +75,17 @@ impl Default for ClusterConfig {
 }
 
 impl ClusterConfig {
+    /// Every other node this one knows of: `peers`, then `join`, without repeats.
+    pub fn known_peers(&self) -> Vec<String> {
+        let mut all: Vec<String> = Vec::new();
+        for p in self.peers.iter().chain(&self.join) {
+            if !all.contains(p) {
+                all.push(p.clone());
+            }
+        }
+        all
+    }
+
     /// Checks the values that serde cannot; errors name the key.
     pub fn validate(&self) -> Result<(), String> {
         if self.heartbeat_interval.is_zero() {
@@ -85,8 +111,10 @@ impl ClusterConfig {
         if self.snapshot_after_entries == 0 {
             return Err("cluster.snapshot_after_entries must be greater than zero".into());
         }
-        if self.bootstrap && !self.join.is_empty() {
-            return Err("cluster.bootstrap and cluster.join exclude each other: a node either starts a cluster or joins one".into());
+        if self.max_staleness <= self.election_timeout_max {
+            return Err(
+                "cluster.max_staleness must be longer than cluster.election_timeout_max".into(),
+            );
         }
         Ok(())
     }

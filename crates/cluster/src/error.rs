@@ -2,6 +2,20 @@
 
 use tonic::{Code, Status};
 
+/// The node could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The Raft configuration is invalid.
+    #[error("invalid raft configuration: {0}")]
+    Config(String),
+    /// Reading the node's stored state failed.
+    #[error("cannot read the node's state: {0}")]
+    Storage(std::io::Error),
+    /// openraft refused to start.
+    #[error("cannot start raft: {0}")]
+    Raft(String),
+}
+
 /// A proposal was not committed.
 #[derive(Debug, thiserror::Error)]
 pub enum ProposeError {

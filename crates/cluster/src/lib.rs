@@ -12,25 +12,29 @@
 //! - [`RaftNode::join`] / [`RaftNode::remove`]: membership changes, one at a time, on the leader.
 //! - [`RaftNode::status`]: the node's view of the cluster.
 //!
-//! The transport ([`network`], [`service`]) is tonic gRPC: one lazily connected channel per peer,
-//! Raft messages as versioned postcard payloads, snapshots streamed file by file, and the
-//! target node id checked on every Raft RPC so a message never reaches the wrong node.
+//! The transport ([`network`], [`service`]) is tonic gRPC over mutual TLS with the cluster CA:
+//! one lazily connected channel per peer, Raft messages as versioned postcard payloads,
+//! snapshots streamed file by file with a manifest and digests. Every RPC carries the target
+//! node id and the cluster id, both checked, and a caller speaks only for the node id its
+//! certificate names.
+//!
+//! A pristine node settles its membership before it takes part ([`RaftNode::settle_membership`]):
+//! it bootstraps only when every peer it knows answers and none belongs to a cluster, so a node
+//! that lost its disk joins (or is refused) instead of starting a second cluster.
 //!
 //! What it does not own: SMTP, the admin API, and the meaning of commands.
 
 pub mod config;
 pub mod error;
+mod health;
 pub mod network;
 mod node;
 pub mod service;
+mod snapshot;
 
 pub use config::ClusterConfig;
-pub use error::{MembershipError, ProposeError, ReadError};
-pub use node::{MemberStatus, NodeStatus, RaftNode, Role, WeakRaftNode};
-
-/// gRPC metadata key naming the node a request is meant for.
-pub const TARGET_NODE_HEADER: &str = "x-mxraft-target-node";
-/// gRPC metadata key naming the current leader, sent back with "not leader" errors.
-pub const LEADER_HEADER: &str = "x-mxraft-leader";
+pub use error::{MembershipError, ProposeError, ReadError, StartError};
+pub use health::NotCurrent;
+pub use node::{MemberStatus, NodeSetup, NodeStatus, ProposalCheck, RaftNode, Role, WeakRaftNode};
 /// Largest gRPC message between nodes: a replication batch or one message of the maximum size.
 pub const MAX_GRPC_MESSAGE: usize = 256 * 1024 * 1024;

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -25,69 +25,112 @@ use tonic::{Code, Request, Status};
 use tracing::debug;
 
 use mxraft_proto::cluster::cluster_client::ClusterClient;
-use mxraft_proto::cluster::{
-    RaftPayload, SnapshotChunk, SnapshotFileChunk, SnapshotHeader, snapshot_chunk,
-};
+use mxraft_proto::cluster::{RaftPayload, SnapshotChunk};
 use mxraft_store::{NodeInfo, SnapshotData, TypeConfig, Vote};
 
-use crate::{MAX_GRPC_MESSAGE, TARGET_NODE_HEADER};
+use mxraft_proto::identity::{CLUSTER_ID_HEADER, TARGET_NODE_HEADER};
+use mxraft_proto::tls::{self, Expect, TlsSource};
+
+use crate::MAX_GRPC_MESSAGE;
 
 type SnapshotOf = openraft::alias::SnapshotOf<TypeConfig, SnapshotData>;
 
-/// Size of one snapshot chunk on the wire.
-const SNAPSHOT_CHUNK: usize = 1024 * 1024;
-
-/// One lazily connected gRPC channel per peer, shared by Raft replication and forwarding.
-#[derive(Clone, Default)]
+/// One lazily connected gRPC channel per peer, shared by Raft replication and forwarding, with
+/// the TLS configuration and the cluster id every request carries.
+#[derive(Clone)]
 pub struct Peers {
-    channels: Arc<Mutex<HashMap<String, Channel>>>,
+    inner: Arc<PeersInner>,
+}
+
+struct PeersInner {
+    channels: Mutex<HashMap<(String, Option<u64>), Channel>>,
+    tls: Option<Arc<TlsSource>>,
+    cluster_id: RwLock<Option<String>>,
 }
 
 impl Peers {
-    /// The channel to `addr` (`host:port`), created on first use. Connecting happens on the
-    /// first request, and again after a failure.
-    pub fn channel(&self, addr: &str) -> Result<Channel, Status> {
+    /// A pool that connects with `tls` (mutual TLS with the cluster CA), or in plain text
+    /// without it, and sends `cluster_id` with every request once it is known.
+    pub fn new(tls: Option<Arc<TlsSource>>, cluster_id: Option<String>) -> Peers {
+        Peers {
+            inner: Arc::new(PeersInner {
+                channels: Mutex::new(HashMap::new()),
+                tls,
+                cluster_id: RwLock::new(cluster_id),
+            }),
+        }
+    }
+
+    /// The cluster id requests carry.
+    pub fn cluster_id(&self) -> Option<String> {
+        self.inner
+            .cluster_id
+            .read()
+            .map(|c| c.clone())
+            .unwrap_or_else(|p| p.into_inner().clone())
+    }
+
+    pub(crate) fn set_cluster_id(&self, id: &str) {
+        if let Ok(mut c) = self.inner.cluster_id.write() {
+            *c = Some(id.to_owned());
+        }
+    }
+
+    /// The channel to `addr` (`host:port`) for node `target` (any node when `None`), created on
+    /// first use. Connecting happens on the first request, and again after a failure; over TLS
+    /// the server must present the certificate of `target`.
+    pub fn channel(&self, addr: &str, target: Option<u64>) -> Result<Channel, Status> {
         let mut channels = self
+            .inner
             .channels
             .lock()
             .map_err(|_| Status::internal("peer pool poisoned"))?;
-        if let Some(c) = channels.get(addr) {
+        let key = (addr.to_owned(), target);
+        if let Some(c) = channels.get(&key) {
             return Ok(c.clone());
         }
         let endpoint = Endpoint::from_shared(format!("http://{addr}"))
             .map_err(|e| Status::invalid_argument(format!("bad peer address {addr:?}: {e}")))?
             .connect_timeout(Duration::from_secs(2))
-            .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(10))
             .keep_alive_timeout(Duration::from_secs(5))
             .keep_alive_while_idle(true)
             .initial_stream_window_size(4 * 1024 * 1024)
             .initial_connection_window_size(16 * 1024 * 1024);
-        let channel = endpoint.connect_lazy();
-        channels.insert(addr.to_owned(), channel.clone());
+        let channel = tls::channel(endpoint, self.inner.tls.clone(), Expect::Node(target));
+        channels.insert(key, channel.clone());
         Ok(channel)
     }
 
-    /// A cluster-service client for `addr`.
-    pub fn client(&self, addr: &str) -> Result<ClusterClient<Channel>, Status> {
-        Ok(ClusterClient::new(self.channel(addr)?)
+    /// A cluster-service client for node `target` (any node when `None`) at `addr`.
+    pub fn client(
+        &self,
+        addr: &str,
+        target: Option<u64>,
+    ) -> Result<ClusterClient<Channel>, Status> {
+        Ok(ClusterClient::new(self.channel(addr, target)?)
             .max_decoding_message_size(MAX_GRPC_MESSAGE)
             .max_encoding_message_size(MAX_GRPC_MESSAGE))
     }
-}
 
-/// Wraps `msg` in a request addressed to node `target`.
-pub fn addressed<T>(msg: T, target: Option<u64>, timeout: Option<Duration>) -> Request<T> {
-    let mut req = Request::new(msg);
-    if let Some(target) = target
-        && let Ok(v) = target.to_string().parse()
-    {
-        req.metadata_mut().insert(TARGET_NODE_HEADER, v);
+    /// Wraps `msg` in a request addressed to node `target`, with this cluster's id.
+    pub fn request<T>(&self, msg: T, target: Option<u64>, timeout: Option<Duration>) -> Request<T> {
+        let mut req = Request::new(msg);
+        if let Some(target) = target
+            && let Ok(v) = target.to_string().parse()
+        {
+            req.metadata_mut().insert(TARGET_NODE_HEADER, v);
+        }
+        if let Some(id) = self.cluster_id()
+            && let Ok(v) = id.parse()
+        {
+            req.metadata_mut().insert(CLUSTER_ID_HEADER, v);
+        }
+        if let Some(t) = timeout {
+            req.set_timeout(t);
+        }
+        req
     }
-    if let Some(t) = timeout {
-        req.set_timeout(t);
-    }
-    req
 }
 
 /// openraft's network factory: hands out one [`PeerClient`] per target.
@@ -110,7 +153,8 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
         PeerClient {
             local: self.local,
             target,
-            client: self.peers.client(&node.cluster_addr),
+            client: self.peers.client(&node.cluster_addr, Some(target)),
+            peers: self.peers.clone(),
         }
     }
 }
@@ -120,6 +164,7 @@ pub struct PeerClient {
     local: u64,
     target: u64,
     client: Result<ClusterClient<Channel>, Status>,
+    peers: Peers,
 }
 
 fn to_rpc_error(status: Status) -> RPCError<TypeConfig> {
@@ -161,7 +206,7 @@ impl PeerClient {
     {
         let client = self.client.clone().map_err(to_rpc_error)?;
         let ttl = option.soft_ttl();
-        let req = addressed(
+        let req = self.peers.request(
             RaftPayload {
                 payload: payload.into(),
             },
@@ -189,64 +234,15 @@ impl PeerClient {
             .clone()
             .map_err(|s| StreamingError::Unreachable(Unreachable::new(&s)))?;
         let idle = option.soft_ttl();
-        let files = snapshot
-            .snapshot
-            .files()
-            .map_err(|e| StreamingError::Unreachable(Unreachable::new(&e)))?;
         let (tx, rx) = mpsc::channel::<SnapshotChunk>(2);
-        let header = SnapshotChunk {
-            item: Some(snapshot_chunk::Item::Header(SnapshotHeader {
-                vote: mxraft_queue::encode(&vote).into(),
-                meta: mxraft_queue::encode(&snapshot.meta).into(),
-            })),
-        };
-        let data = snapshot.snapshot.clone();
         // The producer reads the checkpoint files and feeds the request stream. A consumer that
         // stops reading for longer than the idle timeout ends the transfer.
         let producer = tokio::spawn(async move {
-            tokio::time::timeout(idle, tx.send(header))
-                .await
-                .ok()?
-                .ok()?;
-            for file in files {
-                let mut offset = 0u64;
-                loop {
-                    let d = data.clone();
-                    let name = file.name.clone();
-                    let chunk = tokio::task::spawn_blocking(move || {
-                        let mut buf = vec![0u8; SNAPSHOT_CHUNK];
-                        let n = d.read_at(&name, offset, &mut buf)?;
-                        buf.truncate(n);
-                        Ok::<_, std::io::Error>(buf)
-                    })
-                    .await
-                    .ok()?
-                    .ok()?;
-                    let last = chunk.len() < SNAPSHOT_CHUNK;
-                    let len = chunk.len() as u64;
-                    // Every file is announced by its first chunk, even when it is empty.
-                    if len > 0 || offset == 0 {
-                        let msg = SnapshotChunk {
-                            item: Some(snapshot_chunk::Item::File(SnapshotFileChunk {
-                                name: file.name.clone(),
-                                offset,
-                                data: chunk.into(),
-                            })),
-                        };
-                        tokio::time::timeout(idle, tx.send(msg)).await.ok()?.ok()?;
-                    }
-                    offset += len;
-                    if last {
-                        break;
-                    }
-                }
-            }
-            Some(())
+            crate::snapshot::produce(&vote, &snapshot.meta, snapshot.snapshot, tx, idle).await
         });
-        let mut req = Request::new(ReceiverStream::new(rx));
-        if let Ok(v) = self.target.to_string().parse() {
-            req.metadata_mut().insert(TARGET_NODE_HEADER, v);
-        }
+        let req = self
+            .peers
+            .request(ReceiverStream::new(rx), Some(self.target), None);
         let result = client.install_snapshot(req).await;
         producer.abort();
         let payload = result
@@ -299,10 +295,7 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
             let requests = input.map(|req| RaftPayload {
                 payload: mxraft_queue::encode(&req).into(),
             });
-            let mut request = Request::new(requests);
-            if let Ok(v) = self.target.to_string().parse() {
-                request.metadata_mut().insert(TARGET_NODE_HEADER, v);
-            }
+            let request = self.peers.request(requests, Some(self.target), None);
             let ttl = option.soft_ttl();
             let response = match tokio::time::timeout(ttl, client.stream_append(request)).await {
                 Err(_) => return Err(self.timeout(RPCTypes::AppendEntries, ttl)),

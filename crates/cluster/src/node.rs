@@ -11,15 +11,19 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use mxraft_proto::cluster::{
-    JoinNode, MembershipRequest, NodeAddresses, ProposeRequest, ReadIndexRequest,
-    membership_request,
+    IdentifyReply, IdentifyRequest, JoinNode, MembershipRequest, NodeAddresses, ProposeRequest,
+    ReadIndexRequest, membership_request,
 };
+use mxraft_proto::tls::TlsSource;
 use mxraft_queue::{CommandResult, QueueCommand};
 use mxraft_store::{LogStore, NodeInfo, StateMachineStore, TypeConfig};
 
 use crate::config::ClusterConfig;
-use crate::error::{MembershipError, ProposeError, ReadError, membership_error_from_status};
-use crate::network::{NetworkFactory, Peers, addressed};
+use crate::error::{
+    MembershipError, ProposeError, ReadError, StartError, membership_error_from_status,
+};
+use crate::health::Contact;
+use crate::network::{NetworkFactory, Peers};
 
 /// The openraft instance type of mxraft.
 pub type Raft = openraft::Raft<TypeConfig, StateMachineStore>;
@@ -83,13 +87,44 @@ pub struct NodeStatus {
     pub applied_index: u64,
 }
 
+/// Checks a command a peer proposes before the leader appends it (defence in depth: peers are
+/// authenticated, but a compromised or buggy one must not queue mail the front door would
+/// refuse). The error says what is wrong.
+pub type ProposalCheck = Arc<dyn Fn(&QueueCommand) -> Result<(), String> + Send + Sync>;
+
+/// What a node is started with.
+pub struct NodeSetup {
+    /// This node's id.
+    pub id: u64,
+    /// The addresses other nodes and operators reach this one at.
+    pub info: NodeInfo,
+    /// The `[cluster]` configuration.
+    pub config: ClusterConfig,
+    /// The Raft log (which also keeps the cluster id).
+    pub log: LogStore,
+    /// The queue state machine.
+    pub state_machine: StateMachineStore,
+    /// Mutual TLS with the cluster CA; `None` only with `cluster.insecure_plaintext`.
+    pub tls: Option<Arc<TlsSource>>,
+    /// The check of commands proposed by peers.
+    pub check_proposal: ProposalCheck,
+}
+
 pub(crate) struct Core {
     pub(crate) id: u64,
     pub(crate) info: NodeInfo,
     pub(crate) raft: Raft,
     pub(crate) state_machine: StateMachineStore,
+    pub(crate) log: LogStore,
     pub(crate) peers: Peers,
     pub(crate) config: ClusterConfig,
+    pub(crate) check_proposal: ProposalCheck,
+    pub(crate) contact: Contact,
+    pub(crate) secure: bool,
+    /// Whether this node takes part in Raft (answers votes, appends, snapshots). False while a
+    /// pristine node has not yet settled that it is new to the cluster: a node that lost its
+    /// data must not be refilled by the leader under its old id, since it forgot its votes.
+    pub(crate) admitted: std::sync::atomic::AtomicBool,
     membership_lock: tokio::sync::Mutex<()>,
     pub(crate) shutdown: CancellationToken,
 }
@@ -138,32 +173,88 @@ fn raft_config(c: &ClusterConfig) -> Result<Arc<Config>, String> {
 }
 
 impl RaftNode {
-    /// Starts Raft on the given stores. `info` holds the addresses other nodes reach this one at.
-    pub async fn start(
-        id: u64,
-        info: NodeInfo,
-        config: ClusterConfig,
-        log: LogStore,
-        state_machine: StateMachineStore,
-    ) -> Result<RaftNode, String> {
-        let peers = Peers::default();
-        let raft_config = raft_config(&config)?;
+    /// Starts Raft on the given stores.
+    pub async fn start(setup: NodeSetup) -> Result<RaftNode, StartError> {
+        let NodeSetup {
+            id,
+            info,
+            config,
+            log,
+            state_machine,
+            tls,
+            check_proposal,
+        } = setup;
+        let cluster_id = log.cluster_id().map_err(StartError::Storage)?;
+        let secure = tls.is_some();
+        let peers = Peers::new(tls, cluster_id);
+        let raft_config = raft_config(&config).map_err(StartError::Config)?;
         let network = NetworkFactory::new(id, peers.clone());
-        let raft = Raft::new(id, raft_config, network, log, state_machine.clone())
+        let raft = Raft::new(id, raft_config, network, log.clone(), state_machine.clone())
             .await
-            .map_err(|e| format!("cannot start raft: {e}"))?;
+            .map_err(|e| StartError::Raft(e.to_string()))?;
+        let initialized = raft.is_initialized().await.unwrap_or(false);
         Ok(RaftNode {
             core: Arc::new(Core {
                 id,
                 info,
                 raft,
                 state_machine,
+                log,
                 peers,
                 config,
+                check_proposal,
+                contact: Contact::default(),
+                secure,
+                admitted: std::sync::atomic::AtomicBool::new(initialized),
                 membership_lock: tokio::sync::Mutex::new(()),
                 shutdown: CancellationToken::new(),
             }),
         })
+    }
+
+    /// The id of the cluster this node belongs to, once known.
+    pub fn cluster_id(&self) -> Option<String> {
+        self.core.peers.cluster_id()
+    }
+
+    /// Records `cluster_id` as this node's cluster (on disk first). Refuses a different id than
+    /// the one already recorded.
+    pub(crate) fn adopt_cluster_id(&self, cluster_id: &str) -> Result<(), String> {
+        match self.cluster_id() {
+            Some(own) if own == cluster_id => Ok(()),
+            Some(own) => Err(format!(
+                "node {} belongs to cluster {own}, not to cluster {cluster_id}",
+                self.core.id
+            )),
+            None => {
+                self.core
+                    .log
+                    .save_cluster_id(cluster_id)
+                    .map_err(|e| format!("cannot record the cluster id: {e}"))?;
+                self.core.peers.set_cluster_id(cluster_id);
+                info!(cluster_id, "cluster id recorded");
+                Ok(())
+            }
+        }
+    }
+
+    /// Whether this node takes part in Raft yet (see [`settle_membership`](Self::settle_membership)).
+    pub fn is_admitted(&self) -> bool {
+        self.core
+            .admitted
+            .load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    fn admit(&self) {
+        self.core
+            .admitted
+            .store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    /// Whether the cluster port checks certificates (false only with
+    /// `cluster.insecure_plaintext`).
+    pub fn is_secure(&self) -> bool {
+        self.core.secure
     }
 
     /// A handle that does not keep the node alive.
@@ -204,12 +295,28 @@ impl RaftNode {
         self.core.raft.is_initialized().await.unwrap_or(false)
     }
 
-    /// Creates a one-node cluster made of this node, unless it already holds Raft state.
+    /// Creates a one-node cluster made of this node, with a new random cluster id, unless it
+    /// already holds Raft state.
     pub async fn bootstrap(&self) -> Result<bool, String> {
+        if self.is_initialized().await {
+            return Ok(false);
+        }
+        let cluster_id = match self.cluster_id() {
+            Some(id) => id,
+            None => {
+                let id = format!("{:032x}", rand::random::<u128>());
+                self.adopt_cluster_id(&id)?;
+                id
+            }
+        };
         let members = BTreeMap::from([(self.core.id, self.core.info.clone())]);
+        self.admit();
         match self.core.raft.initialize(members).await {
             Ok(()) => {
-                info!(node_id = self.core.id, "bootstrapped a new cluster");
+                info!(
+                    node_id = self.core.id,
+                    cluster_id, "bootstrapped a new cluster"
+                );
                 Ok(true)
             }
             Err(RaftError::APIError(InitializeError::NotAllowed(_))) => Ok(false),
@@ -217,30 +324,29 @@ impl RaftNode {
         }
     }
 
-    /// In the background, asks `seeds` in turn to add this node until one succeeds.
-    pub fn join_in_background(&self, seeds: Vec<String>) {
+    /// In the background, until this node holds Raft state: asks `peers` who they are; if one
+    /// belongs to a cluster, joins it through them; if all answer and none does, and `bootstrap`
+    /// is set, creates the cluster. A node that cannot tell (a peer does not answer) waits, so
+    /// a node that lost its disk never starts a second cluster beside the one its peers form.
+    pub fn settle_membership(&self, bootstrap: bool, peers: Vec<String>) {
         let node = self.clone();
         tokio::spawn(async move {
             let token = node.core.shutdown.clone();
             let mut attempt = 0u32;
             loop {
-                for seed in &seeds {
-                    if token.is_cancelled() {
-                        return;
-                    }
-                    let attempt_result = tokio::select! {
-                        _ = token.cancelled() => return,
-                        r = node.ask_to_join(seed) => r,
-                    };
-                    match attempt_result {
-                        Ok(()) => {
-                            info!(seed = %seed, "joined the cluster");
-                            return;
-                        }
-                        Err(e) => {
-                            if attempt.is_multiple_of(10) {
-                                warn!(seed = %seed, error = %e, "join attempt failed; retrying");
-                            }
+                if node.is_initialized().await {
+                    return;
+                }
+                let step = tokio::select! {
+                    _ = token.cancelled() => return,
+                    step = node.settle_step(bootstrap, &peers) => step,
+                };
+                match step {
+                    Ok(true) => return,
+                    Ok(false) => {}
+                    Err(e) => {
+                        if attempt.is_multiple_of(10) {
+                            warn!(error = %e, "not a member of a cluster yet; retrying");
                         }
                     }
                 }
@@ -251,6 +357,103 @@ impl RaftNode {
                 }
             }
         });
+    }
+
+    /// One round of [`settle_membership`](Self::settle_membership); `Ok(true)` once settled.
+    async fn settle_step(&self, bootstrap: bool, peers: &[String]) -> Result<bool, String> {
+        let mut silent = Vec::new();
+        let mut members = Vec::new();
+        for peer in peers {
+            match self.identify(peer).await {
+                Ok(reply) if reply.node_id == self.core.id => {
+                    return Err(format!(
+                        "peer {peer} answers as node {}, this node's own id: each node needs its own id",
+                        reply.node_id
+                    ));
+                }
+                Ok(reply) if reply.initialized && !reply.cluster_id.is_empty() => {
+                    members.push((peer.clone(), reply));
+                }
+                Ok(_) => {}
+                Err(e) => silent.push(format!("{peer} ({})", e.message())),
+            }
+        }
+        if let Some((_, reply)) = members.first() {
+            self.adopt_cluster_id(&reply.cluster_id)?;
+            if members
+                .iter()
+                .any(|(_, r)| r.voters.contains(&self.core.id))
+            {
+                // Still a voter, but this disk holds nothing: the votes and log it had are
+                // lost. Ask anyway, so the leader's answer (how to replace it) is logged, but
+                // take no part in Raft under this id.
+                return match self.ask_to_join(&members[0].0).await {
+                    Err(MembershipError::Refused(m)) => {
+                        Err(format!("the cluster refuses this node: {m}"))
+                    }
+                    _ => Err(format!(
+                        "node {id} is a voter of cluster {cluster} but this data directory is empty: it \
+                         lost its votes and log, so it must not take part under id {id}; stop it, \
+                         `mxraftctl cluster remove {id}`, and start the replacement under a new node.id",
+                        id = self.core.id,
+                        cluster = reply.cluster_id
+                    )),
+                };
+            }
+            // New to the cluster: the leader starts replicating to it before the join returns.
+            self.admit();
+            let mut last = String::new();
+            for (peer, _) in &members {
+                match self.ask_to_join(peer).await {
+                    Ok(()) => {
+                        info!(seed = %peer, "joined the cluster");
+                        return Ok(true);
+                    }
+                    Err(MembershipError::Refused(m)) => {
+                        return Err(format!("the cluster refuses this node: {m}"));
+                    }
+                    Err(e) => last = format!("{peer}: {e}"),
+                }
+            }
+            return Err(format!("no member added this node: {last}"));
+        }
+        if !silent.is_empty() {
+            return Err(format!(
+                "cannot tell whether a cluster exists: no answer from {}",
+                silent.join(", ")
+            ));
+        }
+        if bootstrap {
+            return self.bootstrap().await.map(|_| true);
+        }
+        if peers.is_empty() {
+            info!("pristine node waiting to be added with `mxraftctl cluster join`");
+            self.admit();
+            return Ok(true);
+        }
+        Err("no peer is a member of a cluster yet".into())
+    }
+
+    /// Asks the node at `addr` who it is.
+    pub async fn identify(&self, addr: &str) -> Result<IdentifyReply, tonic::Status> {
+        let mut client = self.core.peers.client(addr, None)?;
+        let req = self
+            .core
+            .peers
+            .request(IdentifyRequest {}, None, Some(Duration::from_secs(3)));
+        Ok(client.identify(req).await?.into_inner())
+    }
+
+    /// This node's answer to [`identify`](Self::identify).
+    pub(crate) async fn identity_reply(&self) -> IdentifyReply {
+        let m = self.metrics();
+        IdentifyReply {
+            node_id: self.core.id,
+            cluster_id: self.cluster_id().unwrap_or_default(),
+            initialized: self.is_initialized().await,
+            leader_id: m.current_leader,
+            voters: m.membership_config.membership().voter_ids().collect(),
+        }
     }
 
     async fn ask_to_join(&self, seed: &str) -> Result<(), MembershipError> {
@@ -265,11 +468,15 @@ impl RaftNode {
         let mut client = self
             .core
             .peers
-            .client(seed)
+            .client(seed, None)
             .map_err(|s| MembershipError::Unavailable(s.message().to_owned()))?;
         // The seed's id is unknown here, so this one request is not addressed.
         client
-            .change_membership(addressed(req, None, Some(Duration::from_secs(120))))
+            .change_membership(
+                self.core
+                    .peers
+                    .request(req, None, Some(Duration::from_secs(120))),
+            )
             .await
             .map(|_| ())
             .map_err(|s| membership_error_from_status(&s))
@@ -347,13 +554,13 @@ impl RaftNode {
         cmd: &QueueCommand,
         left: Duration,
     ) -> Result<CommandResult, tonic::Status> {
-        let mut client = self.core.peers.client(&info.cluster_addr)?;
+        let mut client = self.core.peers.client(&info.cluster_addr, Some(leader))?;
         let req = ProposeRequest {
             command: mxraft_queue::encode(cmd).into(),
         };
         let reply = tokio::time::timeout(
             left,
-            client.propose(addressed(req, Some(leader), Some(left))),
+            client.propose(self.core.peers.request(req, Some(leader), Some(left))),
         )
         .await
         .map_err(|_| tonic::Status::deadline_exceeded("forwarded proposal timed out"))??;
@@ -391,9 +598,14 @@ impl RaftNode {
                 }
                 Some((leader, info)) => {
                     let asked = async {
-                        let mut client = self.core.peers.client(&info.cluster_addr)?;
+                        let mut client =
+                            self.core.peers.client(&info.cluster_addr, Some(leader))?;
                         let reply = client
-                            .read_index(addressed(ReadIndexRequest {}, Some(leader), Some(left)))
+                            .read_index(self.core.peers.request(
+                                ReadIndexRequest {},
+                                Some(leader),
+                                Some(left),
+                            ))
                             .await?;
                         Ok::<u64, tonic::Status>(reply.into_inner().index)
                     };
@@ -469,14 +681,14 @@ impl RaftNode {
                     let mut client = self
                         .core
                         .peers
-                        .client(&info.cluster_addr)
+                        .client(&info.cluster_addr, Some(leader))
                         .map_err(|s| MembershipError::Unavailable(s.to_string()))?;
                     let req = MembershipRequest {
                         change: Some(change.clone()),
                     };
                     let left = until.saturating_duration_since(Instant::now());
                     match client
-                        .change_membership(addressed(req, Some(leader), Some(left)))
+                        .change_membership(self.core.peers.request(req, Some(leader), Some(left)))
                         .await
                     {
                         Ok(_) => return Ok(()),
@@ -534,7 +746,7 @@ impl RaftNode {
                             existing.cluster_addr
                         )));
                     }
-                    if join.pristine {
+                    if join.pristine && voters.contains(&id) {
                         return Err(MembershipError::Refused(format!(
                             "node {id} is already a member but now has an empty data directory; a node that \
                              lost its data must not rejoin under its old id: `mxraftctl cluster remove {id}`, \

@@ -3,13 +3,21 @@
 //! Every command prints a readable table by default and JSON with `-o json`. Queue reads are
 //! linearizable unless `--local` is given, so any node shows the same queue.
 
+mod cert;
+
 use std::io::Write;
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use chrono::SecondsFormat;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde_json::{Value, json};
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
+
+use mxraft_proto::identity::AUTHORIZATION_HEADER;
+use mxraft_proto::tls::{Expect, TlsFiles, TlsSource};
 
 use mxraft_proto::admin::admin_client::AdminClient;
 use mxraft_proto::admin::{
@@ -23,14 +31,39 @@ use mxraft_proto::admin::{
 #[derive(Debug, Parser)]
 #[command(version, about)]
 struct Cli {
-    /// Admin endpoint of any node.
+    /// Admin endpoint of any node: `host:port` (TLS when a CA file is given), `https://host:port`
+    /// or `http://host:port`.
     #[arg(
         long,
         global = true,
         env = "MXRAFT_ENDPOINT",
-        default_value = "http://127.0.0.1:7001"
+        default_value = "127.0.0.1:7001"
     )]
     endpoint: String,
+    /// A file holding a bearer token for the admin API.
+    #[arg(long, global = true, env = "MXRAFT_TOKEN_FILE", value_name = "FILE")]
+    token_file: Option<PathBuf>,
+    /// The cluster CA certificate the admin endpoint's certificate must be signed by.
+    #[arg(long, global = true, env = "MXRAFT_CA_FILE", value_name = "FILE")]
+    ca_file: Option<PathBuf>,
+    /// A client certificate (from `cert create-client`) to authenticate with instead of a token.
+    #[arg(
+        long,
+        global = true,
+        env = "MXRAFT_CERT_FILE",
+        value_name = "FILE",
+        requires = "key"
+    )]
+    cert: Option<PathBuf>,
+    /// The key of --cert.
+    #[arg(
+        long,
+        global = true,
+        env = "MXRAFT_KEY_FILE",
+        value_name = "FILE",
+        requires = "cert"
+    )]
+    key: Option<PathBuf>,
     /// Output format.
     #[arg(long, short = 'o', global = true, value_enum, default_value_t = Output::Table)]
     output: Output,
@@ -58,6 +91,12 @@ enum Command {
     /// The replicated recipient table of domains in `list` mode.
     #[command(subcommand)]
     Recipients(RecipientsCommand),
+    /// The cluster CA, node and client certificates.
+    #[command(subcommand)]
+    Cert(cert::CertCommand),
+    /// Admin bearer tokens.
+    #[command(subcommand)]
+    Token(cert::TokenCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -202,23 +241,77 @@ fn consistency(local: bool) -> i32 {
     }
 }
 
-fn endpoint_url(s: &str) -> String {
-    if s.contains("://") {
-        s.to_owned()
-    } else {
-        format!("http://{s}")
+/// Adds the bearer token to every request.
+#[derive(Clone)]
+struct Bearer(Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>);
+
+impl tonic::service::Interceptor for Bearer {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(v) = &self.0 {
+            req.metadata_mut().insert(AUTHORIZATION_HEADER, v.clone());
+        }
+        Ok(req)
     }
 }
 
-async fn connect(endpoint: &str) -> anyhow::Result<AdminClient<Channel>> {
-    let url = endpoint_url(endpoint);
-    let channel = Endpoint::from_shared(url.clone())
-        .map_err(|e| anyhow::anyhow!("invalid endpoint {url:?}: {e}"))?
-        .connect_timeout(std::time::Duration::from_secs(5))
-        .connect()
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot connect to {url}: {e}"))?;
-    Ok(AdminClient::new(channel).max_decoding_message_size(512 * 1024 * 1024))
+type Client = AdminClient<InterceptedService<Channel, Bearer>>;
+
+/// How to reach and authenticate to admin endpoints.
+struct Access {
+    token: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
+    tls: Option<Arc<TlsSource>>,
+}
+
+impl Access {
+    fn new(cli: &Cli) -> anyhow::Result<Access> {
+        let token = match &cli.token_file {
+            None => None,
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|e| {
+                    anyhow::anyhow!("cannot read the token file {}: {e}", path.display())
+                })?;
+                let token = text.lines().next().unwrap_or_default().trim();
+                Some(format!("Bearer {token}").parse().map_err(|_| {
+                    anyhow::anyhow!("the token file {} holds no usable token", path.display())
+                })?)
+            }
+        };
+        let tls = match &cli.ca_file {
+            None => None,
+            Some(ca) => Some(Arc::new(TlsSource::load(TlsFiles {
+                ca_file: ca.clone(),
+                cert_file: cli.cert.clone(),
+                key_file: cli.key.clone(),
+            })?)),
+        };
+        Ok(Access { token, tls })
+    }
+
+    /// A client for `endpoint`.
+    fn connect(&self, endpoint: &str) -> anyhow::Result<Client> {
+        let (tls, authority) = match endpoint.split_once("://") {
+            Some(("https", rest)) => (true, rest),
+            Some(("http", rest)) => (false, rest),
+            Some((scheme, _)) => anyhow::bail!("endpoint {endpoint:?}: unknown scheme {scheme}"),
+            None => (self.tls.is_some(), endpoint),
+        };
+        let source = match (tls, &self.tls) {
+            (true, Some(t)) => Some(t.clone()),
+            (true, None) => anyhow::bail!(
+                "endpoint {endpoint:?} is TLS: give the cluster CA with --ca-file (or MXRAFT_CA_FILE)"
+            ),
+            (false, _) => None,
+        };
+        let url = format!("http://{}", authority.trim_end_matches('/'));
+        let endpoint = Endpoint::from_shared(url.clone())
+            .map_err(|e| anyhow::anyhow!("invalid endpoint {url:?}: {e}"))?
+            .connect_timeout(std::time::Duration::from_secs(5));
+        let channel = mxraft_proto::tls::channel(endpoint, source, Expect::Host);
+        Ok(
+            AdminClient::with_interceptor(channel, Bearer(self.token.clone()))
+                .max_decoding_message_size(512 * 1024 * 1024),
+        )
+    }
 }
 
 fn rfc3339(ms: u64) -> String {
@@ -305,7 +398,7 @@ fn action_result(
 }
 
 async fn list_recipients(
-    client: &mut AdminClient<Channel>,
+    client: &mut Client,
     domain: String,
     consistency: i32,
 ) -> anyhow::Result<Vec<String>> {
@@ -350,9 +443,15 @@ fn sender_text(s: &str) -> String {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
-    let mut client = connect(&cli.endpoint).await?;
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
+    let cli = match cli.command {
+        Command::Cert(c) => return cert::run_cert(c, &mut out),
+        Command::Token(c) => return cert::run_token(c, &mut out),
+        _ => cli,
+    };
+    let access = Access::new(&cli)?;
+    let mut client = access.connect(&cli.endpoint)?;
     match cli.command {
         Command::Cluster(ClusterCommand::Status) => {
             let s = client
@@ -417,8 +516,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Cluster(ClusterCommand::Join(args)) => {
             let req = match (&args.node_endpoint, args.id, &args.cluster_addr) {
                 (Some(ep), _, _) => {
-                    let info = connect(ep)
-                        .await?
+                    let info = access
+                        .connect(ep)?
                         .node_info(NodeInfoRequest {})
                         .await?
                         .into_inner();
@@ -795,6 +894,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 print_table(&mut out, &rows)?;
             }
         }
+        // Handled before connecting.
+        Command::Cert(_) | Command::Token(_) => {}
     }
     Ok(())
 }

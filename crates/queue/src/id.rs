@@ -44,6 +44,11 @@ impl MessageId {
         (self.0 >> 80) as u64
     }
 
+    /// The id of the node that received the message ([`crate::DSN_NODE`] for a DSN).
+    pub fn node(self) -> u64 {
+        ((self.0 >> 64) & 0xFFFF) as u64
+    }
+
     /// The big-endian key used for this id in storage; keys sort like ids.
     pub fn to_key(self) -> [u8; 16] {
         self.0.to_be_bytes()

@@ -26,6 +26,9 @@ pub struct Config {
     /// The admin gRPC service.
     #[serde(default)]
     pub admin: AdminConfig,
+    /// This node's certificate from the cluster CA (cluster and admin ports).
+    #[serde(default)]
+    pub tls: TlsConfig,
     /// Raft and the internal cluster service.
     #[serde(default)]
     pub cluster: ClusterConfig,
@@ -75,6 +78,19 @@ pub struct NodeConfig {
     pub data_dir: PathBuf,
 }
 
+/// The `[tls]` section: this node's identity in the cluster, made with `mxraftctl cert`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// The cluster CA certificate (PEM): peers and admin client certificates must be signed
+    /// by it.
+    pub ca_file: Option<PathBuf>,
+    /// This node's certificate (PEM), naming its `node.id`.
+    pub cert_file: Option<PathBuf>,
+    /// The key of `cert_file` (PEM).
+    pub key_file: Option<PathBuf>,
+}
+
 /// The `[admin]` section.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -86,6 +102,11 @@ pub struct AdminConfig {
     /// How long a linearizable read may wait for the leader and for this node to catch up.
     #[serde(with = "humantime_serde")]
     pub read_timeout: Duration,
+    /// Files holding bearer tokens, each with the role it grants (`read` or `admin`).
+    pub token_files: Vec<TokenFileConfig>,
+    /// Serve the admin API without TLS (tokens then cross the network in clear). Refused
+    /// unless `listen` is a loopback address. Without `[tls]` the admin API is always plain.
+    pub insecure_plaintext: bool,
 }
 
 impl Default for AdminConfig {
@@ -94,8 +115,48 @@ impl Default for AdminConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 7001)),
             advertise: None,
             read_timeout: Duration::from_secs(10),
+            token_files: Vec::new(),
+            insecure_plaintext: false,
         }
     }
+}
+
+/// One `admin.token_files` entry.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenFileConfig {
+    /// The file; its first line is the token (make one with `mxraftctl token create`).
+    pub path: PathBuf,
+    /// `read` (status, listings, details, statistics, destinations) or `admin` (everything).
+    pub role: RoleName,
+}
+
+/// An admin role, as configured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RoleName {
+    /// Read only.
+    Read,
+    /// Everything.
+    Admin,
+}
+
+impl RoleName {
+    /// The role.
+    pub fn role(self) -> mxraft_proto::identity::Role {
+        match self {
+            RoleName::Read => mxraft_proto::identity::Role::Read,
+            RoleName::Admin => mxraft_proto::identity::Role::Admin,
+        }
+    }
+}
+
+/// Whether `host` (an address or `localhost`) is on this machine only.
+fn is_loopback_host(host: &str) -> bool {
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// One `[[domains]]` entry: a domain this cluster is backup MX for.
@@ -330,6 +391,88 @@ impl Config {
         toml::from_str(text).map_err(|e| e.to_string().trim_end().to_owned())
     }
 
+    /// The node's TLS files, when `[tls]` is set.
+    pub fn tls_files(&self) -> Option<mxraft_proto::tls::TlsFiles> {
+        let t = &self.tls;
+        Some(mxraft_proto::tls::TlsFiles {
+            ca_file: t.ca_file.clone()?,
+            cert_file: Some(t.cert_file.clone()?),
+            key_file: Some(t.key_file.clone()?),
+        })
+    }
+
+    /// Whether the admin API is served over TLS.
+    pub fn admin_tls(&self) -> bool {
+        self.tls_files().is_some() && !self.admin.insecure_plaintext
+    }
+
+    /// The rules that keep the cluster and admin ports closed to callers that are not
+    /// authenticated.
+    fn validate_security(&self) -> Result<(), String> {
+        let t = &self.tls;
+        let set = [&t.ca_file, &t.cert_file, &t.key_file]
+            .iter()
+            .filter(|f| f.is_some())
+            .count();
+        if set != 0 && set != 3 {
+            return Err(
+                "tls.ca_file, tls.cert_file and tls.key_file go together: set all three".into(),
+            );
+        }
+        let advertised_host = |advertise: &Option<String>, listen: SocketAddr| {
+            advertise
+                .as_deref()
+                .and_then(split_host_port)
+                .map(|(h, _)| h)
+                .unwrap_or_else(|| listen.ip().to_string())
+        };
+        if self.cluster.insecure_plaintext {
+            let host = advertised_host(&self.cluster.advertise, self.cluster.listen);
+            if !self.cluster.listen.ip().is_loopback() || !is_loopback_host(&host) {
+                return Err(format!(
+                    "cluster.insecure_plaintext is only allowed on loopback (cluster.listen is {}, \
+                     the advertised host {host}): the cluster port carries every message; use [tls]",
+                    self.cluster.listen
+                ));
+            }
+            for peer in self.cluster.known_peers() {
+                if let Some((host, _)) = split_host_port(&peer)
+                    && !is_loopback_host(&host)
+                {
+                    return Err(format!(
+                        "cluster.insecure_plaintext is only allowed on loopback, but peer {peer} is not"
+                    ));
+                }
+            }
+        } else if set == 0 {
+            return Err("[tls] ca_file, cert_file and key_file are required: the cluster port carries \
+                every message, so nodes authenticate each other with certificates from the cluster CA \
+                (make them with `mxraftctl cert`, see docs/operations.md); a cluster on one machine may \
+                set cluster.insecure_plaintext = true instead".into());
+        }
+        if !self.admin_tls() {
+            let host = advertised_host(&self.admin.advertise, self.admin.listen);
+            if !self.admin.listen.ip().is_loopback() || !is_loopback_host(&host) {
+                return Err(format!(
+                    "the admin API is served without TLS ({}), which is only allowed on loopback \
+                     (admin.listen is {}): set [tls] and leave admin.insecure_plaintext unset",
+                    if set == 0 {
+                        "no [tls]"
+                    } else {
+                        "admin.insecure_plaintext"
+                    },
+                    self.admin.listen
+                ));
+            }
+            if self.admin.token_files.is_empty() {
+                return Err("admin.token_files is empty: without TLS client certificates, the admin \
+                    API can only authenticate callers by bearer token (make one with `mxraftctl token create`)"
+                    .into());
+            }
+        }
+        Ok(())
+    }
+
     /// Checks what the types cannot; the error names the key.
     pub fn validate(&self) -> Result<(), String> {
         if self.node.id == 0 {
@@ -354,19 +497,44 @@ impl Config {
             ("admin.advertise", &self.admin.advertise),
             ("cluster.advertise", &self.cluster.advertise),
         ] {
-            if let Some(v) = value
-                && split_host_port(v).is_none()
-            {
-                return Err(format!("{key} must be host:port, not {v:?}"));
+            if let Some(v) = value {
+                match split_host_port(v) {
+                    None => return Err(format!("{key} must be host:port, not {v:?}")),
+                    Some((host, _))
+                        if host
+                            .parse::<std::net::IpAddr>()
+                            .is_ok_and(|ip| ip.is_unspecified()) =>
+                    {
+                        return Err(format!(
+                            "{key} is {v:?}: other nodes cannot reach an unspecified address; give this node's own address"
+                        ));
+                    }
+                    Some(_) => {}
+                }
             }
         }
-        for seed in &self.cluster.join {
-            if split_host_port(seed).is_none() {
+        for (key, listen, advertise) in [
+            ("cluster", self.cluster.listen, &self.cluster.advertise),
+            ("admin", self.admin.listen, &self.admin.advertise),
+        ] {
+            if listen.ip().is_unspecified() && advertise.is_none() {
                 return Err(format!(
-                    "cluster.join entries must be host:port, not {seed:?}"
+                    "{key}.advertise is required when {key}.listen is {listen}: other nodes and \
+                     mxraftctl need an address that reaches this node"
                 ));
             }
         }
+        for (key, list) in [
+            ("cluster.join", &self.cluster.join),
+            ("cluster.peers", &self.cluster.peers),
+        ] {
+            for seed in list.iter() {
+                if split_host_port(seed).is_none() {
+                    return Err(format!("{key} entries must be host:port, not {seed:?}"));
+                }
+            }
+        }
+        self.validate_security()?;
         if self.domains.is_empty() {
             return Err("at least one [[domains]] entry is required: mxraft accepts mail only for its protected domains".into());
         }
@@ -453,6 +621,14 @@ mod tests {
         id = 1
         data_dir = "/var/lib/mxraft"
 
+        [tls]
+        ca_file = "/etc/mxraft/ca.pem"
+        cert_file = "/etc/mxraft/node1.pem"
+        key_file = "/etc/mxraft/node1-key.pem"
+
+        [cluster]
+        advertise = "10.0.0.11:7100"
+
         [[domains]]
         name = "example.com"
         primary = "mail.example.com:25"
@@ -490,15 +666,18 @@ mod tests {
 
     #[test]
     fn invalid_values_name_their_key() {
-        let base = "[node]\nid = 1\ndata_dir = \"x\"\n";
+        // Ends in the [cluster] table, so a case can add cluster keys right after it.
+        let secure = "[tls]\nca_file = \"ca.pem\"\ncert_file = \"n.pem\"\nkey_file = \"k.pem\"\n\
+                      [cluster]\nadvertise = \"10.0.0.1:7100\"\n";
+        let base = format!("[node]\nid = 1\ndata_dir = \"x\"\n{secure}");
         let domain = "[[domains]]\nname = \"a.test\"\nprimary = \"p.test:25\"\n";
         let cases = [
             (
-                format!("[node]\nid = 0\ndata_dir = \"x\"\n{domain}"),
+                format!("[node]\nid = 0\ndata_dir = \"x\"\n{secure}{domain}"),
                 "node.id",
             ),
             (
-                format!("[node]\nid = 65535\ndata_dir = \"x\"\n{domain}"),
+                format!("[node]\nid = 65535\ndata_dir = \"x\"\n{secure}{domain}"),
                 "node.id",
             ),
             (base.to_string(), "[[domains]]"),
@@ -525,8 +704,54 @@ mod tests {
                 "smtp.max_recipients",
             ),
             (
-                format!("{base}[cluster]\nbootstrap = true\njoin = [\"a:1\"]\n{domain}"),
-                "cluster.bootstrap",
+                format!("{base}max_staleness = \"1s\"\n{domain}"),
+                "cluster.max_staleness",
+            ),
+            (
+                format!("{base}peers = [\"nohost\"]\n{domain}"),
+                "cluster.peers",
+            ),
+            (
+                format!(
+                    "[node]\nid = 1\ndata_dir = \"x\"\n[cluster]\nadvertise = \"0.0.0.0:7100\"\n{domain}"
+                ),
+                "cluster.advertise",
+            ),
+            (
+                format!(
+                    "[node]\nid = 1\ndata_dir = \"x\"\n[tls]\nca_file = \"c\"\ncert_file = \"n\"\nkey_file = \"k\"\n{domain}"
+                ),
+                "cluster.advertise is required",
+            ),
+            (
+                format!(
+                    "[node]\nid = 1\ndata_dir = \"x\"\n[cluster]\nadvertise = \"10.0.0.1:7100\"\n{domain}"
+                ),
+                "[tls]",
+            ),
+            (
+                format!(
+                    "[node]\nid = 1\ndata_dir = \"x\"\n[tls]\nca_file = \"c\"\n[cluster]\nadvertise = \"10.0.0.1:7100\"\n{domain}"
+                ),
+                "go together",
+            ),
+            (
+                format!(
+                    "[node]\nid = 1\ndata_dir = \"x\"\n[cluster]\nlisten = \"10.0.0.1:7100\"\ninsecure_plaintext = true\n{domain}"
+                ),
+                "cluster.insecure_plaintext",
+            ),
+            (
+                format!(
+                    "[node]\nid = 1\ndata_dir = \"x\"\n[cluster]\nlisten = \"127.0.0.1:7100\"\ninsecure_plaintext = true\n{domain}"
+                ),
+                "admin.token_files",
+            ),
+            (
+                format!(
+                    "[node]\nid = 1\ndata_dir = \"x\"\n[admin]\nlisten = \"10.0.0.1:7001\"\ninsecure_plaintext = true\n{secure}{domain}"
+                ),
+                "only allowed on loopback",
             ),
             (
                 format!("{base}{domain}[[routes]]\ndomain = \"s.test\"\nnext_hop = \"nope\"\n"),

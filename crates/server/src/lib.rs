@@ -12,6 +12,8 @@
 //! sessions finish, stop the gRPC services, stop Raft, and wait until RocksDB is closed.
 
 pub mod config;
+mod http;
+mod proposals;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -21,14 +23,15 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
-use tokio_stream::StreamExt;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use mxraft_admin::{AdminOptions, AdminService};
-use mxraft_cluster::RaftNode;
+use mxraft_admin::{AdminOptions, AdminService, Authenticator, TokenFile};
 use mxraft_cluster::service::ClusterService;
+use mxraft_cluster::{NodeSetup, RaftNode};
 use mxraft_delivery::{Delivery, Route, RouteTable};
+use mxraft_proto::identity::CertIdentity;
+use mxraft_proto::tls::{self, ClientAuth, TlsSource};
 use mxraft_queue::FlushTarget;
 use mxraft_queue::{CommandResult, Enqueue, QueueCommand};
 use mxraft_smtp::{
@@ -52,6 +55,12 @@ struct RaftSubmitter {
 }
 
 impl Submitter for RaftSubmitter {
+    fn refuse_connection(&self) -> Option<String> {
+        self.node
+            .fatal_error()
+            .map(|e| format!("this node's queue has stopped ({e})"))
+    }
+
     async fn submit(&self, message: Enqueue) -> Result<(), SubmitError> {
         match self.node.propose(QueueCommand::Enqueue(message)).await {
             Ok(CommandResult::Enqueued { .. }) => Ok(()),
@@ -110,6 +119,12 @@ impl Submitter for RaftSubmitter {
             }
             config::RecipientMode::Verify => self.verify_recipient(address).await,
         };
+        if verdict == RcptCheck::Unknown {
+            // A stale table must never turn into a permanent refusal of valid mail.
+            if let Err(e) = self.node.wait_current(Duration::from_millis(500)).await {
+                return RcptCheck::NotCurrent(e.to_string());
+            }
+        }
         if verdict != RcptCheck::Accept {
             return verdict;
         }
@@ -370,6 +385,8 @@ pub struct BoundAddrs {
     pub cluster: SocketAddr,
     /// SMTP with implicit TLS, when configured.
     pub smtp_tls: Option<SocketAddr>,
+    /// Metrics and health over HTTP, when configured.
+    pub http: Option<SocketAddr>,
 }
 
 /// A running node.
@@ -382,6 +399,8 @@ pub struct RunningServer {
     delivery_stop: CancellationToken,
     delivery_task: JoinHandle<()>,
     grpc_tasks: Vec<JoinHandle<()>>,
+    background: Vec<JoinHandle<()>>,
+    failed: tokio::sync::watch::Receiver<Option<String>>,
     closed: Vec<CloseWatch>,
 }
 
@@ -404,17 +423,77 @@ async fn bind(what: &str, addr: SocketAddr) -> anyhow::Result<TcpListener> {
 /// Starting a node.
 pub struct Server;
 
+/// What a node gets from the process around it.
+#[derive(Default)]
+pub struct StartOptions {
+    /// The Prometheus recorder installed in this process, rendered at `/metrics`.
+    pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+}
+
+/// Loads `[tls]` and checks that the certificate names this node.
+fn load_tls(config: &Config) -> anyhow::Result<Option<Arc<TlsSource>>> {
+    let Some(files) = config.tls_files() else {
+        return Ok(None);
+    };
+    let source = TlsSource::load(files).context("cannot load [tls]")?;
+    match source.identity() {
+        Some(CertIdentity::Node(id)) if id == config.node.id => Ok(Some(Arc::new(source))),
+        Some(other) => bail!(
+            "tls.cert_file names {other}, but this is node {}: each node needs its own certificate \
+             (mxraftctl cert create-node --id {})",
+            config.node.id,
+            config.node.id
+        ),
+        None => bail!(
+            "tls.cert_file names no mxraft node: make node certificates with `mxraftctl cert create-node`"
+        ),
+    }
+}
+
 impl Server {
     /// Starts a node from its configuration and returns once it serves SMTP.
     pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
+        Self::start_with(config, StartOptions::default()).await
+    }
+
+    /// [`start`](Self::start), with what the process provides.
+    pub async fn start_with(
+        config: Config,
+        options: StartOptions,
+    ) -> anyhow::Result<RunningServer> {
         config.validate().map_err(anyhow::Error::msg)?;
         let id = config.node.id;
+
+        let node_tls = load_tls(&config)?;
+        // The cluster port goes without TLS only when explicitly allowed (on loopback).
+        let cluster_tls = if config.cluster.insecure_plaintext {
+            None
+        } else {
+            node_tls.clone()
+        };
+        let tokens = Authenticator::new(
+            config
+                .admin
+                .token_files
+                .iter()
+                .map(|t| TokenFile {
+                    path: t.path.clone(),
+                    role: t.role.role(),
+                })
+                .collect(),
+        )
+        .context("cannot load admin.token_files")?;
+        let tokens = Arc::new(tokens);
 
         let smtp_listener = bind("SMTP", config.smtp.listen).await?;
         let admin_listener = bind("the admin API", config.admin.listen).await?;
         let cluster_listener = bind("the cluster service", config.cluster.listen).await?;
         let tls_listener = match config.smtp.tls_listen {
             Some(addr) => Some(bind("SMTP with implicit TLS", addr).await?),
+            None => None,
+        };
+        let http_listener = match config.metrics.listen {
+            Some(addr) => Some(bind("metrics and health (metrics.listen)", addr).await?),
             None => None,
         };
         let tls = match (&config.smtp.tls_cert_file, &config.smtp.tls_key_file) {
@@ -432,80 +511,90 @@ impl Server {
                 Some(l) => Some(l.local_addr()?),
                 None => None,
             },
+            http: match &http_listener {
+                Some(l) => Some(l.local_addr()?),
+                None => None,
+            },
         };
+        let hostname = config.smtp.hostname.clone().unwrap_or_else(system_hostname);
         let info = NodeInfo {
             cluster_addr: config
                 .cluster
                 .advertise
                 .clone()
                 .unwrap_or_else(|| addrs.cluster.to_string()),
-            smtp_addr: config
-                .smtp
-                .advertise
-                .clone()
-                .unwrap_or_else(|| addrs.smtp.to_string()),
+            smtp_addr: config.smtp.advertise.clone().unwrap_or_else(|| {
+                if addrs.smtp.ip().is_unspecified() {
+                    format!("{hostname}:{}", addrs.smtp.port())
+                } else {
+                    addrs.smtp.to_string()
+                }
+            }),
             admin_addr: config
                 .admin
                 .advertise
                 .clone()
                 .unwrap_or_else(|| addrs.admin.to_string()),
         };
-        info!(node_id = id, smtp = %addrs.smtp, admin = %addrs.admin, cluster = %addrs.cluster, "listeners bound");
+        info!(node_id = id, smtp = %addrs.smtp, admin = %addrs.admin, cluster = %addrs.cluster,
+              cluster_tls = cluster_tls.is_some(), admin_tls = config.admin_tls(), "listeners bound");
 
         let data_dir = &config.node.data_dir;
-        let pristine = mxraft_store::is_pristine(data_dir);
         let stores = Stores::open(data_dir, StoreOptions::default())
             .with_context(|| format!("cannot open the data directory {}", data_dir.display()))?;
         let closed = vec![
             stores.log.closed_watch(),
             stores.state_machine.closed_watch(),
         ];
-        info!(data_dir = %data_dir.display(), pristine, "stores opened");
+        info!(data_dir = %data_dir.display(), "stores opened");
 
-        let node = RaftNode::start(
+        let node = RaftNode::start(NodeSetup {
             id,
-            info.clone(),
-            config.cluster.clone(),
-            stores.log,
-            stores.state_machine,
-        )
-        .await
-        .map_err(anyhow::Error::msg)?;
-        info!(node_id = id, "raft started");
+            info: info.clone(),
+            config: config.cluster.clone(),
+            log: stores.log,
+            state_machine: stores.state_machine,
+            tls: cluster_tls.clone(),
+            check_proposal: proposals::proposal_check(&config),
+        })
+        .await?;
+        info!(
+            node_id = id,
+            cluster_id = node.cluster_id().unwrap_or_default(),
+            "raft started"
+        );
 
         let grpc_stop = CancellationToken::new();
         let mut grpc_tasks = Vec::new();
         let cluster_router = grpc_builder().add_service(ClusterService::server(node.clone()));
         grpc_tasks.push(spawn_grpc(
             "cluster",
-            cluster_listener,
+            tls::incoming(
+                cluster_listener,
+                cluster_tls.clone(),
+                ClientAuth::Node,
+                "cluster",
+            ),
             cluster_router,
             grpc_stop.clone(),
         ));
 
-        if pristine {
+        if node.is_initialized().await {
             if config.cluster.bootstrap {
-                node.bootstrap().await.map_err(anyhow::Error::msg)?;
-            } else if !config.cluster.join.is_empty() {
-                info!(seeds = ?config.cluster.join, "asking to join the cluster");
-                node.join_in_background(config.cluster.join.clone());
-            } else {
-                info!("pristine node waiting to be added with `mxraftctl cluster join`");
+                info!("data directory holds raft state; cluster.bootstrap ignored");
             }
-        } else if config.cluster.bootstrap {
-            info!("data directory holds raft state; cluster.bootstrap ignored");
+        } else {
+            let peers = config.cluster.known_peers();
+            info!(bootstrap = config.cluster.bootstrap, peers = ?peers, "pristine node: settling its membership");
+            node.settle_membership(config.cluster.bootstrap, peers);
         }
 
-        let hostname = config.smtp.hostname.clone().unwrap_or_else(system_hostname);
         let policy = DomainPolicy::new(config.domains.iter().map(|d| d.name.as_str()));
         let resolver =
             mxraft_delivery::resolver::HickoryResolver::new(&config.delivery.name_servers)
                 .map_err(anyhow::Error::msg)?;
         let (route_table, lifetimes) = routes(&config);
         let (health, health_service) = tonic_health::server::health_reporter();
-        health
-            .set_serving::<mxraft_proto::admin::admin_server::AdminServer<AdminService>>()
-            .await;
         let admin_router =
             grpc_builder()
                 .add_service(health_service)
@@ -530,10 +619,16 @@ impl Server {
                             )
                             .collect(),
                     },
+                    tokens.clone(),
                 ));
+        let admin_tls = if config.admin_tls() {
+            node_tls.clone()
+        } else {
+            None
+        };
         grpc_tasks.push(spawn_grpc(
             "admin",
-            admin_listener,
+            tls::incoming(admin_listener, admin_tls, ClientAuth::Optional, "admin"),
             admin_router,
             grpc_stop.clone(),
         ));
@@ -553,8 +648,26 @@ impl Server {
         let delivery_stop = CancellationToken::new();
         let delivery_task = tokio::spawn(delivery.clone().run(delivery_stop.clone()));
         let horizon = config.greylist.max_age.max(config.verify.positive_ttl);
-        tokio::spawn(prune_caches(node.clone(), horizon, delivery_stop.clone()));
-        tokio::spawn(export_gauges(node.clone(), delivery_stop.clone()));
+        let mut background = vec![
+            tokio::spawn(prune_caches(node.clone(), horizon, delivery_stop.clone())),
+            tokio::spawn(export_gauges(node.clone(), delivery_stop.clone())),
+            tokio::spawn(report_health(node.clone(), health, delivery_stop.clone())),
+        ];
+        let (failed_tx, failed) = tokio::sync::watch::channel(None);
+        background.push(tokio::spawn(watch_raft(
+            node.clone(),
+            failed_tx,
+            delivery_stop.clone(),
+        )));
+        if let Some(listener) = http_listener {
+            background.push(tokio::spawn(http::serve(
+                listener,
+                node.clone(),
+                options.metrics,
+                delivery_stop.clone(),
+            )));
+            info!(addr = ?addrs.http, "metrics, /readyz and /livez serving");
+        }
         info!(probe_interval = ?config.delivery.probe_interval, "delivery running");
 
         let ctx = Arc::new(SmtpContext {
@@ -587,10 +700,18 @@ impl Server {
             ctx,
             smtp_stop.clone(),
         ));
+        let mut reloadable: Vec<Reloadable> = vec![Reloadable::Tokens(tokens)];
         if let Some(tls) = tls {
-            tokio::spawn(reload_tls(tls, smtp_stop.clone()));
+            reloadable.push(Reloadable::Smtp(tls));
             info!("STARTTLS offered");
         }
+        if let Some(t) = node_tls {
+            reloadable.push(Reloadable::Cluster(t));
+        }
+        background.push(tokio::spawn(reload_credentials(
+            reloadable,
+            smtp_stop.clone(),
+        )));
         info!(addr = %addrs.smtp, domains = config.domains.len(), "SMTP accepting");
 
         Ok(RunningServer {
@@ -602,8 +723,64 @@ impl Server {
             delivery_stop,
             delivery_task,
             grpc_tasks,
+            background,
+            failed,
             closed,
         })
+    }
+}
+
+/// Watches for Raft stopping on a fatal error: logs the cause and reports it, so the process
+/// stops (SMTP already answers `421` and the node is not ready) and its supervisor restarts it.
+async fn watch_raft(
+    node: RaftNode,
+    failed: tokio::sync::watch::Sender<Option<String>>,
+    stop: CancellationToken,
+) {
+    use openraft::async_runtime::WatchReceiver;
+    let mut metrics = node.raft().metrics();
+    loop {
+        if let Some(e) = node.fatal_error() {
+            tracing::error!(error = %e, "raft stopped on a fatal error; this node stops");
+            let _ = failed.send(Some(e));
+            return;
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            changed = metrics.changed() => if changed.is_err() {
+                // The metrics sender is gone only when Raft has ended.
+                if let Some(e) = node.fatal_error() {
+                    tracing::error!(error = %e, "raft stopped on a fatal error; this node stops");
+                    let _ = failed.send(Some(e));
+                }
+                return;
+            },
+        }
+    }
+}
+
+/// Every second: gRPC health says SERVING only while this node answers for the cluster.
+async fn report_health(
+    node: RaftNode,
+    health: tonic_health::server::HealthReporter,
+    stop: CancellationToken,
+) {
+    use tonic_health::ServingStatus;
+    let mut last = None;
+    loop {
+        let status = match node.current(http::READY_SLACK) {
+            Ok(()) => ServingStatus::Serving,
+            Err(_) => ServingStatus::NotServing,
+        };
+        if last != Some(status) {
+            health.set_service_status("", status).await;
+            health.set_service_status("mxraft.v1.Admin", status).await;
+            last = Some(status);
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
     }
 }
 
@@ -650,6 +827,10 @@ pub fn describe_metrics() {
         "mxraft_delivery_attempts_total",
         "Delivery attempts made by this node, per recipient, by result (delivered, failed, deferred)"
     );
+    describe_counter!(
+        "mxraft_tls_refused_total",
+        "Connections to the cluster or admin port refused at the TLS handshake, by port"
+    );
     describe_gauge!("mxraft_queue_messages", "Messages in the replicated queue");
     describe_gauge!(
         "mxraft_queue_bytes",
@@ -692,8 +873,40 @@ async fn export_gauges(node: RaftNode, stop: CancellationToken) {
     }
 }
 
-/// Reloads the TLS certificate on SIGHUP and when its files change.
-async fn reload_tls(tls: Arc<mxraft_smtp::TlsStore>, stop: CancellationToken) {
+/// Credentials read from files, which a running node takes again when they change.
+enum Reloadable {
+    /// The SMTP certificate (STARTTLS, implicit TLS).
+    Smtp(Arc<mxraft_smtp::TlsStore>),
+    /// The node certificate and the cluster CA (cluster and admin ports).
+    Cluster(Arc<TlsSource>),
+    /// The admin bearer tokens.
+    Tokens(Arc<Authenticator>),
+}
+
+impl Reloadable {
+    fn name(&self) -> &'static str {
+        match self {
+            Reloadable::Smtp(_) => "TLS certificate",
+            Reloadable::Cluster(_) => "cluster certificates",
+            Reloadable::Tokens(_) => "admin tokens",
+        }
+    }
+
+    /// Reloads (always when `forced`, else if a file changed); returns whether it did.
+    fn reload(&self, forced: bool) -> Result<bool, String> {
+        match self {
+            Reloadable::Smtp(t) if forced => t.reload().map(|_| true).map_err(|e| e.to_string()),
+            Reloadable::Smtp(t) => t.reload_if_changed().map_err(|e| e.to_string()),
+            Reloadable::Cluster(t) if forced => t.reload().map(|_| true).map_err(|e| e.to_string()),
+            Reloadable::Cluster(t) => t.reload_if_changed().map_err(|e| e.to_string()),
+            Reloadable::Tokens(t) => t.reload_if_changed().map_err(|e| e.to_string()),
+        }
+    }
+}
+
+/// Reloads certificates and tokens on SIGHUP and when their files change (checked every 10 s).
+/// New connections use what was reloaded; a file that does not load keeps the previous one.
+async fn reload_credentials(items: Vec<Reloadable>, stop: CancellationToken) {
     use tokio::signal::unix::{SignalKind, signal};
     let mut hup = signal(SignalKind::hangup()).ok();
     loop {
@@ -710,16 +923,13 @@ async fn reload_tls(tls: Arc<mxraft_smtp::TlsStore>, stop: CancellationToken) {
             _ = hangup => true,
             _ = tokio::time::sleep(Duration::from_secs(10)) => false,
         };
-        let result = if forced {
-            tls.reload().map(|_| true)
-        } else {
-            tls.reload_if_changed()
-        };
-        match result {
-            Ok(true) => info!(signal = forced, "TLS certificate reloaded"),
-            Ok(false) => {}
-            Err(e) => {
-                warn!(error = %e, "TLS certificate not reloaded; the previous one stays in use")
+        for item in &items {
+            match item.reload(forced) {
+                Ok(true) => info!(signal = forced, what = item.name(), "reloaded"),
+                Ok(false) => {}
+                Err(e) => {
+                    warn!(what = item.name(), error = %e, "not reloaded; the previous one stays in use")
+                }
             }
         }
     }
@@ -734,17 +944,11 @@ fn grpc_builder() -> tonic::transport::Server {
 
 fn spawn_grpc(
     name: &'static str,
-    listener: TcpListener,
+    incoming: tokio_stream::wrappers::ReceiverStream<std::io::Result<tls::Conn>>,
     router: tonic::transport::server::Router,
     stop: CancellationToken,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
-        // Small request/response messages must not wait for Nagle's algorithm.
-        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener).map(|s| {
-            s.inspect(|s| {
-                let _ = s.set_nodelay(true);
-            })
-        });
         if let Err(e) = router
             .serve_with_incoming_shutdown(incoming, stop.cancelled_owned())
             .await
@@ -763,6 +967,19 @@ impl RunningServer {
     /// The Raft node.
     pub fn node(&self) -> &RaftNode {
         &self.node
+    }
+
+    /// Resolves when the node has failed (Raft stopped on a fatal error), with the cause.
+    pub async fn failed(&self) -> String {
+        let mut rx = self.failed.clone();
+        loop {
+            if let Some(e) = rx.borrow_and_update().clone() {
+                return e;
+            }
+            if rx.changed().await.is_err() {
+                return std::future::pending().await;
+            }
+        }
     }
 
     /// Stops the node in order and returns once its databases are closed.
@@ -788,6 +1005,10 @@ impl RunningServer {
             self.delivery_task.abort();
         }
         let _ = self.delivery_task.await;
+        for task in self.background {
+            task.abort();
+            let _ = task.await;
+        }
         info!("stopping gRPC services");
         self.grpc_stop.cancel();
         for task in self.grpc_tasks {

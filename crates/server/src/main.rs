@@ -22,7 +22,7 @@ struct Args {
     #[arg(long, value_name = "DIR")]
     data_dir: Option<PathBuf>,
     /// Check the configuration and exit.
-    #[arg(long)]
+    #[arg(long, alias = "check-config")]
     check: bool,
 }
 
@@ -68,32 +68,44 @@ fn main() -> ExitCode {
         }
     };
     runtime.block_on(async move {
-        if let Some(addr) = config.metrics.listen {
-            let exporter = metrics_exporter_prometheus::PrometheusBuilder::new()
-                .with_http_listener(addr)
-                .install();
-            if let Err(e) = exporter {
-                error!(error = %e, addr = %addr, "cannot serve metrics (metrics.listen)");
-                return ExitCode::FAILURE;
+        let mut options = mxraftd::StartOptions::default();
+        if config.metrics.listen.is_some() {
+            match metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder() {
+                Ok(handle) => {
+                    mxraftd::describe_metrics();
+                    options.metrics = Some(handle);
+                }
+                Err(e) => {
+                    error!(error = %e, "cannot record metrics");
+                    return ExitCode::FAILURE;
+                }
             }
-            mxraftd::describe_metrics();
-            info!(addr = %addr, "metrics serving");
         }
-        let server = match Server::start(config).await {
+        let server = match Server::start_with(config, options).await {
             Ok(s) => s,
             Err(e) => {
                 error!(error = format!("{e:#}"), "startup failed");
                 return ExitCode::FAILURE;
             }
         };
-        wait_for_signal().await;
-        info!("shutting down");
-        match server.shutdown().await {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                error!(error = format!("{e:#}"), "shutdown failed");
-                ExitCode::FAILURE
-            }
+        // A node whose Raft stopped on a fatal error exits non-zero, so its supervisor
+        // (systemd, Kubernetes) restarts it; a signal is an orderly stop.
+        let failure = tokio::select! {
+            _ = wait_for_signal() => None,
+            cause = server.failed() => Some(cause),
+        };
+        match &failure {
+            None => info!("shutting down"),
+            Some(cause) => error!(cause = %cause, "stopping after a fatal raft error"),
+        }
+        let stopped = server.shutdown().await;
+        if let Err(e) = &stopped {
+            error!(error = format!("{e:#}"), "shutdown failed");
+        }
+        match (failure, stopped) {
+            (None, Ok(())) => ExitCode::SUCCESS,
+            (Some(_), _) => ExitCode::from(3),
+            (None, Err(_)) => ExitCode::FAILURE,
         }
     })
 }

@@ -70,10 +70,19 @@ pub enum RcptCheck {
     SpfFail(String),
     /// Accepted, with a header field to add to the message (e.g. `Received-SPF:`).
     AcceptTagged(String),
+    /// The recipient would be refused, but this node is not in contact with its cluster or
+    /// not caught up, so its table may be stale: `451 4.3.0`, never a `550`. The reason is
+    /// logged.
+    NotCurrent(String),
 }
 
 /// Where accepted messages go: the replicated queue.
 pub trait Submitter: Send + Sync + 'static {
+    /// Why new connections are refused now (`421` at connect), e.g. the queue has stopped.
+    fn refuse_connection(&self) -> Option<String> {
+        None
+    }
+
     /// Commits the message; `Ok` means it is durable on a majority of the cluster.
     fn submit(&self, message: Enqueue) -> impl Future<Output = Result<(), SubmitError>> + Send;
 

@@ -56,6 +56,13 @@ pub async fn serve<S: Submitter>(
                             }
                         };
                         let _ = stream.set_nodelay(true);
+                        if let Some(why) = ctx.submitter.refuse_connection() {
+                            let msg = format!("421 4.3.0 {} Service not available: {why}\r\n", ctx.hostname);
+                            warn!(client = %peer, rule = "unavailable", reply = msg.trim_end(), "refused");
+                            metrics::counter!("mxraft_smtp_rejections_total", "rule" => "unavailable").increment(1);
+                            let _ = stream.write_all(msg.as_bytes()).await;
+                            continue;
+                        }
                         if active.load(Ordering::Relaxed) >= ctx.config.max_sessions {
                             let msg = format!("421 4.7.0 {} Error: too many connections, try again later\r\n", ctx.hostname);
                             warn!(client = %peer, limit = ctx.config.max_sessions, rule = "sessions", reply = msg.trim_end(), "refused");

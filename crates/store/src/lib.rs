@@ -3,7 +3,7 @@
 //! A node's data directory holds two RocksDB databases and the snapshots:
 //!
 //! ```text
-//! <data_dir>/raft/              Raft log (CF `logs`) and Raft metadata (CF `meta`: vote, purged, committed)
+//! <data_dir>/raft/              Raft log (CF `logs`) and metadata (CF `meta`: vote, purged, committed, cluster id)
 //! <data_dir>/sm/CURRENT         name of the live state-machine generation
 //! <data_dir>/sm/gen-<n>/        the state machine (CFs `meta`, `messages`, `bodies`)
 //! <data_dir>/snapshots/snap-*/  the current snapshot: `meta` + `db/` (a RocksDB checkpoint)

@@ -30,6 +30,7 @@ const CF_META: &str = "meta";
 const KEY_VOTE: &[u8] = b"vote";
 const KEY_PURGED: &[u8] = b"last_purged";
 const KEY_COMMITTED: &[u8] = b"committed";
+const KEY_CLUSTER_ID: &[u8] = b"cluster_id";
 /// Memtable memory of one RocksDB database (the log, or the state machine), all column
 /// families together; RocksDB flushes the largest memtable when it is reached.
 pub(crate) const MEMTABLE_BUDGET: usize = 32 * 1024 * 1024;
@@ -139,6 +140,23 @@ impl LogStore {
             .db
             .cf_handle(name)
             .ok_or_else(|| io_error(format!("column family {name} missing")))
+    }
+
+    /// The id of the cluster this node belongs to, once it bootstrapped one or learned it from
+    /// the cluster it joins.
+    pub fn cluster_id(&self) -> std::io::Result<Option<String>> {
+        self.get_meta::<String>(KEY_CLUSTER_ID)
+    }
+
+    /// Records the cluster id, synced to disk before it returns.
+    pub fn save_cluster_id(&self, id: &str) -> std::io::Result<()> {
+        let cf = self.cf(CF_META)?;
+        let mut batch = WriteBatch::default();
+        batch.put_cf(cf, KEY_CLUSTER_ID, mxraft_queue::encode(&id.to_owned()));
+        self.inner
+            .db
+            .write_opt(batch, &sync_write())
+            .map_err(io_error)
     }
 
     fn get_meta<T: serde::de::DeserializeOwned>(&self, key: &[u8]) -> std::io::Result<Option<T>> {

@@ -166,6 +166,20 @@ impl<S: Submitter> Session<S> {
                     ),
                 );
             }
+            RcptCheck::NotCurrent(why) => {
+                tracing::info!(rcpt = %args.address, reason = %why, "recipient not checked: this node is not current");
+                return self.refuse(
+                    "not_current",
+                    Reply::new(
+                        451,
+                        "4.3.0",
+                        format!(
+                            "<{}>: Recipient address not checked: this node is not in contact with its cluster, try again later",
+                            args.address
+                        ),
+                    ),
+                );
+            }
             RcptCheck::TryLater => {
                 return self.refuse("unverified_recipient", Reply::new(
                     450,

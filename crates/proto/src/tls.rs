@@ -1,0 +1,557 @@
+//! TLS for the cluster and admin ports: certificates from PEM files (reloaded when they
+//! change), the accepting side that tells a service who called it, and the connecting side.
+//!
+//! - [`TlsSource`] holds the cluster CA, this end's certificate and key, and the rustls
+//!   configurations made from them. A reload that fails keeps the previous ones in use, and a
+//!   reload applies to new connections only.
+//! - [`incoming`] turns a TCP listener into the connections a tonic server serves. Each one
+//!   carries a [`PeerInfo`] (the caller's address and certificate identity) that handlers read
+//!   with [`peer_of`]. On the cluster port ([`ClientAuth::Node`]) a caller without a node
+//!   certificate signed by the cluster CA never gets past the handshake.
+//! - [`channel`] makes a lazily connected tonic channel. Towards a node ([`Expect::Node`]) the
+//!   server must present a node certificate signed by the cluster CA, with the node id the
+//!   caller means to reach; host names are not used, so a node is known by its id wherever it
+//!   runs. Towards an admin endpoint ([`Expect::Host`]) the usual host-name check applies.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, RwLock};
+use std::task::{Context, Poll};
+use std::time::{Duration, SystemTime};
+
+use hyper_util::rt::TokioIo;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::server::WebPkiClientVerifier;
+use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, ServerConfig, SignatureScheme};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio_rustls::{TlsAcceptor, TlsConnector};
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::either::Either;
+use tonic::codegen::http::Uri;
+use tonic::transport::server::Connected;
+use tonic::transport::{Channel, Endpoint};
+use tracing::warn;
+
+use crate::identity::{CertIdentity, identity_of};
+
+/// How long a TLS handshake may take before the connection is dropped.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The certificate files of one end.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// The cluster CA certificate (PEM): peers must present certificates it signed.
+    pub ca_file: PathBuf,
+    /// This end's certificate chain (PEM), if it has one.
+    pub cert_file: Option<PathBuf>,
+    /// The key of `cert_file` (PEM).
+    pub key_file: Option<PathBuf>,
+}
+
+/// The certificates could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    /// A file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The files do not hold usable certificates or a key.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// Which callers an accepting port lets finish the handshake.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientAuth {
+    /// Only cluster nodes: a certificate signed by the cluster CA that names a node.
+    Node,
+    /// Anyone; a client certificate, when given, must be signed by the cluster CA (the admin
+    /// port, where a bearer token may stand in for it).
+    Optional,
+}
+
+/// What a connecting side requires of the server's certificate.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Expect {
+    /// A node certificate signed by the cluster CA; with an id, exactly that node.
+    Node(Option<u64>),
+    /// A certificate signed by the CA that is valid for the host name being connected to.
+    Host,
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
+    std::fs::read(path).map_err(|source| TlsError::Read {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+fn modified(path: Option<&Path>) -> Option<SystemTime> {
+    std::fs::metadata(path?).and_then(|m| m.modified()).ok()
+}
+
+fn invalid(path: &Path, e: impl std::fmt::Display) -> TlsError {
+    TlsError::Invalid(format!("{}: {e}", path.display()))
+}
+
+fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// Reads the certificates of a PEM file; at least one.
+pub fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let pem = read(path)?;
+    let certs: Vec<_> = rustls_pemfile::certs(&mut pem.as_slice())
+        .collect::<Result<_, _>>()
+        .map_err(|e| invalid(path, e))?;
+    if certs.is_empty() {
+        return Err(invalid(path, "no certificate found"));
+    }
+    Ok(certs)
+}
+
+fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
+    let pem = read(path)?;
+    rustls_pemfile::private_key(&mut pem.as_slice())
+        .map_err(|e| invalid(path, e))?
+        .ok_or_else(|| invalid(path, "no private key found"))
+}
+
+/// What one load of the files gave.
+struct Material {
+    roots: Arc<RootCertStore>,
+    chain: Vec<CertificateDer<'static>>,
+    key: Option<PrivateKeyDer<'static>>,
+    identity: Option<CertIdentity>,
+    /// Server configurations for [`ClientAuth::Node`] and [`ClientAuth::Optional`], when this
+    /// end has a certificate.
+    servers: Option<(Arc<ServerConfig>, Arc<ServerConfig>)>,
+}
+
+fn load(files: &TlsFiles) -> Result<Material, TlsError> {
+    let mut roots = RootCertStore::empty();
+    for ca in read_certs(&files.ca_file)? {
+        roots
+            .add(ca)
+            .map_err(|e| invalid(&files.ca_file, format!("not a usable CA certificate: {e}")))?;
+    }
+    let roots = Arc::new(roots);
+    let (chain, key) = match (&files.cert_file, &files.key_file) {
+        (Some(c), Some(k)) => (read_certs(c)?, Some(read_key(k)?)),
+        (None, None) => (Vec::new(), None),
+        _ => {
+            return Err(TlsError::Invalid(
+                "a certificate needs its key, and a key its certificate".into(),
+            ));
+        }
+    };
+    let identity = chain.first().and_then(|c| identity_of(c));
+    let servers = match (&key, files.cert_file.as_deref()) {
+        (Some(key), Some(cert_file)) => {
+            let make = |optional: bool| -> Result<Arc<ServerConfig>, TlsError> {
+                let builder =
+                    WebPkiClientVerifier::builder_with_provider(roots.clone(), provider());
+                let builder = if optional {
+                    builder.allow_unauthenticated()
+                } else {
+                    builder
+                };
+                let verifier = builder.build().map_err(|e| invalid(&files.ca_file, e))?;
+                let mut config = ServerConfig::builder_with_provider(provider())
+                    .with_safe_default_protocol_versions()
+                    .map_err(|e| TlsError::Invalid(e.to_string()))?
+                    .with_client_cert_verifier(verifier)
+                    .with_single_cert(chain.clone(), key.clone_key())
+                    .map_err(|e| invalid(cert_file, e))?;
+                config.alpn_protocols = vec![b"h2".to_vec()];
+                Ok(Arc::new(config))
+            };
+            Some((make(false)?, make(true)?))
+        }
+        _ => None,
+    };
+    Ok(Material {
+        roots,
+        chain,
+        key,
+        identity,
+        servers,
+    })
+}
+
+/// The certificates in use at one end, and where they come from.
+pub struct TlsSource {
+    files: TlsFiles,
+    current: RwLock<Arc<Material>>,
+    stamps: Mutex<[Option<SystemTime>; 3]>,
+}
+
+impl std::fmt::Debug for TlsSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsSource")
+            .field("files", &self.files)
+            .finish()
+    }
+}
+
+impl TlsSource {
+    /// Loads the files.
+    pub fn load(files: TlsFiles) -> Result<TlsSource, TlsError> {
+        let material = load(&files)?;
+        let stamps = Self::stamps_of(&files);
+        Ok(TlsSource {
+            files,
+            current: RwLock::new(Arc::new(material)),
+            stamps: Mutex::new(stamps),
+        })
+    }
+
+    fn stamps_of(files: &TlsFiles) -> [Option<SystemTime>; 3] {
+        [
+            modified(Some(&files.ca_file)),
+            modified(files.cert_file.as_deref()),
+            modified(files.key_file.as_deref()),
+        ]
+    }
+
+    fn material(&self) -> Arc<Material> {
+        self.current
+            .read()
+            .map(|m| m.clone())
+            .unwrap_or_else(|poisoned| poisoned.into_inner().clone())
+    }
+
+    /// The files.
+    pub fn files(&self) -> &TlsFiles {
+        &self.files
+    }
+
+    /// The identity this end's certificate names.
+    pub fn identity(&self) -> Option<CertIdentity> {
+        self.material().identity.clone()
+    }
+
+    /// Reads the files again; on error the previous certificates stay in use.
+    pub fn reload(&self) -> Result<(), TlsError> {
+        let material = load(&self.files)?;
+        if let Ok(mut current) = self.current.write() {
+            *current = Arc::new(material);
+        }
+        if let Ok(mut stamps) = self.stamps.lock() {
+            *stamps = Self::stamps_of(&self.files);
+        }
+        Ok(())
+    }
+
+    /// Reloads if a file's modification time changed; returns whether it reloaded.
+    pub fn reload_if_changed(&self) -> Result<bool, TlsError> {
+        let now = Self::stamps_of(&self.files);
+        let changed = self.stamps.lock().map(|s| *s != now).unwrap_or(true);
+        if changed {
+            self.reload()?;
+        }
+        Ok(changed)
+    }
+
+    fn server_config(&self, auth: ClientAuth) -> Option<Arc<ServerConfig>> {
+        let m = self.material();
+        let (node, optional) = m.servers.as_ref()?;
+        Some(match auth {
+            ClientAuth::Node => node.clone(),
+            ClientAuth::Optional => optional.clone(),
+        })
+    }
+
+    /// A client configuration with the current certificates.
+    pub fn client_config(&self, expect: &Expect) -> Result<Arc<ClientConfig>, TlsError> {
+        let m = self.material();
+        let builder = ClientConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| TlsError::Invalid(e.to_string()))?;
+        let builder = match expect {
+            Expect::Host => builder.with_root_certificates(m.roots.clone()),
+            Expect::Node(id) => builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(NodeVerifier {
+                    roots: m.roots.clone(),
+                    algorithms: provider().signature_verification_algorithms,
+                    expected: *id,
+                })),
+        };
+        let mut config = match &m.key {
+            Some(key) => builder
+                .with_client_auth_cert(m.chain.clone(), key.clone_key())
+                .map_err(|e| TlsError::Invalid(format!("client certificate: {e}")))?,
+            None => builder.with_no_client_auth(),
+        };
+        config.alpn_protocols = vec![b"h2".to_vec()];
+        Ok(Arc::new(config))
+    }
+}
+
+/// Verifies a node's server certificate: signed by the cluster CA, naming a node, and the
+/// expected one when the caller knows which.
+#[derive(Debug)]
+struct NodeVerifier {
+    roots: Arc<RootCertStore>,
+    algorithms: WebPkiSupportedAlgorithms,
+    expected: Option<u64>,
+}
+
+impl ServerCertVerifier for NodeVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let parsed = rustls::server::ParsedCertificate::try_from(end_entity)?;
+        rustls::client::verify_server_cert_signed_by_trust_anchor(
+            &parsed,
+            &self.roots,
+            intermediates,
+            now,
+            self.algorithms.all,
+        )?;
+        match (identity_of(end_entity), self.expected) {
+            (Some(CertIdentity::Node(id)), Some(want)) if id != want => {
+                Err(rustls::Error::General(format!(
+                    "the peer's certificate names node {id}, not node {want}"
+                )))
+            }
+            (Some(CertIdentity::Node(_)), _) => Ok(ServerCertVerified::assertion()),
+            _ => Err(rustls::Error::General(
+                "the peer's certificate names no mxraft node".into(),
+            )),
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.algorithms.supported_schemes()
+    }
+}
+
+/// Who called, as a service sees it in the request's extensions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerInfo {
+    /// The caller's address.
+    pub addr: SocketAddr,
+    /// Whether the connection is TLS.
+    pub tls: bool,
+    /// The identity of the caller's certificate, when it presented one.
+    pub identity: Option<CertIdentity>,
+}
+
+/// The caller of a request served from [`incoming`] connections.
+pub fn peer_of<T>(request: &tonic::Request<T>) -> Option<&PeerInfo> {
+    request.extensions().get::<PeerInfo>()
+}
+
+/// One accepted connection, plain or TLS.
+pub struct Conn {
+    io: Either<TcpStream, tokio_rustls::server::TlsStream<TcpStream>>,
+    info: PeerInfo,
+}
+
+impl Connected for Conn {
+    type ConnectInfo = PeerInfo;
+
+    fn connect_info(&self) -> PeerInfo {
+        self.info.clone()
+    }
+}
+
+impl tokio::io::AsyncRead for Conn {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for Conn {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+/// The connections of `listener`, for `serve_with_incoming`: TLS with `tls` (handshakes run
+/// concurrently, each bounded in time; a failed one is logged and dropped), plain without.
+/// The listener is closed once the returned stream is dropped.
+pub fn incoming(
+    listener: TcpListener,
+    tls: Option<Arc<TlsSource>>,
+    auth: ClientAuth,
+    port: &'static str,
+) -> ReceiverStream<std::io::Result<Conn>> {
+    let (tx, rx) = mpsc::channel::<std::io::Result<Conn>>(64);
+    tokio::spawn(async move {
+        loop {
+            let (stream, addr) = tokio::select! {
+                _ = tx.closed() => return,
+                accepted = listener.accept() => match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        warn!(port, error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+            };
+            let _ = stream.set_nodelay(true);
+            let Some(tls) = tls.clone() else {
+                let conn = Conn {
+                    io: Either::Left(stream),
+                    info: PeerInfo {
+                        addr,
+                        tls: false,
+                        identity: None,
+                    },
+                };
+                if tx.send(Ok(conn)).await.is_err() {
+                    return;
+                }
+                continue;
+            };
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                match handshake(stream, addr, &tls, auth).await {
+                    Ok(conn) => {
+                        let _ = tx.send(Ok(conn)).await;
+                    }
+                    Err(reason) => {
+                        warn!(port, peer = %addr, reason = %reason, "connection refused");
+                        metrics::counter!("mxraft_tls_refused_total", "port" => port).increment(1);
+                    }
+                }
+            });
+        }
+    });
+    ReceiverStream::new(rx)
+}
+
+async fn handshake(
+    stream: TcpStream,
+    addr: SocketAddr,
+    tls: &TlsSource,
+    auth: ClientAuth,
+) -> Result<Conn, String> {
+    let config = tls
+        .server_config(auth)
+        .ok_or("this node has no certificate to serve TLS with")?;
+    let accepted =
+        tokio::time::timeout(HANDSHAKE_TIMEOUT, TlsAcceptor::from(config).accept(stream))
+            .await
+            .map_err(|_| format!("TLS handshake not finished within {HANDSHAKE_TIMEOUT:?}"))?
+            .map_err(|e| format!("TLS handshake failed: {e}"))?;
+    let identity = accepted
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|chain| chain.first())
+        .and_then(|cert| identity_of(cert));
+    if auth == ClientAuth::Node && !matches!(identity, Some(CertIdentity::Node(_))) {
+        return Err("the client certificate names no mxraft node".into());
+    }
+    Ok(Conn {
+        io: Either::Right(accepted),
+        info: PeerInfo {
+            addr,
+            tls: true,
+            identity,
+        },
+    })
+}
+
+/// Connects tonic channels: TCP with no delay, then TLS when a source is given.
+#[derive(Clone)]
+struct Connector {
+    tls: Option<Arc<TlsSource>>,
+    expect: Expect,
+}
+
+type ClientIo = Either<TcpStream, tokio_rustls::client::TlsStream<TcpStream>>;
+
+impl tower::Service<Uri> for Connector {
+    type Response = TokioIo<ClientIo>;
+    type Error = std::io::Error;
+    type Future = Pin<Box<dyn Future<Output = std::io::Result<TokioIo<ClientIo>>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, uri: Uri) -> Self::Future {
+        let this = self.clone();
+        Box::pin(async move {
+            let host = uri
+                .host()
+                .ok_or_else(|| std::io::Error::other(format!("no host in {uri}")))?
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_owned();
+            let port = uri.port_u16().unwrap_or(443);
+            let stream = TcpStream::connect((host.as_str(), port)).await?;
+            let _ = stream.set_nodelay(true);
+            let Some(tls) = this.tls else {
+                return Ok(TokioIo::new(Either::Left(stream)));
+            };
+            let config = tls
+                .client_config(&this.expect)
+                .map_err(std::io::Error::other)?;
+            let name = ServerName::try_from(host.clone())
+                .map_err(|e| std::io::Error::other(format!("{host}: {e}")))?;
+            let stream = TlsConnector::from(config).connect(name, stream).await?;
+            Ok(TokioIo::new(Either::Right(stream)))
+        })
+    }
+}
+
+/// A lazily connected channel for `endpoint` (whose URI uses `http://`), over TLS when `tls`
+/// is given.
+pub fn channel(endpoint: Endpoint, tls: Option<Arc<TlsSource>>, expect: Expect) -> Channel {
+    endpoint.connect_with_connector_lazy(Connector { tls, expect })
+}
