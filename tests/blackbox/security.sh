@@ -61,7 +61,7 @@ ids() { "$ctl" --endpoint "127.0.0.1:$1" queue list -o json "${@:2}" | jq -r '.[
 voters() { "$ctl" --endpoint "127.0.0.1:$1" cluster status -o json | jq -c '[.members[].id] | sort'; }
 
 : >"$dir/acked"
-for port in 2525 2526 2527; do send "$port" "user$port@example.test" >>"$dir/acked"; done
+for port in 2525 2526 2527; do send "$port" "user$((port - 2500))@example.test" >>"$dir/acked"; done
 sort -o "$dir/acked" "$dir/acked"
 
 step "grpcurl: the cluster port refuses callers without a node certificate from the cluster CA"
@@ -122,17 +122,17 @@ done
 
 step "admin API: no token is UNAUTHENTICATED; read may list but not delete; admin may"
 victim=$(head -n 1 "$dir/acked")
-out=$(MXRAFT_TOKEN_FILE= "$ctl" queue list 2>&1) && fail "listed without a token: $out"
+out=$(env -u MXRAFT_TOKEN_FILE "$ctl" queue list 2>&1) && fail "listed without a token: $out"
 grep -q 'Unauthenticated' <<<"$out" && grep -q 'needs the read role' <<<"$out" || fail "no token: $out"
 MXRAFT_TOKEN_FILE=$tls/read.token "$ctl" queue list -o json | jq -e 'length == 3' >/dev/null || fail "read token cannot list"
 out=$(MXRAFT_TOKEN_FILE=$tls/read.token "$ctl" queue delete "$victim" 2>&1) && fail "the read token deleted: $out"
 grep -q 'PermissionDenied' <<<"$out" && grep -q 'queue delete needs the admin role' <<<"$out" || fail "read delete: $out"
-MXRAFT_TOKEN_FILE= "$ctl" --cert "$tls/reader.pem" --key "$tls/reader-key.pem" queue list -o json |
+env -u MXRAFT_TOKEN_FILE "$ctl" --cert "$tls/reader.pem" --key "$tls/reader-key.pem" queue list -o json |
     jq -e 'length == 3' >/dev/null || fail "the read client certificate cannot list"
-out=$(MXRAFT_TOKEN_FILE= "$ctl" --cert "$tls/reader.pem" --key "$tls/reader-key.pem" recipients add x@example.test 2>&1) &&
+out=$(env -u MXRAFT_TOKEN_FILE "$ctl" --cert "$tls/reader.pem" --key "$tls/reader-key.pem" recipients add x@example.test 2>&1) &&
     fail "the read certificate changed the recipient table: $out"
 grep -q 'PermissionDenied' <<<"$out" || fail "read certificate add: $out"
-out=$(MXRAFT_CA_FILE= "$ctl" --endpoint http://127.0.0.1:7001 queue list 2>&1) && fail "plain text admin call answered: $out"
+out=$(env -u MXRAFT_CA_FILE "$ctl" --endpoint http://127.0.0.1:7001 queue list 2>&1) && fail "plain text admin call answered: $out"
 "$ctl" queue delete "$victim" >/dev/null || fail "the admin token cannot delete"
 grep -v "$victim" "$dir/acked" >"$dir/acked.new" && mv "$dir/acked.new" "$dir/acked"
 curl -fsS http://127.0.0.1:9101/readyz >/dev/null || fail "node 1 is not ready"
