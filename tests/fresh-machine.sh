@@ -6,10 +6,11 @@
 #
 # The root has only Debian's minbase: no compiler, no Perl modules, no Postfix, no Python.
 # What it is given from this machine is what every new machine of this kind comes with: the
-# Rust toolchains installed by rustup and Go in /usr/local/go (bound at the same paths), plus
-# this checkout and the target directory (bound at the same paths, so cargo sees the build as
-# fresh). Its cargo home and Go caches are new, so cargo-fuzz, grpcurl and the crates are
-# fetched and built again.
+# Rust toolchains installed by rustup and Go in /usr/local/go (bound at the same paths), its
+# own CA certificates (copied), plus
+# this checkout and the target directory (bound at the same paths; deploy/local/up.sh is told,
+# with MXRAFT_PREBUILT=1, to use the binaries there as they are). Its cargo home and Go caches
+# are new, so cargo-fuzz and grpcurl are fetched and built again.
 #
 #   tests/fresh-machine.sh [--keep]     --keep leaves the root in $MXRAFT_FRESH_ROOT for a rerun
 #
@@ -70,6 +71,13 @@ rm -rf "$fresh/root/.cargo" "$fresh/root/.cache" "$fresh/root/go"
 
 say "binding /proc, /sys, /dev, the checkout, the target directory, rustup's toolchains and Go"
 cp /etc/resolv.conf "$fresh/etc/resolv.conf"
+# The machine's own CA certificates (those it trusts beyond Debian's), as every machine of
+# this kind has them, so HTTPS to the package registries works as it does outside.
+if compgen -G "/usr/local/share/ca-certificates/*" >/dev/null; then
+    mkdir -p "$fresh/usr/local/share/ca-certificates" "$fresh/etc/ssl/certs"
+    cp /usr/local/share/ca-certificates/* "$fresh/usr/local/share/ca-certificates/"
+    cp /etc/ssl/certs/ca-certificates.crt "$fresh/etc/ssl/certs/ca-certificates.crt"
+fi
 mount -t proc proc "$fresh/proc"
 mount -t sysfs sys "$fresh/sys"
 mount --rbind /dev "$fresh/dev"
@@ -90,7 +98,8 @@ done
 in_root() {
     chroot "$fresh" /usr/bin/env -i HOME=/root TERM=dumb LANG=C.UTF-8 \
         PATH=/root/.cargo/bin:$go_root/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
-        RUSTUP_HOME="$rustup_home" CARGO_TARGET_DIR="$CARGO_TARGET_DIR" \
+        RUSTUP_HOME="$rustup_home" CARGO_TARGET_DIR="$CARGO_TARGET_DIR" MXRAFT_PREBUILT=1 \
+        SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt \
         bash -c "cd '$repo' && $1"
 }
 
