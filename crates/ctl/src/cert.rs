@@ -48,15 +48,8 @@ pub enum CertCommand {
         /// Addresses the node is reached at.
         #[arg(long = "ip")]
         ip: Vec<IpAddr>,
-        /// The directory holding `ca.pem` and `ca-key.pem`.
-        #[arg(long, default_value = ".")]
-        ca_dir: PathBuf,
-        /// Where to write the files.
-        #[arg(long, default_value = ".")]
-        out_dir: PathBuf,
-        /// Validity in days.
-        #[arg(long, default_value_t = 825)]
-        days: u32,
+        #[command(flatten)]
+        leaf: LeafArgs,
     },
     /// Make an admin client certificate: `<NAME>.pem` and `<NAME>-key.pem`.
     CreateClient {
@@ -66,16 +59,23 @@ pub enum CertCommand {
         /// Its common name, shown in the nodes' logs.
         #[arg(long, default_value = "operator")]
         name: String,
-        /// The directory holding `ca.pem` and `ca-key.pem`.
-        #[arg(long, default_value = ".")]
-        ca_dir: PathBuf,
-        /// Where to write the files.
-        #[arg(long, default_value = ".")]
-        out_dir: PathBuf,
-        /// Validity in days.
-        #[arg(long, default_value_t = 825)]
-        days: u32,
+        #[command(flatten)]
+        leaf: LeafArgs,
     },
+}
+
+/// Where a certificate signed by the CA comes from and goes, and how long it lasts.
+#[derive(Debug, clap::Args)]
+pub struct LeafArgs {
+    /// The directory holding `ca.pem` and `ca-key.pem`.
+    #[arg(long, default_value = ".")]
+    ca_dir: PathBuf,
+    /// Where to write the files.
+    #[arg(long, default_value = ".")]
+    out_dir: PathBuf,
+    /// Validity in days.
+    #[arg(long, default_value_t = 825)]
+    days: u32,
 }
 
 /// The token commands.
@@ -126,15 +126,16 @@ fn load_ca(ca_dir: &Path) -> anyhow::Result<Issuer<'static, KeyPair>> {
     Issuer::from_ca_cert_pem(&cert_pem, key).context("the CA certificate does not parse")
 }
 
-/// Makes a leaf certificate signed by the CA in `ca_dir` and writes `<stem>.pem` and
-/// `<stem>-key.pem` into `out_dir`.
+/// Makes a certificate signed by the CA in `leaf.ca_dir` and writes `<stem>.pem` and
+/// `<stem>-key.pem` into `leaf.out_dir`.
 fn create_leaf(
     mut params: CertificateParams,
-    ca_dir: &Path,
-    out_dir: &Path,
+    leaf: &LeafArgs,
     stem: &str,
 ) -> anyhow::Result<(PathBuf, PathBuf)> {
-    let issuer = load_ca(ca_dir)?;
+    validity(&mut params, leaf.days);
+    let out_dir = &leaf.out_dir;
+    let issuer = load_ca(&leaf.ca_dir)?;
     let key = KeyPair::generate()?;
     params.use_authority_key_identifier_extension = true;
     let cert = params.signed_by(&key, &issuer)?;
@@ -175,14 +176,7 @@ pub fn run_cert(command: CertCommand, out: &mut impl Write) -> anyhow::Result<()
                 key_path.display()
             )?;
         }
-        CertCommand::CreateNode {
-            id,
-            dns,
-            ip,
-            ca_dir,
-            out_dir,
-            days,
-        } => {
+        CertCommand::CreateNode { id, dns, ip, leaf } => {
             if id == 0 {
                 bail!("--id must be a positive node id");
             }
@@ -209,8 +203,7 @@ pub fn run_cert(command: CertCommand, out: &mut impl Write) -> anyhow::Result<()
                 ExtendedKeyUsagePurpose::ServerAuth,
                 ExtendedKeyUsagePurpose::ClientAuth,
             ];
-            validity(&mut params, days);
-            let (cert, key) = create_leaf(params, &ca_dir, &out_dir, &format!("node{id}"))?;
+            let (cert, key) = create_leaf(params, &leaf, &format!("node{id}"))?;
             writeln!(
                 out,
                 "wrote {} and {} for node {id}",
@@ -218,13 +211,7 @@ pub fn run_cert(command: CertCommand, out: &mut impl Write) -> anyhow::Result<()
                 key.display()
             )?;
         }
-        CertCommand::CreateClient {
-            role,
-            name,
-            ca_dir,
-            out_dir,
-            days,
-        } => {
+        CertCommand::CreateClient { role, name, leaf } => {
             let mut params = CertificateParams::default();
             let mut dn = DistinguishedName::new();
             dn.push(DnType::CommonName, name.clone());
@@ -232,8 +219,7 @@ pub fn run_cert(command: CertCommand, out: &mut impl Write) -> anyhow::Result<()
             params.subject_alt_names = vec![SanType::URI(role_uri(role).try_into()?)];
             params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
             params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-            validity(&mut params, days);
-            let (cert, key) = create_leaf(params, &ca_dir, &out_dir, &name)?;
+            let (cert, key) = create_leaf(params, &leaf, &name)?;
             writeln!(
                 out,
                 "wrote {} and {} with role {role}",
