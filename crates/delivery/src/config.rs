@@ -7,6 +7,9 @@ use serde::Deserialize;
 
 use crate::client::Timeouts;
 
+/// How much of a claim's lease must be left to start delivering a message under it.
+pub const LEASE_MARGIN: Duration = Duration::from_secs(5);
+
 /// How queued mail is handed to the primaries.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -86,8 +89,13 @@ impl DeliveryConfig {
         if self.probe_interval < Duration::from_millis(100) {
             return Err("delivery.probe_interval must be at least 100ms".into());
         }
-        if self.claim_lease < Duration::from_secs(1) {
-            return Err("delivery.claim_lease must be at least 1s".into());
+        if self.claim_lease < LEASE_MARGIN * 2 {
+            return Err(format!(
+                "delivery.claim_lease must be at least {:?}: a message is started only while the \
+                 claim has {LEASE_MARGIN:?} left, and the lease is renewed every third, so a shorter \
+                 lease leaves no time to deliver",
+                LEASE_MARGIN * 2
+            ));
         }
         if self.connections_per_destination == 0 {
             return Err("delivery.connections_per_destination must be at least 1".into());

@@ -232,7 +232,7 @@ impl Delivery {
             }
             // Never start a message the claim may not cover until it is done.
             let until = lease_until.load(std::sync::atomic::Ordering::Acquire);
-            if until < now_ms() + 5_000 {
+            if until < now_ms() + crate::config::LEASE_MARGIN.as_millis() as u64 {
                 warn!("claim lease running out; stopping");
                 break;
             }

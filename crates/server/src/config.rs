@@ -761,6 +761,10 @@ mod tests {
                 format!("{base}{domain}[delivery]\nconnections_per_destination = 0\n"),
                 "delivery.connections_per_destination",
             ),
+            (
+                format!("{base}{domain}[delivery]\nclaim_lease = \"5s\"\n"),
+                "delivery.claim_lease must be at least 10s",
+            ),
         ];
         for (text, key) in cases {
             let c = Config::parse(&text).expect("parses");
