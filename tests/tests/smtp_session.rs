@@ -867,6 +867,54 @@ async fn a_client_trickling_data_is_cut_off_by_the_minimum_rate() {
 }
 
 #[tokio::test]
+async fn data_past_the_size_limit_does_not_extend_the_deadline() {
+    // 64 KiB may take data_timeout + 96 KiB / 100 kB/s ≈ 2 s in all. The client sends 20 kB
+    // every 100 ms, far above the minimum rate, and never ends the message: once it is past
+    // the limit, its bytes extend nothing and it is cut off.
+    let config = SmtpConfig {
+        data_timeout: Duration::from_secs(1),
+        min_data_rate: 100_000,
+        max_message_size: 64 * 1024,
+        ..SmtpConfig::default()
+    };
+    let f = front(config, false).await;
+    let mut c = ehlo(f.addr).await;
+    expect_code(&mut c, "MAIL FROM:<a@client.test>", 250).await;
+    expect_code(&mut c, "RCPT TO:<u@example.test>", 250).await;
+    assert_eq!(c.command("DATA").await.expect("data").code, 354);
+    let started = std::time::Instant::now();
+    let block = format!("{}\r\n", "x".repeat(998)).repeat(20);
+    let mut cut = None;
+    // Without an overall deadline this would go on for as long as the client sends.
+    for _ in 0..100 {
+        if c.send_raw(block.as_bytes()).await.is_err() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if let Ok(Ok(r)) = tokio::time::timeout(Duration::from_millis(1), c.read_reply()).await {
+            cut = Some(r);
+            break;
+        }
+    }
+    let cut = match cut {
+        Some(r) => r,
+        None => c.read_reply().await.expect("a reply before the close"),
+    };
+    assert_eq!(
+        (cut.code, cut.text.as_str()),
+        (421, "4.4.2 mx.test Error: timeout exceeded"),
+        "after {:?}",
+        started.elapsed()
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "cut off only after {:?}",
+        started.elapsed()
+    );
+    assert!(f.recorder.messages().is_empty(), "nothing was queued");
+}
+
+#[tokio::test]
 async fn a_command_trickled_byte_by_byte_times_out() {
     let config = SmtpConfig {
         command_timeout: Duration::from_secs(1),

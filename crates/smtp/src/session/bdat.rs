@@ -83,8 +83,11 @@ impl<S: Submitter> Session<S> {
             let timeout = if min_rate == 0 {
                 self.ctx.config.data_timeout
             } else {
+                let countable = super::wire_bytes_countable(self.ctx.config.max_message_size);
                 let allowance = self.ctx.config.data_timeout
-                    + std::time::Duration::from_secs_f64(received as f64 / min_rate as f64);
+                    + std::time::Duration::from_secs_f64(
+                        received.min(countable) as f64 / min_rate as f64,
+                    );
                 (start + allowance).saturating_duration_since(tokio::time::Instant::now())
             };
             let filled = if timeout.is_zero() {

@@ -42,8 +42,11 @@ impl<S: Submitter> Session<S> {
         let max_size = usize::try_from(self.ctx.config.max_message_size).unwrap_or(usize::MAX);
         let mut decoder = DataDecoder::new(max_size, self.ctx.config.max_line_length);
         // Each byte received extends the deadline by 1/min_data_rate seconds: a client that
-        // trickles data is cut off at the rate the configuration allows.
+        // trickles data is cut off at the rate the configuration allows. Bytes past what a
+        // message of the largest size can take on the wire extend nothing, so the whole
+        // transfer has an overall deadline.
         let start = tokio::time::Instant::now();
+        let countable = super::wire_bytes_countable(self.ctx.config.max_message_size);
         let min_rate = self.ctx.config.min_data_rate;
         let mut received: u64 = 0;
         loop {
@@ -60,7 +63,7 @@ impl<S: Submitter> Session<S> {
                 self.ctx.config.data_timeout
             } else {
                 let allowance = self.ctx.config.data_timeout
-                    + Duration::from_secs_f64(received as f64 / min_rate as f64);
+                    + Duration::from_secs_f64(received.min(countable) as f64 / min_rate as f64);
                 (start + allowance).saturating_duration_since(tokio::time::Instant::now())
             };
             let before = self.inbuf.len();

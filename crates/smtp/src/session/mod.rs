@@ -65,6 +65,14 @@ pub(crate) enum Flow {
 }
 
 /// Logs and counts a refusal by `rule` (see [`Session::refuse`]).
+/// How many received DATA/BDAT bytes extend the transfer's deadline: what a message of the
+/// largest size can take on the wire (dot-stuffing adds up to one octet per line, so half as
+/// much again). Past it the deadline stays put: the transfer has an overall deadline of
+/// `data_timeout` plus this many bytes at `min_data_rate`.
+fn wire_bytes_countable(max_message_size: u64) -> u64 {
+    max_message_size.saturating_add(max_message_size / 2)
+}
+
 pub(crate) fn note_refusal(rule: &'static str, reply: &Reply) {
     info!(rule, reply = %reply, "refused");
     metrics::counter!("mxraft_smtp_rejections_total", "rule" => rule).increment(1);
