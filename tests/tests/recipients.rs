@@ -183,8 +183,10 @@ async fn greylisting_is_shared_by_the_cluster() -> anyhow::Result<()> {
     };
     let cluster = TestCluster::start(3, opts).await?;
     phase("the first attempt is deferred, on any node, until the delay has passed");
-    assert_eq!(rcpt_code(&cluster, 1, "grey@example.test").await?, 450);
+    // Taken before the first attempt: the node stamps the triplet while answering it, so this
+    // is no later than the stamp, and "a second after it" is no earlier than the node's delay.
     let first_seen = std::time::Instant::now();
+    assert_eq!(rcpt_code(&cluster, 1, "grey@example.test").await?, 450);
     // Wait until every node knows the triplet (it is committed through Raft).
     for id in 1..=3 {
         let sm = cluster.node(id).node().state_machine().clone();
