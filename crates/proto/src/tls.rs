@@ -555,3 +555,108 @@ impl tower::Service<Uri> for Connector {
 pub fn channel(endpoint: Endpoint, tls: Option<Arc<TlsSource>>, expect: Expect) -> Channel {
     endpoint.connect_with_connector_lazy(Connector { tls, expect })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::identity::node_uri;
+    use std::time::Duration;
+
+    /// Writes a CA and a certificate for node `id` signed by it, with modification time `at`.
+    fn write(dir: &Path, id: u64, at: SystemTime) -> TlsFiles {
+        let mut ca_params = rcgen::CertificateParams::default();
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca_key = rcgen::KeyPair::generate().expect("key");
+        let ca_cert = ca_params.self_signed(&ca_key).expect("CA");
+        let issuer = rcgen::Issuer::new(ca_params, ca_key);
+        let mut params =
+            rcgen::CertificateParams::new(vec!["localhost".to_owned()]).expect("params");
+        params
+            .subject_alt_names
+            .push(rcgen::SanType::URI(node_uri(id).try_into().expect("uri")));
+        let key = rcgen::KeyPair::generate().expect("key");
+        let cert = params.signed_by(&key, &issuer).expect("cert");
+        let files = TlsFiles {
+            ca_file: dir.join("ca.pem"),
+            cert_file: Some(dir.join("node.pem")),
+            key_file: Some(dir.join("node-key.pem")),
+        };
+        for (path, text) in [
+            (&files.ca_file, ca_cert.pem()),
+            (files.cert_file.as_ref().expect("cert"), cert.pem()),
+            (files.key_file.as_ref().expect("key"), key.serialize_pem()),
+        ] {
+            std::fs::write(path, text).expect("write");
+            let f = std::fs::File::options()
+                .write(true)
+                .open(path)
+                .expect("open");
+            f.set_modified(at).expect("mtime");
+        }
+        files
+    }
+
+    #[test]
+    fn reloads_changed_files_and_keeps_the_old_certificates_on_error() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let files = write(dir.path(), 1, t0);
+        let source = TlsSource::load(files.clone()).expect("load");
+        assert_eq!(source.identity(), Some(CertIdentity::Node(1)));
+        assert!(source.server_config(ClientAuth::Node).is_some());
+        assert!(!source.reload_if_changed().expect("unchanged"));
+
+        // New files with a new modification time are taken: here, node 2's certificate.
+        write(dir.path(), 2, t0 + Duration::from_secs(60));
+        assert!(source.reload_if_changed().expect("reload"));
+        assert_eq!(source.identity(), Some(CertIdentity::Node(2)));
+
+        // A broken key: an error, and the previous certificates stay in use.
+        let key = files.key_file.as_ref().expect("key");
+        std::fs::write(key, "not a key").expect("write");
+        assert!(source.reload().is_err());
+        assert_eq!(source.identity(), Some(CertIdentity::Node(2)));
+        assert!(TlsSource::load(files).is_err());
+    }
+
+    #[test]
+    fn identities_are_read_from_the_uri_name() {
+        let make = |uris: &[&str]| {
+            let mut params = rcgen::CertificateParams::default();
+            for u in uris {
+                params
+                    .subject_alt_names
+                    .push(rcgen::SanType::URI((*u).try_into().expect("uri")));
+            }
+            let key = rcgen::KeyPair::generate().expect("key");
+            params.self_signed(&key).expect("cert").der().to_vec()
+        };
+        assert_eq!(
+            identity_of(&make(&["urn:mxraft:node:7"])),
+            Some(CertIdentity::Node(7))
+        );
+        assert!(matches!(
+            identity_of(&make(&["urn:mxraft:role:read"])),
+            Some(CertIdentity::Client {
+                role: crate::identity::Role::Read,
+                ..
+            })
+        ));
+        assert_eq!(
+            identity_of(&make(&["urn:mxraft:node:0"])),
+            None,
+            "no node 0"
+        );
+        assert_eq!(
+            identity_of(&make(&["urn:mxraft:role:root"])),
+            None,
+            "no such role"
+        );
+        assert_eq!(
+            identity_of(&make(&["urn:mxraft:node:1", "urn:mxraft:node:2"])),
+            None,
+            "one identity only"
+        );
+        assert_eq!(identity_of(&make(&["https://example.test/"])), None);
+    }
+}
