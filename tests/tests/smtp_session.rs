@@ -802,6 +802,26 @@ async fn a_full_queue_answers_452_at_mail() {
     stop.cancel();
 }
 
+/// Sends `next(i)` every `pause`, up to `sends` times, until the server answers (or the
+/// connection fails); returns the server's reply.
+async fn send_until_cut(
+    c: &mut Client,
+    sends: usize,
+    pause: Duration,
+    mut next: impl FnMut(usize) -> Vec<u8>,
+) -> mxraft_tests::smtp::Reply {
+    for i in 0..sends {
+        if c.send_raw(&next(i)).await.is_err() {
+            break;
+        }
+        tokio::time::sleep(pause).await;
+        if let Ok(Ok(r)) = tokio::time::timeout(Duration::from_millis(1), c.read_reply()).await {
+            return r;
+        }
+    }
+    c.read_reply().await.expect("a reply before the close")
+}
+
 #[tokio::test]
 async fn a_client_trickling_data_is_cut_off_by_the_minimum_rate() {
     let config = SmtpConfig {
@@ -835,21 +855,11 @@ async fn a_client_trickling_data_is_cut_off_by_the_minimum_rate() {
     expect_code(&mut slow, "RCPT TO:<u@example.test>", 250).await;
     assert_eq!(slow.command("DATA").await.expect("data").code, 354);
     let started = std::time::Instant::now();
-    let mut cut = None;
-    for b in b"Subject: slow\r\n\r\nbody".iter().cycle().take(40) {
-        if slow.send_raw(&[*b]).await.is_err() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        if let Ok(Ok(r)) = tokio::time::timeout(Duration::from_millis(1), slow.read_reply()).await {
-            cut = Some(r);
-            break;
-        }
-    }
-    let cut = match cut {
-        Some(r) => r,
-        None => slow.read_reply().await.expect("a reply before the close"),
-    };
+    let pattern = b"Subject: slow\r\n\r\nbody";
+    let cut = send_until_cut(&mut slow, 40, Duration::from_millis(300), |i| {
+        vec![pattern[i % pattern.len()]]
+    })
+    .await;
     assert_eq!(
         (cut.code, cut.text.as_str()),
         (421, "4.4.2 mx.test Error: timeout exceeded")
@@ -883,23 +893,9 @@ async fn data_past_the_size_limit_does_not_extend_the_deadline() {
     expect_code(&mut c, "RCPT TO:<u@example.test>", 250).await;
     assert_eq!(c.command("DATA").await.expect("data").code, 354);
     let started = std::time::Instant::now();
-    let block = format!("{}\r\n", "x".repeat(998)).repeat(20);
-    let mut cut = None;
+    let block = format!("{}\r\n", "x".repeat(998)).repeat(20).into_bytes();
     // Without an overall deadline this would go on for as long as the client sends.
-    for _ in 0..100 {
-        if c.send_raw(block.as_bytes()).await.is_err() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        if let Ok(Ok(r)) = tokio::time::timeout(Duration::from_millis(1), c.read_reply()).await {
-            cut = Some(r);
-            break;
-        }
-    }
-    let cut = match cut {
-        Some(r) => r,
-        None => c.read_reply().await.expect("a reply before the close"),
-    };
+    let cut = send_until_cut(&mut c, 100, Duration::from_millis(100), |_| block.clone()).await;
     assert_eq!(
         (cut.code, cut.text.as_str()),
         (421, "4.4.2 mx.test Error: timeout exceeded"),
