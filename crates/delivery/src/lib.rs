@@ -165,6 +165,11 @@ impl Delivery {
         let mut metrics = self.node.raft().metrics();
         let mut claims: JoinSet<u64> = JoinSet::new();
         let mut active: BTreeSet<u64> = BTreeSet::new();
+        // Claims whose task has ended. A finished claim is never run again, even while this
+        // node has not yet applied the Report or Release that ends it: running it again would
+        // deliver its messages twice. Messages it left undelivered get a new claim (a new
+        // token) from the leader once it expires.
+        let mut finished: BTreeSet<u64> = BTreeSet::new();
         let mut leader_state = leader::LeaderState::default();
         let tick = Duration::from_millis(100);
         loop {
@@ -180,6 +185,7 @@ impl Delivery {
                 Some(done) = claims.join_next(), if !claims.is_empty() => {
                     if let Ok(token) = done {
                         active.remove(&token);
+                        finished.insert(token);
                     }
                 }
             }
@@ -188,13 +194,14 @@ impl Delivery {
             let mine: Vec<_> = {
                 let sm = self.node.state_machine();
                 let live = sm.read();
-                live.queue()
-                    .claims()
-                    .into_iter()
+                let all = live.queue().claims();
+                finished.retain(|t| all.iter().any(|c| c.token == *t));
+                all.into_iter()
                     .filter(|c| {
                         c.node == self.node.id()
                             && c.lease_until_ms > now
                             && !active.contains(&c.token)
+                            && !finished.contains(&c.token)
                     })
                     .collect()
             };
