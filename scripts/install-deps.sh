@@ -48,7 +48,7 @@ caps=(
     "2|dnsmasq|command -v dnsmasq || test -x /usr/sbin/dnsmasq"
     "2|iproute2|command -v ip || test -x /usr/sbin/ip || test -x /sbin/ip"
     "2|python3|command -v python3"
-    "2|nftables|command -v nft || test -x /usr/sbin/nft"
+    "2|nftables|nft list tables"
 )
 
 check() { bash -c "$1" >/dev/null 2>&1; }

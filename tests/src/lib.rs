@@ -21,7 +21,7 @@ use tonic::transport::Channel;
 
 use mxraft_proto::admin::admin_client::AdminClient;
 use mxraft_proto::admin::{QueueListRequest, ReadConsistency};
-use mxraft_proto::identity::{AUTHORIZATION_HEADER, Role, node_uri, role_uri};
+use mxraft_proto::identity::{Bearer, Role, node_uri, role_uri};
 use mxraftd::config::Config;
 use mxraftd::{RunningServer, Server};
 use tonic::service::interceptor::InterceptedService;
@@ -68,23 +68,8 @@ pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789abcdef";
 /// The token with the read role of every test cluster.
 pub const READ_TOKEN: &str = "test-read-token-0123456789abcdef";
 
-/// Adds a bearer token to every admin request.
-#[derive(Clone)]
-pub struct Token(Option<String>);
-
-impl tonic::service::Interceptor for Token {
-    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
-        if let Some(t) = &self.0
-            && let Ok(v) = format!("Bearer {t}").parse()
-        {
-            req.metadata_mut().insert(AUTHORIZATION_HEADER, v);
-        }
-        Ok(req)
-    }
-}
-
 /// An admin client of a test node.
-pub type Admin = AdminClient<InterceptedService<Channel, Token>>;
+pub type Admin = AdminClient<InterceptedService<Channel, Bearer>>;
 
 /// Connects to a node's admin API with the test cluster's admin token.
 pub async fn admin(addr: SocketAddr) -> anyhow::Result<Admin> {
@@ -97,10 +82,11 @@ pub async fn admin_with_token(addr: SocketAddr, token: Option<&str>) -> anyhow::
         .connect()
         .await
         .with_context(|| format!("admin API at {addr}"))?;
-    Ok(AdminClient::with_interceptor(
-        channel,
-        Token(token.map(str::to_owned)),
-    ))
+    let bearer = match token {
+        Some(t) => Bearer::new(t).context("a token that is no header value")?,
+        None => Bearer::default(),
+    };
+    Ok(AdminClient::with_interceptor(channel, bearer))
 }
 
 /// A cluster CA and certificates signed by it, written as PEM files into a directory.

@@ -13,7 +13,7 @@ use std::time::SystemTime;
 use ring::digest::{SHA256, digest};
 use tonic::{Request, Status};
 
-use mxraft_proto::identity::{AUTHORIZATION_HEADER, CertIdentity, Role};
+use mxraft_proto::identity::{AUTHORIZATION_HEADER, CertIdentity, Role, read_token_file};
 use mxraft_proto::tls::peer_of;
 
 /// One file holding a bearer token, and the role it grants.
@@ -48,14 +48,12 @@ struct Token {
 }
 
 fn read_token(file: &TokenFile) -> Result<Token, TokenError> {
-    let text = std::fs::read_to_string(&file.path).map_err(|source| TokenError::Read {
-        path: file.path.clone(),
-        source,
-    })?;
-    let token = text.lines().next().unwrap_or_default().trim();
-    if token.len() < 16 {
-        return Err(TokenError::Short(file.path.clone()));
-    }
+    let token = read_token_file(&file.path)
+        .map_err(|source| TokenError::Read {
+            path: file.path.clone(),
+            source,
+        })?
+        .ok_or_else(|| TokenError::Short(file.path.clone()))?;
     Ok(Token {
         digest: digest(&SHA256, token.as_bytes()).as_ref().to_vec(),
         role: file.role,

@@ -102,6 +102,15 @@ impl ClusterService {
         Ok((caller, node))
     }
 
+    /// [`admit`](Self::admit) for Raft traffic (votes, appends, snapshots): also refused while
+    /// this node is not admitted, and the first one teaches a hand-added node its cluster id.
+    fn admit_raft<T>(&self, req: &Request<T>) -> Result<(Caller, RaftNode), Status> {
+        let (caller, node) = self.admit(req, true)?;
+        Self::require_admitted(&node)?;
+        self.learn_cluster(req, &node)?;
+        Ok((caller, node))
+    }
+
     /// Refuses a request from another cluster.
     fn check_cluster<T>(&self, req: &Request<T>, node: &RaftNode) -> Result<(), Status> {
         let theirs = req
@@ -221,9 +230,7 @@ impl Cluster for ClusterService {
         &self,
         request: Request<RaftPayload>,
     ) -> Result<Response<RaftPayload>, Status> {
-        let (caller, node) = self.admit(&request, true)?;
-        Self::require_admitted(&node)?;
-        self.learn_cluster(&request, &node)?;
+        let (caller, node) = self.admit_raft(&request)?;
         let rpc: AppendEntriesRequest<TypeConfig> = decode(&request.into_inner().payload)?;
         caller.speaks_for(voter_of(&rpc.vote), "append")?;
         let result = node.raft().append_entries(rpc).await;
@@ -239,9 +246,7 @@ impl Cluster for ClusterService {
         &self,
         request: Request<Streaming<RaftPayload>>,
     ) -> Result<Response<Self::StreamAppendStream>, Status> {
-        let (caller, node) = self.admit(&request, true)?;
-        Self::require_admitted(&node)?;
-        self.learn_cluster(&request, &node)?;
+        let (caller, node) = self.admit_raft(&request)?;
         // Requests are decoded as they arrive. A malformed one, or one from another leader
         // than the caller, ends the input; the leader then sees the stream end early.
         let requests =
@@ -277,8 +282,7 @@ impl Cluster for ClusterService {
     }
 
     async fn vote(&self, request: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
-        let (caller, node) = self.admit(&request, true)?;
-        Self::require_admitted(&node)?;
+        let (caller, node) = self.admit_raft(&request)?;
         let rpc: VoteRequest<TypeConfig> = decode(&request.into_inner().payload)?;
         caller.speaks_for(voter_of(&rpc.vote), "vote request")?;
         Ok(payload(&node.raft().vote(rpc).await))
@@ -288,8 +292,7 @@ impl Cluster for ClusterService {
         &self,
         request: Request<RaftPayload>,
     ) -> Result<Response<RaftPayload>, Status> {
-        let (caller, node) = self.admit(&request, true)?;
-        Self::require_admitted(&node)?;
+        let (caller, node) = self.admit_raft(&request)?;
         let rpc: VoteRequest<TypeConfig> = decode(&request.into_inner().payload)?;
         caller.speaks_for(voter_of(&rpc.vote), "pre-vote request")?;
         Ok(payload(&node.raft().pre_vote(rpc).await))
@@ -299,9 +302,7 @@ impl Cluster for ClusterService {
         &self,
         request: Request<Streaming<SnapshotChunk>>,
     ) -> Result<Response<RaftPayload>, Status> {
-        let (caller, node) = self.admit(&request, true)?;
-        Self::require_admitted(&node)?;
-        self.learn_cluster(&request, &node)?;
+        let (caller, node) = self.admit_raft(&request)?;
         let mut stream = request.into_inner();
         let Some(SnapshotChunk {
             item: Some(snapshot_chunk::Item::Header(header)),

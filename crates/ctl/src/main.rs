@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 
-use mxraft_proto::identity::AUTHORIZATION_HEADER;
+use mxraft_proto::identity::{Bearer, read_token_file};
 use mxraft_proto::tls::{Expect, TlsFiles, TlsSource};
 
 use mxraft_proto::admin::admin_client::AdminClient;
@@ -241,40 +241,25 @@ fn consistency(local: bool) -> i32 {
     }
 }
 
-/// Adds the bearer token to every request.
-#[derive(Clone)]
-struct Bearer(Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>);
-
-impl tonic::service::Interceptor for Bearer {
-    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
-        if let Some(v) = &self.0 {
-            req.metadata_mut().insert(AUTHORIZATION_HEADER, v.clone());
-        }
-        Ok(req)
-    }
-}
-
 type Client = AdminClient<InterceptedService<Channel, Bearer>>;
 
 /// How to reach and authenticate to admin endpoints.
 struct Access {
-    token: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
+    token: Bearer,
     tls: Option<Arc<TlsSource>>,
 }
 
 impl Access {
     fn new(cli: &Cli) -> anyhow::Result<Access> {
         let token = match &cli.token_file {
-            None => None,
-            Some(path) => {
-                let text = std::fs::read_to_string(path).map_err(|e| {
-                    anyhow::anyhow!("cannot read the token file {}: {e}", path.display())
-                })?;
-                let token = text.lines().next().unwrap_or_default().trim();
-                Some(format!("Bearer {token}").parse().map_err(|_| {
+            None => Bearer::default(),
+            Some(path) => read_token_file(path)
+                .map_err(|e| anyhow::anyhow!("cannot read the token file {}: {e}", path.display()))?
+                .as_deref()
+                .and_then(Bearer::new)
+                .ok_or_else(|| {
                     anyhow::anyhow!("the token file {} holds no usable token", path.display())
-                })?)
-            }
+                })?,
         };
         let tls = match &cli.ca_file {
             None => None,
@@ -307,10 +292,8 @@ impl Access {
             .map_err(|e| anyhow::anyhow!("invalid endpoint {url:?}: {e}"))?
             .connect_timeout(std::time::Duration::from_secs(5));
         let channel = mxraft_proto::tls::channel(endpoint, source, Expect::Host);
-        Ok(
-            AdminClient::with_interceptor(channel, Bearer(self.token.clone()))
-                .max_decoding_message_size(512 * 1024 * 1024),
-        )
+        Ok(AdminClient::with_interceptor(channel, self.token.clone())
+            .max_decoding_message_size(512 * 1024 * 1024))
     }
 }
 

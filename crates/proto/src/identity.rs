@@ -127,3 +127,35 @@ pub fn identity_of(der: &[u8]) -> Option<CertIdentity> {
     }
     found
 }
+
+/// Reads a bearer token file: its first line, trimmed. `None` when that line is shorter than
+/// 16 characters (no token worth the name).
+pub fn read_token_file(path: &std::path::Path) -> std::io::Result<Option<String>> {
+    let text = std::fs::read_to_string(path)?;
+    let token = text.lines().next().unwrap_or_default().trim();
+    Ok((token.len() >= 16).then(|| token.to_owned()))
+}
+
+/// Adds `authorization: Bearer <token>` to every request of a client (a tonic interceptor);
+/// without a token it adds nothing.
+#[derive(Debug, Clone, Default)]
+pub struct Bearer(Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>);
+
+impl Bearer {
+    /// An interceptor sending `token`; `None` if the token cannot be a header value.
+    pub fn new(token: &str) -> Option<Bearer> {
+        format!("Bearer {token}")
+            .parse()
+            .ok()
+            .map(|v| Bearer(Some(v)))
+    }
+}
+
+impl tonic::service::Interceptor for Bearer {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(v) = &self.0 {
+            req.metadata_mut().insert(AUTHORIZATION_HEADER, v.clone());
+        }
+        Ok(req)
+    }
+}

@@ -739,23 +739,16 @@ async fn watch_raft(
 ) {
     use openraft::async_runtime::WatchReceiver;
     let mut metrics = node.raft().metrics();
-    loop {
-        if let Some(e) = node.fatal_error() {
-            tracing::error!(error = %e, "raft stopped on a fatal error; this node stops");
-            let _ = failed.send(Some(e));
-            return;
-        }
+    // Woken by every metrics change; the sender goes away only when Raft has ended.
+    while node.fatal_error().is_none() {
         tokio::select! {
             _ = stop.cancelled() => return,
-            changed = metrics.changed() => if changed.is_err() {
-                // The metrics sender is gone only when Raft has ended.
-                if let Some(e) = node.fatal_error() {
-                    tracing::error!(error = %e, "raft stopped on a fatal error; this node stops");
-                    let _ = failed.send(Some(e));
-                }
-                return;
-            },
+            changed = metrics.changed() => if changed.is_err() { break },
         }
+    }
+    if let Some(e) = node.fatal_error() {
+        tracing::error!(error = %e, "raft stopped on a fatal error; this node stops");
+        let _ = failed.send(Some(e));
     }
 }
 
