@@ -39,6 +39,8 @@ pub struct FakeOptions {
     pub extensions: Vec<String>,
     /// Offer STARTTLS with this configuration.
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Waits before the 354 reply of the first DATA commands, in order (none after the list).
+    pub data_delays: Vec<std::time::Duration>,
 }
 
 impl Default for FakeOptions {
@@ -54,6 +56,7 @@ impl Default for FakeOptions {
             .map(String::from)
             .to_vec(),
             tls: None,
+            data_delays: Vec::new(),
         }
     }
 }
@@ -72,12 +75,26 @@ pub fn self_signed_tls(name: &str) -> anyhow::Result<Arc<rustls::ServerConfig>> 
     Ok(Arc::new(config))
 }
 
+/// One session, from the server's side.
+#[derive(Debug, Clone)]
+pub struct SessionLog {
+    /// When the client connected.
+    pub opened: std::time::Instant,
+    /// When the session ended (QUIT or the client closing), if it has.
+    pub closed: Option<std::time::Instant>,
+    /// DATA commands the session got.
+    pub data_commands: u32,
+    /// Messages it accepted.
+    pub accepted: u32,
+}
+
 /// A running fake server.
 pub struct FakeSmtp {
     /// Where it listens.
     pub addr: SocketAddr,
     received: Arc<Mutex<Vec<Received>>>,
     offered: Arc<Mutex<HashMap<String, u32>>>,
+    sessions: Arc<Mutex<Vec<SessionLog>>>,
     stop: CancellationToken,
 }
 
@@ -90,6 +107,8 @@ impl Drop for FakeSmtp {
 struct Shared {
     received: Arc<Mutex<Vec<Received>>>,
     offered: Arc<Mutex<HashMap<String, u32>>>,
+    sessions: Arc<Mutex<Vec<SessionLog>>>,
+    data_commands: std::sync::atomic::AtomicUsize,
     rule: Rule,
     options: FakeOptions,
 }
@@ -112,10 +131,13 @@ impl FakeSmtp {
         let addr = listener.local_addr()?;
         let received = Arc::new(Mutex::new(Vec::new()));
         let offered = Arc::new(Mutex::new(HashMap::new()));
+        let sessions = Arc::new(Mutex::new(Vec::new()));
         let stop = CancellationToken::new();
         let shared = Arc::new(Shared {
             received: received.clone(),
             offered: offered.clone(),
+            sessions: sessions.clone(),
+            data_commands: std::sync::atomic::AtomicUsize::new(0),
             rule,
             options,
         });
@@ -127,8 +149,21 @@ impl FakeSmtp {
                     accepted = listener.accept() => {
                         let Ok((stream, _)) = accepted else { continue };
                         let shared = shared.clone();
+                        let n = {
+                            let Ok(mut s) = shared.sessions.lock() else { continue };
+                            s.push(SessionLog {
+                                opened: std::time::Instant::now(),
+                                closed: None,
+                                data_commands: 0,
+                                accepted: 0,
+                            });
+                            s.len() - 1
+                        };
                         tokio::spawn(async move {
-                            let _ = session(Box::new(stream), shared).await;
+                            let _ = session(Box::new(stream), shared.clone(), n).await;
+                            if let Ok(mut s) = shared.sessions.lock() {
+                                s[n].closed = Some(std::time::Instant::now());
+                            }
                         });
                     }
                 }
@@ -138,6 +173,7 @@ impl FakeSmtp {
             addr,
             received,
             offered,
+            sessions,
             stop,
         })
     }
@@ -150,6 +186,11 @@ impl FakeSmtp {
     /// What it accepted so far.
     pub fn received(&self) -> Vec<Received> {
         self.received.lock().map(|r| r.clone()).unwrap_or_default()
+    }
+
+    /// Every session so far, in the order they connected.
+    pub fn sessions(&self) -> Vec<SessionLog> {
+        self.sessions.lock().map(|s| s.clone()).unwrap_or_default()
     }
 
     /// How many times `rcpt` was offered.
@@ -199,7 +240,7 @@ fn lock<T>(m: &Mutex<T>) -> anyhow::Result<std::sync::MutexGuard<'_, T>> {
     m.lock().map_err(|e| anyhow::anyhow!("{e}"))
 }
 
-async fn session(io: Box<dyn Io>, shared: Arc<Shared>) -> anyhow::Result<()> {
+async fn session(io: Box<dyn Io>, shared: Arc<Shared>, n: usize) -> anyhow::Result<()> {
     let mut c = Conn {
         io,
         buf: Vec::new(),
@@ -275,6 +316,24 @@ async fn session(io: Box<dyn Io>, shared: Arc<Shared>) -> anyhow::Result<()> {
                 c.say("554 5.5.1 no valid recipients\r\n").await?;
                 continue;
             }
+            lock(&shared.sessions)?[n].data_commands += 1;
+            let k = shared
+                .data_commands
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            if let Some(delay) = shared.options.data_delays.get(k) {
+                // Stall, but notice a client that gives up and closes meanwhile.
+                let until = tokio::time::Instant::now() + *delay;
+                loop {
+                    tokio::select! {
+                        _ = tokio::time::sleep_until(until) => break,
+                        more = c.fill() => {
+                            if !more.unwrap_or(false) {
+                                return Ok(());
+                            }
+                        }
+                    }
+                }
+            }
             c.say("354 go ahead\r\n").await?;
             let mut decoder = DataDecoder::new(200 * 1024 * 1024, 100_000);
             loop {
@@ -294,6 +353,7 @@ async fn session(io: Box<dyn Io>, shared: Arc<Shared>) -> anyhow::Result<()> {
                 data: decoder.into_message(),
                 tls,
             });
+            lock(&shared.sessions)?[n].accepted += 1;
             c.say("250 2.0.0 accepted\r\n").await?;
         } else if upper == "RSET" || upper.starts_with("NOOP") {
             rcpts.clear();

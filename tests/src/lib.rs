@@ -197,6 +197,8 @@ pub struct ClusterOptions {
     pub domain_extra: String,
     /// More TOML appended to every node's configuration (e.g. a `[delivery]` section).
     pub extra: String,
+    /// More keys for every node's `[cluster]` section.
+    pub cluster_extra: String,
 }
 
 impl Default for ClusterOptions {
@@ -209,6 +211,7 @@ impl Default for ClusterOptions {
             recipients: "any".into(),
             domain_extra: String::new(),
             extra: String::new(),
+            cluster_extra: String::new(),
         }
     }
 }
@@ -258,6 +261,7 @@ fn node_config(
         commit_timeout = "{commit}"
         snapshot_after_entries = {snap}
         log_entries_kept = {kept}
+        {cluster_extra}
         [[domains]]
         name = "example.test"
         primary = "{primary}"
@@ -269,6 +273,7 @@ fn node_config(
         domain_extra = opts.domain_extra,
         recipients = opts.recipients,
         extra = opts.extra,
+        cluster_extra = opts.cluster_extra,
         dir = data_dir.display(),
         ca = certs.ca_file().display(),
         cert = cert.display(),
@@ -421,6 +426,14 @@ impl TestCluster {
             .take()
             .with_context(|| format!("node {id} is not running"))?;
         server.kill().await
+    }
+
+    /// Stops node `id` in order (as on `SIGTERM`), keeping its data directory.
+    pub async fn stop(&mut self, id: u64) -> anyhow::Result<()> {
+        let server = self.nodes[(id - 1) as usize]
+            .take()
+            .with_context(|| format!("node {id} is not running"))?;
+        server.shutdown().await
     }
 
     /// Starts node `id` again from its data directory, on its old addresses.

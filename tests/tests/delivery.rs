@@ -409,6 +409,7 @@ async fn the_client_uses_starttls_carries_dsn_parameters_and_respects_size_and_s
             .map(String::from)
             .to_vec(),
         tls: Some(self_signed_tls("primary.example.test")?),
+        ..FakeOptions::default()
     };
     let primary = FakeSmtp::start_with(None, Arc::new(|_, _| 250), options).await?;
     let sender_mx = FakeSmtp::accept_all().await?;

@@ -120,6 +120,7 @@ async fn accepted_calls(mut c: ClusterClient<Channel>, target: u64) -> Vec<&'sta
     let mut accepted = Vec::new();
     let propose = ProposeRequest {
         command: mxraft_queue::encode(&foreign_enqueue(9)).into(),
+        ..Default::default()
     };
     if c.propose(addressed(propose, None, None)).await.is_ok() {
         accepted.push("Propose");
@@ -265,6 +266,7 @@ async fn a_node_speaks_only_for_itself_and_its_cluster() -> anyhow::Result<()> {
     assert!(m.contains("names node 9"), "{m}");
     let propose = ProposeRequest {
         command: mxraft_queue::encode(&foreign_enqueue(9)).into(),
+        ..Default::default()
     };
     let m = denied(
         c.propose(addressed(propose, None, cluster_id))
@@ -286,6 +288,7 @@ async fn a_node_speaks_only_for_itself_and_its_cluster() -> anyhow::Result<()> {
     )?;
     let propose = ProposeRequest {
         command: mxraft_queue::encode(&foreign_enqueue(follower)).into(),
+        ..Default::default()
     };
     let r = c.propose(addressed(propose, None, cluster_id)).await;
     let s = r.expect_err("refused");

@@ -97,6 +97,7 @@ async fn front_with_tls(
         fail,
         ..Recorder::default()
     };
+    let memory = config.max_message_memory;
     let ctx = Arc::new(SmtpContext {
         config,
         hostname: "mx.test".into(),
@@ -105,6 +106,7 @@ async fn front_with_tls(
         ids: IdGenerator::new(7),
         node_id: 7,
         tls,
+        memory: mxraft_smtp::memory::MessageMemory::new(memory),
     });
     let stop = CancellationToken::new();
     tokio::spawn(mxraft_smtp::serve(listener, None, ctx, stop.clone()));
@@ -711,6 +713,7 @@ async fn implicit_tls_listener_handshakes_before_the_greeting() {
         ids: IdGenerator::new(7),
         node_id: 7,
         tls: Some(tls),
+        memory: mxraft_smtp::memory::MessageMemory::new(1 << 30),
     });
     let stop = CancellationToken::new();
     tokio::spawn(mxraft_smtp::serve(plain, Some(implicit), ctx, stop.clone()));
@@ -790,6 +793,7 @@ async fn a_full_queue_answers_452_at_mail() {
         ids: IdGenerator::new(7),
         node_id: 7,
         tls: None,
+        memory: mxraft_smtp::memory::MessageMemory::new(1 << 30),
     });
     let stop = CancellationToken::new();
     tokio::spawn(mxraft_smtp::serve(listener, None, ctx, stop.clone()));
@@ -1046,4 +1050,58 @@ async fn bdat_chunks_are_counted_exactly_and_checked_like_data() {
     assert_eq!(c.read_reply().await.expect("250").code, 250);
     assert_eq!(c.command("DATA").await.expect("data").code, 503);
     assert_eq!(f.recorder.messages().len(), 1);
+}
+
+#[tokio::test]
+async fn the_message_memory_budget_defers_what_it_cannot_hold() {
+    // Room for one message of the largest size and a bit.
+    let config = SmtpConfig {
+        max_message_size: 192 * 1024,
+        max_message_memory: 256 * 1024,
+        ..SmtpConfig::default()
+    };
+    let f = front(config, false).await;
+    let mut a = ehlo(f.addr).await;
+    let mut b = ehlo(f.addr).await;
+
+    // A declared size is reserved at MAIL; what does not fit is refused for now.
+    expect_code(&mut a, "MAIL FROM:<a@client.test> SIZE=196000", 250).await;
+    let r = b
+        .command("MAIL FROM:<b@client.test> SIZE=100000")
+        .await
+        .expect("mail");
+    assert_eq!(
+        (r.code, r.text.split(' ').next()),
+        (452, Some("4.3.1")),
+        "{r:?}"
+    );
+
+    // Without SIZE the reservation grows with the data: over the budget the message is
+    // deferred, never cut short or queued in part.
+    expect_code(&mut b, "MAIL FROM:<b@client.test>", 250).await;
+    expect_code(&mut b, "RCPT TO:<u@example.test>", 250).await;
+    assert_eq!(b.command("DATA").await.expect("data").code, 354);
+    let body = ("y".repeat(900) + "\r\n").repeat(100);
+    b.send_raw(&mxraft_smtp::data::encode(body.as_bytes()))
+        .await
+        .expect("write");
+    let r = b.read_reply().await.expect("reply");
+    assert_eq!(
+        (r.code, r.text.split(' ').next()),
+        (451, Some("4.3.1")),
+        "{r:?}"
+    );
+
+    // The first transaction ends; its share comes back and the retry goes through.
+    expect_code(&mut a, "RSET", 250).await;
+    expect_code(&mut b, "MAIL FROM:<b@client.test>", 250).await;
+    expect_code(&mut b, "RCPT TO:<u@example.test>", 250).await;
+    assert_eq!(b.command("DATA").await.expect("data").code, 354);
+    b.send_raw(&mxraft_smtp::data::encode(body.as_bytes()))
+        .await
+        .expect("write");
+    assert_eq!(b.read_reply().await.expect("reply").code, 250);
+    let queued = f.recorder.messages();
+    assert_eq!(queued.len(), 1);
+    assert_eq!(queued[0].body.len(), body.len());
 }

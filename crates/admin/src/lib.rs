@@ -336,7 +336,8 @@ impl Admin for AdminService {
         };
         let body = if r.include_body {
             let body = sm
-                .body(id)
+                .body_async(id)
+                .await
                 .map_err(|e| Status::internal(format!("cannot read the body of {id}: {e}")))?
                 .ok_or_else(|| not_found(id))?;
             let mut full = trace.into_bytes();

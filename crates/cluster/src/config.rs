@@ -51,6 +51,15 @@ pub struct ClusterConfig {
     pub snapshot_after_entries: u64,
     /// Log entries kept before the snapshot, so a briefly lagging follower needs no snapshot.
     pub log_entries_kept: u64,
+    /// A proposer whose clock differs from the leader's by more than this is logged and
+    /// counted (`mxraft_clock_skew_seconds`).
+    #[serde(with = "humantime_serde")]
+    pub clock_skew_warn: Duration,
+    /// A proposer whose clock differs from the leader's by more than this is refused, and
+    /// gets no delivery claims; leases are also given this much extra time before the leader
+    /// grants their messages again, for a leader change between clocks that differ.
+    #[serde(with = "humantime_serde")]
+    pub max_clock_skew: Duration,
 }
 
 impl Default for ClusterConfig {
@@ -70,6 +79,8 @@ impl Default for ClusterConfig {
             install_snapshot_timeout: Duration::from_secs(30),
             snapshot_after_entries: 5000,
             log_entries_kept: 1000,
+            clock_skew_warn: Duration::from_millis(500),
+            max_clock_skew: Duration::from_secs(5),
         }
     }
 }
@@ -107,6 +118,12 @@ impl ClusterConfig {
             return Err(
                 "cluster.commit_timeout must be at least cluster.election_timeout_max".into(),
             );
+        }
+        if self.clock_skew_warn >= self.max_clock_skew {
+            return Err("cluster.clock_skew_warn must be less than cluster.max_clock_skew".into());
+        }
+        if self.max_clock_skew < Duration::from_millis(100) {
+            return Err("cluster.max_clock_skew must be at least 100ms".into());
         }
         if self.snapshot_after_entries == 0 {
             return Err("cluster.snapshot_after_entries must be greater than zero".into());

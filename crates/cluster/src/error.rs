@@ -29,6 +29,9 @@ pub enum ProposeError {
     /// The command was refused as malformed.
     #[error("invalid command: {0}")]
     Invalid(String),
+    /// The leader refused the proposal: this node's clock is too far from the leader's.
+    #[error("{0}")]
+    ClockSkew(String),
 }
 
 /// A linearizable read could not be ordered.
@@ -65,6 +68,8 @@ impl From<ProposeError> for Status {
             ProposeError::Timeout(_) => Code::DeadlineExceeded,
             ProposeError::Stopped(_) => Code::Unavailable,
             ProposeError::Invalid(_) => Code::InvalidArgument,
+            // A forwarded proposal refused for its clock: the proposer learns it by this code.
+            ProposeError::ClockSkew(_) => Code::OutOfRange,
         };
         Status::new(code, e.to_string())
     }

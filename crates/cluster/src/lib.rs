@@ -30,11 +30,13 @@ mod health;
 pub mod network;
 mod node;
 pub mod service;
+mod skew;
 mod snapshot;
 
 pub use config::ClusterConfig;
 pub use error::{MembershipError, ProposeError, ReadError, StartError};
 pub use health::NotCurrent;
 pub use node::{MemberStatus, NodeSetup, NodeStatus, ProposalCheck, RaftNode, Role, WeakRaftNode};
+pub use skew::ClockSkewed;
 /// Largest gRPC message between nodes: a replication batch or one message of the maximum size.
 pub const MAX_GRPC_MESSAGE: usize = 256 * 1024 * 1024;

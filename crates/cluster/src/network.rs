@@ -46,6 +46,8 @@ struct PeersInner {
     channels: Mutex<HashMap<(String, Option<u64>), Channel>>,
     tls: Option<Arc<TlsSource>>,
     cluster_id: RwLock<Option<String>>,
+    /// Fault injection: all cluster traffic of this node fails, both ways.
+    isolated: std::sync::atomic::AtomicBool,
 }
 
 impl Peers {
@@ -57,6 +59,7 @@ impl Peers {
                 channels: Mutex::new(HashMap::new()),
                 tls,
                 cluster_id: RwLock::new(cluster_id),
+                isolated: std::sync::atomic::AtomicBool::new(false),
             }),
         }
     }
@@ -70,6 +73,26 @@ impl Peers {
             .unwrap_or_else(|p| p.into_inner().clone())
     }
 
+    /// Whether this node's cluster traffic is cut (see [`crate::RaftNode::set_isolated`]).
+    pub fn is_isolated(&self) -> bool {
+        self.inner
+            .isolated
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    pub(crate) fn set_isolated(&self, on: bool) {
+        self.inner
+            .isolated
+            .store(on, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn reachable(&self) -> Result<(), Status> {
+        if self.is_isolated() {
+            return Err(Status::unavailable("this node is cut off from the cluster"));
+        }
+        Ok(())
+    }
+
     pub(crate) fn set_cluster_id(&self, id: &str) {
         if let Ok(mut c) = self.inner.cluster_id.write() {
             *c = Some(id.to_owned());
@@ -80,6 +103,7 @@ impl Peers {
     /// first use. Connecting happens on the first request, and again after a failure; over TLS
     /// the server must present the certificate of `target`.
     pub fn channel(&self, addr: &str, target: Option<u64>) -> Result<Channel, Status> {
+        self.reachable()?;
         let mut channels = self
             .inner
             .channels
@@ -204,6 +228,7 @@ impl PeerClient {
         F: FnOnce(ClusterClient<Channel>, Request<RaftPayload>) -> Fut,
         Fut: Future<Output = Result<tonic::Response<RaftPayload>, Status>>,
     {
+        self.peers.reachable().map_err(to_rpc_error)?;
         let client = self.client.clone().map_err(to_rpc_error)?;
         let ttl = option.soft_ttl();
         let req = self.peers.request(
@@ -229,6 +254,9 @@ impl PeerClient {
         snapshot: SnapshotOf,
         option: &RPCOption,
     ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
+        self.peers
+            .reachable()
+            .map_err(|s| StreamingError::Unreachable(Unreachable::new(&s)))?;
         let mut client = self
             .client
             .clone()
@@ -291,6 +319,7 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         St: Stream<Item = AppendEntriesRequest<TypeConfig>> + OptionalSend + Unpin + 'static,
     {
         Box::pin(async move {
+            self.peers.reachable().map_err(to_rpc_error)?;
             let mut client = self.client.clone().map_err(to_rpc_error)?;
             let requests = input.map(|req| RaftPayload {
                 payload: mxraft_queue::encode(&req).into(),
@@ -301,7 +330,9 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
                 Err(_) => return Err(self.timeout(RPCTypes::AppendEntries, ttl)),
                 Ok(r) => r.map_err(to_rpc_error)?,
             };
-            let results = response.into_inner().map(|item| {
+            let peers = self.peers.clone();
+            let results = response.into_inner().map(move |item| {
+                peers.reachable().map_err(to_rpc_error)?;
                 let payload = item.map_err(to_rpc_error)?.payload;
                 let result: Result<
                     StreamAppendResult<TypeConfig>,

@@ -15,7 +15,7 @@ use mxraft_proto::cluster::{
     ReadIndexRequest, membership_request,
 };
 use mxraft_proto::tls::TlsSource;
-use mxraft_queue::{CommandResult, QueueCommand};
+use mxraft_queue::{Clock, CommandResult, QueueCommand};
 use mxraft_store::{LogStore, NodeInfo, StateMachineStore, TypeConfig};
 
 use crate::config::ClusterConfig;
@@ -24,6 +24,7 @@ use crate::error::{
 };
 use crate::health::Contact;
 use crate::network::{NetworkFactory, Peers};
+use crate::skew::ClockSkewed;
 
 /// The openraft instance type of mxraft.
 pub type Raft = openraft::Raft<TypeConfig, StateMachineStore>;
@@ -108,6 +109,8 @@ pub struct NodeSetup {
     pub tls: Option<Arc<TlsSource>>,
     /// The check of commands proposed by peers.
     pub check_proposal: ProposalCheck,
+    /// This node's wall clock (the system clock outside tests).
+    pub clock: Clock,
 }
 
 pub(crate) struct Core {
@@ -120,6 +123,8 @@ pub(crate) struct Core {
     pub(crate) config: ClusterConfig,
     pub(crate) check_proposal: ProposalCheck,
     pub(crate) contact: Contact,
+    pub(crate) clock: Clock,
+    pub(crate) skews: crate::skew::SkewTracker,
     pub(crate) secure: bool,
     /// Whether this node takes part in Raft (answers votes, appends, snapshots). False while a
     /// pristine node has not yet settled that it is new to the cluster: a node that lost its
@@ -183,6 +188,7 @@ impl RaftNode {
             state_machine,
             tls,
             check_proposal,
+            clock,
         } = setup;
         let cluster_id = log.cluster_id().map_err(StartError::Storage)?;
         let secure = tls.is_some();
@@ -204,12 +210,53 @@ impl RaftNode {
                 config,
                 check_proposal,
                 contact: Contact::default(),
+                clock,
+                skews: crate::skew::SkewTracker::default(),
                 secure,
                 admitted: std::sync::atomic::AtomicBool::new(initialized),
                 membership_lock: tokio::sync::Mutex::new(()),
                 shutdown: CancellationToken::new(),
             }),
         })
+    }
+
+    /// This node's wall clock; every timestamp it puts into a command comes from it.
+    pub fn clock(&self) -> &Clock {
+        &self.core.clock
+    }
+
+    /// The nodes whose clocks the leader found too far from its own in the last minute (on
+    /// other nodes: none). They are given no delivery claims.
+    pub fn skewed_nodes(&self) -> Vec<u64> {
+        self.core.skews.skewed(self.core.config.max_clock_skew)
+    }
+
+    /// Fault injection for in-process tests: while `on`, every cluster RPC this node sends or
+    /// receives fails, as if its links to the other nodes were down (its SMTP and admin ports,
+    /// and its connections to primaries, are untouched). No configuration or RPC reaches it.
+    pub fn set_isolated(&self, on: bool) {
+        tracing::warn!(
+            node_id = self.core.id,
+            isolated = on,
+            "cluster traffic cut for a test"
+        );
+        self.core.peers.set_isolated(on);
+    }
+
+    /// `cluster.max_clock_skew`: how far apart two nodes' clocks may be.
+    pub fn max_clock_skew(&self) -> Duration {
+        self.core.config.max_clock_skew
+    }
+
+    /// On the leader: checks the clock of `node` from the time it sent a proposal at.
+    pub(crate) fn observe_clock(&self, node: u64, sent_at_ms: u64) -> Result<(), ClockSkewed> {
+        self.core.skews.observe(
+            node,
+            sent_at_ms,
+            self.core.clock.now_ms(),
+            self.core.config.clock_skew_warn,
+            self.core.config.max_clock_skew,
+        )
     }
 
     /// The id of the cluster this node belongs to, once known.
@@ -508,6 +555,8 @@ impl RaftNode {
     pub async fn propose(&self, cmd: QueueCommand) -> Result<CommandResult, ProposeError> {
         let timeout = self.core.config.commit_timeout;
         let until = Instant::now() + timeout;
+        // Encoded once for every forward attempt (a message body is megabytes).
+        let mut encoded: Option<bytes::Bytes> = None;
         loop {
             let left = until.saturating_duration_since(Instant::now());
             if left.is_zero() {
@@ -516,8 +565,10 @@ impl RaftNode {
             match self.leader() {
                 None => self.wait_for_change(until).await,
                 Some((leader, _)) if leader == self.core.id => {
-                    match tokio::time::timeout(left, self.core.raft.client_write(cmd.clone())).await
-                    {
+                    // Leases are measured on the leader's clock, stamped as it appends.
+                    let mut stamped = cmd.clone();
+                    stamped.stamp_by_leader(self.core.clock.now_ms());
+                    match tokio::time::timeout(left, self.core.raft.client_write(stamped)).await {
                         Err(_) => return Err(ProposeError::Timeout(timeout)),
                         Ok(Ok(resp)) => return Ok(resp.data),
                         Ok(Err(RaftError::Fatal(f))) => {
@@ -532,17 +583,25 @@ impl RaftNode {
                         }
                     }
                 }
-                Some((leader, info)) => match self.forward(leader, &info, &cmd, left).await {
-                    Ok(result) => return Ok(result),
-                    Err(status) => {
-                        if status.code() == tonic::Code::InvalidArgument {
-                            return Err(ProposeError::Invalid(status.message().to_owned()));
+                Some((leader, info)) => {
+                    let command = encoded
+                        .get_or_insert_with(|| mxraft_queue::encode(&cmd).into())
+                        .clone();
+                    match self.forward(leader, &info, command, left).await {
+                        Ok(result) => return Ok(result),
+                        Err(status) => {
+                            if status.code() == tonic::Code::InvalidArgument {
+                                return Err(ProposeError::Invalid(status.message().to_owned()));
+                            }
+                            if status.code() == tonic::Code::OutOfRange {
+                                return Err(ProposeError::ClockSkew(status.message().to_owned()));
+                            }
+                            tracing::debug!(leader, error = %status, "forwarded proposal failed; retrying");
+                            tokio::time::sleep(RETRY_PAUSE.min(left)).await;
+                            self.wait_for_change(until).await;
                         }
-                        tracing::debug!(leader, error = %status, "forwarded proposal failed; retrying");
-                        tokio::time::sleep(RETRY_PAUSE.min(left)).await;
-                        self.wait_for_change(until).await;
                     }
-                },
+                }
             }
         }
     }
@@ -551,12 +610,14 @@ impl RaftNode {
         &self,
         leader: u64,
         info: &NodeInfo,
-        cmd: &QueueCommand,
+        command: bytes::Bytes,
         left: Duration,
     ) -> Result<CommandResult, tonic::Status> {
         let mut client = self.core.peers.client(&info.cluster_addr, Some(leader))?;
         let req = ProposeRequest {
-            command: mxraft_queue::encode(cmd).into(),
+            command,
+            sent_at_ms: self.core.clock.now_ms(),
+            from_node: self.core.id,
         };
         let reply = tokio::time::timeout(
             left,

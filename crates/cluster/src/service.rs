@@ -83,6 +83,9 @@ impl ClusterService {
         target_required: bool,
     ) -> Result<(Caller, RaftNode), Status> {
         let node = self.node()?;
+        if node.core.peers.is_isolated() {
+            return Err(Status::unavailable("this node is cut off from the cluster"));
+        }
         let caller = match peer_of(req).and_then(|p| p.identity.clone()) {
             Some(CertIdentity::Node(id)) => Caller::Node(id),
             Some(other) => {
@@ -249,9 +252,14 @@ impl Cluster for ClusterService {
         let (caller, node) = self.admit_raft(&request)?;
         // Requests are decoded as they arrive. A malformed one, or one from another leader
         // than the caller, ends the input; the leader then sees the stream end early.
-        let requests =
-            futures::stream::unfold(request.into_inner(), move |mut incoming| async move {
+        let peers = node.core.peers.clone();
+        let requests = futures::stream::unfold(request.into_inner(), move |mut incoming| {
+            let peers = peers.clone();
+            async move {
                 let payload = incoming.message().await.ok()??;
+                if peers.is_isolated() {
+                    return None;
+                }
                 match mxraft_queue::decode::<AppendEntriesRequest<TypeConfig>>(&payload.payload) {
                     Ok(req) => match caller.speaks_for(voter_of(&req.vote), "append") {
                         Ok(()) => Some((req, incoming)),
@@ -265,7 +273,8 @@ impl Cluster for ClusterService {
                         None
                     }
                 }
-            });
+            }
+        });
         // A weak handle: an open stream must not keep a stopped node's stores open.
         let contact = node.downgrade();
         let results = node.raft().stream_append(requests).map(move |result| {
@@ -344,7 +353,16 @@ impl Cluster for ClusterService {
         if !Self::is_leader(&node) {
             return Err(self.not_leader(&node));
         }
-        let cmd: QueueCommand = decode(&request.into_inner().command)?;
+        let req = request.into_inner();
+        if req.sent_at_ms != 0 {
+            let from = match caller {
+                Caller::Node(id) => id,
+                Caller::Unproven => req.from_node,
+            };
+            node.observe_clock(from, req.sent_at_ms)
+                .map_err(|e| Status::out_of_range(e.to_string()))?;
+        }
+        let cmd: QueueCommand = decode(&req.command)?;
         if let Err(why) = (node.core.check_proposal)(&cmd) {
             warn!(?caller, command = %cmd, reason = %why, "proposal refused");
             return Err(Status::invalid_argument(format!("proposal refused: {why}")));

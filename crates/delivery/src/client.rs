@@ -46,6 +46,9 @@ impl Default for Timeouts {
     }
 }
 
+/// How long `QUIT` waits for its reply.
+const QUIT_WAIT: Duration = Duration::from_secs(2);
+
 /// A reply from the server.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reply {
@@ -66,6 +69,92 @@ impl Reply {
     }
 }
 
+/// Why a session was cut short by its [`Cutoff`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CutReason {
+    /// The claim's lease (less the margin) ran out: another node may deliver now.
+    LeaseEnded,
+    /// The node is shutting down.
+    Shutdown,
+}
+
+/// Ends every wait of a session early: when the lease of the claim it delivers runs out (the
+/// deadline moves on as renewals commit), or when the node shuts down. A command or reply wait
+/// never outlives the lease, so a node cut off from the cluster stops sending before the
+/// leader may grant its messages to another node.
+#[derive(Clone)]
+pub struct Cutoff {
+    deadline: tokio::sync::watch::Receiver<tokio::time::Instant>,
+    shutdown: tokio_util::sync::CancellationToken,
+}
+
+impl Cutoff {
+    /// A cutoff at `deadline` (moved by the sender) or at `shutdown`.
+    pub fn new(
+        deadline: tokio::sync::watch::Receiver<tokio::time::Instant>,
+        shutdown: tokio_util::sync::CancellationToken,
+    ) -> Cutoff {
+        Cutoff { deadline, shutdown }
+    }
+
+    /// No cutoff (probes and verification callouts, which have their own timeouts).
+    pub fn none() -> Cutoff {
+        let far = tokio::time::Instant::now() + Duration::from_secs(100 * 365 * 24 * 3600);
+        let (tx, rx) = tokio::sync::watch::channel(far);
+        // The receiver keeps the last value once the sender is gone.
+        drop(tx);
+        Cutoff::new(rx, tokio_util::sync::CancellationToken::new())
+    }
+
+    /// Whether the cutoff has passed.
+    pub fn reason(&self) -> Option<CutReason> {
+        if self.shutdown.is_cancelled() {
+            Some(CutReason::Shutdown)
+        } else if *self.deadline.borrow() <= tokio::time::Instant::now() {
+            Some(CutReason::LeaseEnded)
+        } else {
+            None
+        }
+    }
+
+    /// Resolves when the cutoff passes; `shutdown` counts only when `on_shutdown` is true.
+    async fn reached(&self, on_shutdown: bool) -> CutReason {
+        let mut deadline = self.deadline.clone();
+        loop {
+            let at = *deadline.borrow_and_update();
+            tokio::select! {
+                _ = self.shutdown.cancelled(), if on_shutdown => return CutReason::Shutdown,
+                _ = tokio::time::sleep_until(at) => {
+                    if *deadline.borrow() <= tokio::time::Instant::now() {
+                        return CutReason::LeaseEnded;
+                    }
+                }
+                changed = deadline.changed() => {
+                    if changed.is_err() {
+                        // No more renewals: the last deadline stands.
+                        let last = *deadline.borrow();
+                        tokio::time::sleep_until(last).await;
+                        return CutReason::LeaseEnded;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Runs `op` unless the cutoff passes first.
+    async fn bound<T>(
+        &self,
+        on_shutdown: bool,
+        op: impl std::future::Future<Output = Result<T, ClientError>>,
+    ) -> Result<T, ClientError> {
+        tokio::select! {
+            biased;
+            why = self.reached(on_shutdown) => Err(ClientError::Cut(why)),
+            r = op => r,
+        }
+    }
+}
+
 /// The session failed; the connection is unusable afterwards.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum ClientError {
@@ -81,6 +170,9 @@ pub enum ClientError {
     /// The server refused the session (greeting or EHLO).
     #[error("session refused: {0}")]
     Refused(String),
+    /// The [`Cutoff`] passed: the session was closed without finishing the transaction.
+    #[error("cut short: {0:?}")]
+    Cut(CutReason),
 }
 
 /// What a message is, for sending.
@@ -154,6 +246,10 @@ pub struct Connection {
     ext: Extensions,
     tls: bool,
     timeouts: Timeouts,
+    cutoff: Cutoff,
+    /// The final dot of a message went out and its reply has not come yet: if the session
+    /// ends now, the primary may or may not have taken the message.
+    in_doubt: bool,
     /// The host name connected to (for logs and DSNs).
     pub host: String,
     /// The address connected to.
@@ -263,18 +359,24 @@ fn xtext_ok(s: &str) -> bool {
 
 impl Connection {
     /// Connects, reads the greeting, says EHLO (HELO if EHLO is refused), and upgrades with
-    /// STARTTLS when offered and `tls` is given.
+    /// STARTTLS when offered and `tls` is given. Every wait of the session, from the connect
+    /// on, ends at `cutoff`.
     pub async fn open(
         addr: SocketAddr,
         host: &str,
         helo: &str,
         tls: Option<&Arc<rustls::ClientConfig>>,
         timeouts: &Timeouts,
+        cutoff: &Cutoff,
     ) -> Result<Connection, ClientError> {
-        let tcp = tokio::time::timeout(timeouts.connect, TcpStream::connect(addr))
-            .await
-            .map_err(|_| ClientError::Timeout("connect"))?
-            .map_err(|e| ClientError::Io(format!("connect to {addr}: {e}")))?;
+        let tcp = cutoff
+            .bound(true, async {
+                tokio::time::timeout(timeouts.connect, TcpStream::connect(addr))
+                    .await
+                    .map_err(|_| ClientError::Timeout("connect"))?
+                    .map_err(|e| ClientError::Io(format!("connect to {addr}: {e}")))
+            })
+            .await?;
         let _ = tcp.set_nodelay(true);
         let mut conn = Connection {
             stream: Box::new(tcp),
@@ -282,6 +384,8 @@ impl Connection {
             ext: Extensions::default(),
             tls: false,
             timeouts: timeouts.clone(),
+            cutoff: cutoff.clone(),
+            in_doubt: false,
             host: host.to_owned(),
             addr,
         };
@@ -352,19 +456,30 @@ impl Connection {
         self.tls
     }
 
+    /// Whether the last message's final dot went out without its reply coming back.
+    pub fn in_doubt(&self) -> bool {
+        self.in_doubt
+    }
+
     async fn write(
         &mut self,
         bytes: &[u8],
         timeout: Duration,
         what: &'static str,
     ) -> Result<(), ClientError> {
-        tokio::time::timeout(timeout, async {
-            self.stream.write_all(bytes).await?;
-            self.stream.flush().await
-        })
-        .await
-        .map_err(|_| ClientError::Timeout(what))?
-        .map_err(|e| ClientError::Io(format!("write: {e}")))
+        let cutoff = self.cutoff.clone();
+        let stream = &mut self.stream;
+        cutoff
+            .bound(true, async {
+                tokio::time::timeout(timeout, async {
+                    stream.write_all(bytes).await?;
+                    stream.flush().await
+                })
+                .await
+                .map_err(|_| ClientError::Timeout(what))?
+                .map_err(|e| ClientError::Io(format!("write: {e}")))
+            })
+            .await
     }
 
     async fn command(&mut self, line: &str, what: &'static str) -> Result<Reply, ClientError> {
@@ -382,9 +497,17 @@ impl Connection {
         timeout: Duration,
         what: &'static str,
     ) -> Result<Reply, ClientError> {
-        tokio::time::timeout(timeout, self.read_reply_inner())
+        // The reply to a final dot is awaited through a shutdown (the primary may already have
+        // the message), but never past the lease.
+        let on_shutdown = !self.in_doubt;
+        let cutoff = self.cutoff.clone();
+        cutoff
+            .bound(on_shutdown, async {
+                tokio::time::timeout(timeout, self.read_reply_inner())
+                    .await
+                    .map_err(|_| ClientError::Timeout(what))?
+            })
             .await
-            .map_err(|_| ClientError::Timeout(what))?
     }
 
     async fn read_reply_inner(&mut self) -> Result<Reply, ClientError> {
@@ -553,13 +676,23 @@ impl Connection {
         match data_reply {
             Some(r) if r.code == 354 => {
                 let wire = encode_data(msg.content);
-                for chunk in wire.chunks(64 * 1024) {
+                let (data, dot) = wire.split_at(wire.len() - 3);
+                for chunk in data.chunks(64 * 1024) {
                     self.write(chunk, self.timeouts.data_block, "message data")
                         .await?;
                 }
+                // The last moment to give up without a possible duplicate: the message is not
+                // complete until the dot.
+                if let Some(why) = self.cutoff.reason() {
+                    return Err(ClientError::Cut(why));
+                }
+                self.write(dot, self.timeouts.data_block, "end of data")
+                    .await?;
+                self.in_doubt = true;
                 let done = self
                     .read_reply(self.timeouts.data_done, "end of data")
                     .await?;
+                self.in_doubt = false;
                 let outcome = if done.is_positive() {
                     RcptResult::Delivered(done.text())
                 } else {
@@ -616,10 +749,24 @@ impl Connection {
         Ok(())
     }
 
-    /// Ends the session politely.
+    /// Ends the session politely: `QUIT`, waiting a few seconds at most for its reply (the
+    /// cutoff no longer applies: there is nothing left to deliver).
     pub async fn quit(mut self) {
-        let _ = self.command("QUIT", "QUIT").await;
-        let _ = self.stream.shutdown().await;
+        let _ = tokio::time::timeout(QUIT_WAIT, async {
+            self.stream.write_all(b"QUIT\r\n").await?;
+            self.stream.flush().await?;
+            let mut chunk = [0u8; 512];
+            let _ = self.stream.read(&mut chunk).await?;
+            self.stream.shutdown().await
+        })
+        .await;
+    }
+
+    /// Ends a session cut short in the middle of a command: the connection is closed, which
+    /// makes the primary drop an unfinished transaction (a message without its final dot is
+    /// never delivered).
+    pub async fn abort(mut self) {
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.stream.shutdown()).await;
     }
 }
 

@@ -1,35 +1,65 @@
 //! Executing claims: every node delivers the claims the leader granted to it.
 //!
-//! A claim is a batch of messages for one destination, delivered over one connection. While it
-//! works, the node renews the claim's lease; results go back through Raft in `Report`s as soon
-//! as each message is done (batched while earlier reports commit), carrying the claim's
-//! fencing token. Messages not attempted (shutdown, lost connection) are released.
+//! A claim is a batch of messages for one destination, delivered over one connection. The
+//! lease is kept on this node's monotonic clock: before sending anything the node renews the
+//! claim (the leader stamps the renewal with its own clock), and from the moment it sent a
+//! renewal that commits, it may deliver for `claim_lease − margin`. Renewals go on every third
+//! of the lease while it works; every command and reply wait of the SMTP session is cut off at
+//! that deadline ([`Cutoff`]), so a node that cannot reach the cluster stops before the leader
+//! may grant its messages to another node. Results go back through Raft in `Report`s under the
+//! claim's fencing token; messages not attempted (shutdown, lost connection, lease ended) are
+//! released so another node can take them at once.
+//!
+//! The renewals, the delivery and the reports are three futures of one task: none outlives the
+//! claim.
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tracing::{Instrument, debug, info, info_span, warn};
+use tracing::{Instrument, debug, error, info, info_span, warn};
 
-use mxraft_queue::{AttemptOutcome, ClaimView, MessageId, MessageReport, QueueCommand, Report};
+use mxraft_cluster::ProposeError;
+use mxraft_queue::{
+    AttemptOutcome, ClaimView, CommandResult, MessageId, MessageReport, QueueCommand, Report,
+};
 
-use crate::client::{ClientError, Connection, Outgoing, RcptResult};
+use crate::Delivery;
+use crate::client::{ClientError, Connection, CutReason, Cutoff, Outgoing, RcptResult};
+use crate::config::LEASE_MARGIN;
 use crate::route::RouteError;
-use crate::{Delivery, now_ms};
 
 /// Reports sent in one `Report` at most.
 const REPORT_BATCH: usize = 256;
+/// How long a claim cut short by shutdown may take to release its messages.
+const RELEASE_ON_SHUTDOWN: Duration = Duration::from_secs(3);
+
+type Remaining = Arc<Mutex<BTreeSet<MessageId>>>;
+
+fn ids_of(remaining: &Remaining) -> Vec<MessageId> {
+    remaining
+        .lock()
+        .map(|r| r.iter().copied().collect())
+        .unwrap_or_default()
+}
+
+fn forget(remaining: &Remaining, id: MessageId) {
+    if let Ok(mut r) = remaining.lock() {
+        r.remove(&id);
+    }
+}
 
 impl Delivery {
-    /// Proposes `cmd`, retrying while `keep_trying` says so (the claim is still live).
-    pub(crate) async fn propose_until(&self, cmd: QueueCommand, until_ms: u64) -> bool {
+    /// Proposes `cmd`, retrying until `until`.
+    pub(crate) async fn propose_until(&self, cmd: QueueCommand, until: Instant) -> bool {
         loop {
             match self.node.propose(cmd.clone()).await {
                 Ok(_) => return true,
                 Err(e) => {
-                    if now_ms() >= until_ms {
+                    if Instant::now() >= until {
                         warn!(error = %e, command = %cmd, "giving up a proposal");
                         return false;
                     }
@@ -40,75 +70,125 @@ impl Delivery {
         }
     }
 
+    /// Renews the claim on `ids`. On success returns the messages still held, and moves the
+    /// deadline to `claim_lease − margin` after the renewal was sent.
+    async fn renew(
+        &self,
+        token: u64,
+        ids: Vec<MessageId>,
+        deadline: &watch::Sender<Instant>,
+    ) -> Result<Vec<MessageId>, ProposeError> {
+        let lease = self.config.claim_lease;
+        let sent = Instant::now();
+        let cmd = QueueCommand::Renew {
+            token,
+            ids,
+            // Replaced by the leader's clock as it appends the renewal.
+            at_ms: self.node.clock().now_ms(),
+            lease_ms: lease.as_millis() as u64,
+        };
+        match self.node.propose(cmd).await? {
+            CommandResult::Renewed { held, .. } => {
+                if !held.is_empty() {
+                    let until = sent + lease.saturating_sub(LEASE_MARGIN);
+                    deadline.send_if_modified(|d| {
+                        let later = until > *d;
+                        *d = (*d).max(until);
+                        later
+                    });
+                }
+                Ok(held)
+            }
+            other => Err(ProposeError::Invalid(format!(
+                "unexpected answer to a renewal: {other:?}"
+            ))),
+        }
+    }
+
+    /// Renews the lease every third of it while messages remain; stops on a clock refusal
+    /// (the deadline then stands and the delivery is cut off at it).
+    async fn renew_loop(
+        &self,
+        token: u64,
+        remaining: &Remaining,
+        deadline: &watch::Sender<Instant>,
+    ) {
+        let every = self.config.claim_lease / 3;
+        loop {
+            tokio::time::sleep(every).await;
+            let ids = ids_of(remaining);
+            if ids.is_empty() {
+                return;
+            }
+            match self.renew(token, ids, deadline).await {
+                Ok(held) => {
+                    if let Ok(mut r) = remaining.lock() {
+                        r.retain(|id| held.contains(id));
+                    }
+                }
+                Err(ProposeError::ClockSkew(e)) => {
+                    error!(error = %e, "the leader refuses this node's renewals; delivery stops");
+                    return;
+                }
+                Err(e) => warn!(error = %e, "lease renewal failed; the deadline stands"),
+            }
+        }
+    }
+
     /// Delivers one claim to its destination.
     pub(crate) async fn run_claim(self: Arc<Self>, claim: ClaimView, shutdown: CancellationToken) {
         let span = info_span!("delivery", token = claim.token, destination = %claim.destination, messages = claim.ids.len());
         async move {
-            let remaining: Arc<Mutex<BTreeSet<MessageId>>> =
-                Arc::new(Mutex::new(claim.ids.iter().copied().collect()));
-            let lease_ms = self.config.claim_lease.as_millis() as u64;
-            let lease_until = Arc::new(std::sync::atomic::AtomicU64::new(claim.lease_until_ms));
-
-            // Renew the lease while delivering.
-            let renewer = {
-                let this = self.clone();
-                let remaining = remaining.clone();
-                let lease_until = lease_until.clone();
-                let token = claim.token;
-                tokio::spawn(async move {
-                    loop {
-                        tokio::time::sleep(Duration::from_millis(lease_ms / 3)).await;
-                        let ids: Vec<MessageId> = remaining
-                            .lock()
-                            .map(|r| r.iter().copied().collect())
-                            .unwrap_or_default();
-                        if ids.is_empty() {
-                            return;
-                        }
-                        let at_ms = now_ms();
-                        let cmd = QueueCommand::Renew {
-                            token,
-                            ids,
-                            at_ms,
-                            lease_ms,
-                        };
-                        if this.node.propose(cmd).await.is_ok() {
-                            lease_until
-                                .store(at_ms + lease_ms, std::sync::atomic::Ordering::Release);
-                        }
-                    }
-                })
+            // Nothing may be sent before a renewal has anchored the lease on this node's clock:
+            // the claim may be old news (a node catching up applies old Claim entries) and
+            // this node's wall clock says nothing about the leader's.
+            let (deadline_tx, deadline_rx) = watch::channel(Instant::now());
+            let held = match self
+                .renew(claim.token, claim.ids.clone(), &deadline_tx)
+                .await
+            {
+                Ok(held) if !held.is_empty() => held,
+                Ok(_) => {
+                    debug!("the claim is no longer ours");
+                    return;
+                }
+                Err(e) => {
+                    warn!(error = %e, "the claim could not be renewed; not delivering it");
+                    return;
+                }
             };
+            let remaining: Remaining = Arc::new(Mutex::new(held.iter().copied().collect()));
+            let cutoff = Cutoff::new(deadline_rx.clone(), shutdown.clone());
 
             // Reports are committed in the background while delivery goes on.
             let (report_tx, report_rx) = mpsc::unbounded_channel::<MessageReport>();
-            let reporter = tokio::spawn(self.clone().report_loop(
-                claim.token,
-                report_rx,
-                lease_until.clone(),
-            ));
+            let work = async {
+                self.deliver(&claim, &remaining, &report_tx, &cutoff).await;
+                drop(report_tx);
+            };
+            let reports = self.report_loop(claim.token, report_rx, deadline_rx.clone());
+            let renewals = async {
+                self.renew_loop(claim.token, &remaining, &deadline_tx).await;
+                std::future::pending::<()>().await
+            };
+            tokio::select! {
+                _ = async { tokio::join!(work, reports) } => {}
+                _ = renewals => {}
+            }
 
-            self.deliver(&claim, &remaining, &report_tx, &lease_until, &shutdown)
-                .await;
-
-            drop(report_tx);
-            let _ = reporter.await;
-            renewer.abort();
-            let left: Vec<MessageId> = remaining
-                .lock()
-                .map(|r| r.iter().copied().collect())
-                .unwrap_or_default();
+            let left = ids_of(&remaining);
             if !left.is_empty() {
-                debug!(count = left.len(), "releasing messages not attempted");
-                let until = lease_until.load(std::sync::atomic::Ordering::Acquire);
-                self.propose_until(
-                    QueueCommand::Release {
-                        token: claim.token,
-                        ids: left,
-                    },
-                    until,
-                )
-                .await;
+                debug!(count = left.len(), "releasing messages not delivered");
+                let until = if shutdown.is_cancelled() {
+                    Instant::now() + RELEASE_ON_SHUTDOWN
+                } else {
+                    (*deadline_rx.borrow()).max(Instant::now() + LEASE_MARGIN)
+                };
+                let release = QueueCommand::Release {
+                    token: claim.token,
+                    ids: left,
+                };
+                let _ = tokio::time::timeout_at(until, self.propose_until(release, until)).await;
             }
         }
         .instrument(span)
@@ -116,10 +196,10 @@ impl Delivery {
     }
 
     async fn report_loop(
-        self: Arc<Self>,
+        &self,
         token: u64,
         mut rx: mpsc::UnboundedReceiver<MessageReport>,
-        lease_until: Arc<std::sync::atomic::AtomicU64>,
+        deadline: watch::Receiver<Instant>,
     ) {
         while let Some(first) = rx.recv().await {
             let mut messages = vec![first];
@@ -131,25 +211,24 @@ impl Delivery {
             }
             let report = QueueCommand::Report(Report {
                 token,
-                at_ms: now_ms(),
+                at_ms: self.node.clock().now_ms(),
                 reporting_mta: self.hostname.clone(),
                 messages,
             });
-            // Keep trying while the claim can still be ours; after that the report would be
-            // ignored anyway (its token is stale).
-            let until = lease_until.load(std::sync::atomic::Ordering::Acquire);
-            self.propose_until(report, until.max(now_ms() + 5_000))
-                .await;
+            // Keep trying while the claim can still be ours (until its lease ends: the
+            // deadline plus the margin); after that the report would be ignored anyway (its
+            // token is stale).
+            let until = (*deadline.borrow() + LEASE_MARGIN).max(Instant::now() + LEASE_MARGIN);
+            self.propose_until(report, until).await;
         }
     }
 
     async fn deliver(
         &self,
         claim: &ClaimView,
-        remaining: &Arc<Mutex<BTreeSet<MessageId>>>,
+        remaining: &Remaining,
         reports: &mpsc::UnboundedSender<MessageReport>,
-        lease_until: &Arc<std::sync::atomic::AtomicU64>,
-        shutdown: &CancellationToken,
+        cutoff: &Cutoff,
     ) {
         let dest = &claim.destination;
         let addrs = match self.resolve_route(dest).await {
@@ -172,7 +251,18 @@ impl Delivery {
         let mut last_error = String::new();
         let mut conn = None;
         for (host, addr) in &addrs {
-            match Connection::open(*addr, host, &self.hostname, self.tls.as_ref(), &timeouts).await
+            if cutoff.reason().is_some() {
+                return;
+            }
+            match Connection::open(
+                *addr,
+                host,
+                &self.hostname,
+                self.tls.as_ref(),
+                &timeouts,
+                cutoff,
+            )
+            .await
             {
                 Ok(c) => {
                     conn = Some(c);
@@ -181,14 +271,18 @@ impl Delivery {
                 Err(ClientError::Io(e)) if e.starts_with("TLS handshake") => {
                     // Opportunistic TLS failed: try the same host in plain text.
                     warn!(host = %host, addr = %addr, error = %e, "TLS failed; retrying without TLS");
-                    match Connection::open(*addr, host, &self.hostname, None, &timeouts).await {
+                    match Connection::open(*addr, host, &self.hostname, None, &timeouts, cutoff)
+                        .await
+                    {
                         Ok(c) => {
                             conn = Some(c);
                             break;
                         }
+                        Err(ClientError::Cut(why)) => return count_cut(why),
                         Err(e) => last_error = format!("{host}[{addr}]: {e}"),
                     }
                 }
+                Err(ClientError::Cut(why)) => return count_cut(why),
                 Err(e) => last_error = format!("{host}[{addr}]: {e}"),
             }
         }
@@ -217,7 +311,7 @@ impl Delivery {
             let cmd = QueueCommand::SetDestination {
                 destination: dest.clone(),
                 up: true,
-                at_ms: now_ms(),
+                at_ms: self.node.clock().now_ms(),
                 probed: false,
                 error: None,
             };
@@ -227,20 +321,17 @@ impl Delivery {
         }
 
         for &id in &claim.ids {
-            if shutdown.is_cancelled() {
-                break;
+            if let Some(why) = cutoff.reason() {
+                count_cut(why);
+                conn.quit().await;
+                return;
             }
-            // Never start a message the claim may not cover until it is done.
-            let until = lease_until.load(std::sync::atomic::Ordering::Acquire);
-            if until < now_ms() + crate::config::LEASE_MARGIN.as_millis() as u64 {
-                warn!("claim lease running out; stopping");
-                break;
+            if !ids_of(remaining).contains(&id) {
+                continue;
             }
-            let Some((message, body)) = self.load(id, claim.token) else {
+            let Some((message, body)) = self.load(id, claim.token).await else {
                 // Gone or claimed again elsewhere: nothing to do for it.
-                if let Ok(mut r) = remaining.lock() {
-                    r.remove(&id);
-                }
+                forget(remaining, id);
                 continue;
             };
             let indexes: Vec<usize> = message
@@ -273,6 +364,37 @@ impl Delivery {
                 needs_smtputf8,
             };
             let result = conn.send(&outgoing).await;
+            if let Err(ClientError::Cut(why)) = &result {
+                count_cut(*why);
+                if conn.in_doubt() {
+                    // The final dot went out: the primary may have the message. It is
+                    // retried later, so a duplicate is possible; loss is not.
+                    warn!(queue_id = %id, reason = ?why, "cut off waiting for the reply to the final dot");
+                    let reply = format!(
+                        "4.4.2 {}[{}]: no reply to the end of data before the claim ended",
+                        conn.host, conn.addr
+                    );
+                    let _ = reports.send(MessageReport {
+                        id,
+                        recipients: indexes
+                            .iter()
+                            .map(|&i| {
+                                (
+                                    i as u32,
+                                    AttemptOutcome::Deferred {
+                                        reply: reply.clone(),
+                                    },
+                                )
+                            })
+                            .collect(),
+                    });
+                    forget(remaining, id);
+                } else {
+                    info!(queue_id = %id, reason = ?why, "transaction aborted before its end; the message stays queued");
+                }
+                conn.abort().await;
+                return;
+            }
             let (outcomes, broken) = match result {
                 Ok(results) => (
                     results
@@ -304,9 +426,7 @@ impl Delivery {
                 id,
                 recipients: indexes.iter().map(|&i| i as u32).zip(outcomes).collect(),
             });
-            if let Ok(mut r) = remaining.lock() {
-                r.remove(&id);
-            }
+            forget(remaining, id);
             if let Some(e) = broken {
                 warn!(error = %e, "connection lost; releasing the rest");
                 return;
@@ -316,7 +436,11 @@ impl Delivery {
     }
 
     /// The message and its body, if it is still claimed under `token` here.
-    fn load(&self, id: MessageId, token: u64) -> Option<(mxraft_queue::Message, Vec<u8>)> {
+    async fn load(
+        &self,
+        id: MessageId,
+        token: u64,
+    ) -> Option<(mxraft_queue::Message, bytes::Bytes)> {
         let sm = self.node.state_machine();
         let message = {
             let live = sm.read();
@@ -326,15 +450,21 @@ impl Delivery {
             }
             m.clone()
         };
-        let body = sm.body(id).ok().flatten()?;
-        Some((message, body))
+        match sm.body_async(id).await {
+            Ok(Some(body)) => Some((message, body)),
+            Ok(None) => None,
+            Err(e) => {
+                error!(queue_id = %id, error = %e, "cannot read the body; not delivering it");
+                None
+            }
+        }
     }
 
     /// Reports the same outcome for every pending recipient of every message of the claim.
     fn report_all(
         &self,
         claim: &ClaimView,
-        remaining: &Arc<Mutex<BTreeSet<MessageId>>>,
+        remaining: &Remaining,
         reports: &mpsc::UnboundedSender<MessageReport>,
         outcome: &AttemptOutcome,
     ) {
@@ -353,15 +483,13 @@ impl Delivery {
                 .collect::<Vec<_>>();
             recipients.iter().for_each(|(_, o)| count_outcome(o));
             let _ = reports.send(MessageReport { id, recipients });
-            if let Ok(mut r) = remaining.lock() {
-                r.remove(&id);
-            }
+            forget(remaining, id);
         }
     }
 
     /// Records that a destination did not answer, so the leader starts probing it.
     pub(crate) async fn mark_down(&self, destination: &str, error: String) {
-        let at_ms = now_ms();
+        let at_ms = self.node.clock().now_ms();
         let cmd = QueueCommand::SetDestination {
             destination: destination.to_owned(),
             up: false,
@@ -369,8 +497,18 @@ impl Delivery {
             probed: false,
             error: Some(error),
         };
-        self.propose_until(cmd, at_ms + 10_000).await;
+        self.propose_until(cmd, Instant::now() + Duration::from_secs(10))
+            .await;
     }
+}
+
+/// Counts a delivery cut short in `mxraft_delivery_cut_total{reason}`.
+fn count_cut(why: CutReason) {
+    let reason = match why {
+        CutReason::LeaseEnded => "lease_ended",
+        CutReason::Shutdown => "shutdown",
+    };
+    metrics::counter!("mxraft_delivery_cut_total", "reason" => reason).increment(1);
 }
 
 /// Counts one recipient's delivery attempt in `mxraft_delivery_attempts_total{result}`.

@@ -1,33 +1,33 @@
 //! The leader's share of delivery: granting claims, probing destinations that are down, and
 //! expiring old mail. Running these on the leader alone means one decision per question, in
-//! log order; every node still delivers the claims it is granted.
+//! log order; every node still delivers the claims it is granted. The decisions themselves are
+//! the pure functions of [`crate::plan`]; this module feeds them and proposes their commands.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use openraft::Instant as _;
+use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
 
-use mxraft_queue::{MessageId, QueueCommand};
+use mxraft_queue::QueueCommand;
 
-use crate::client::Connection;
-use crate::{Delivery, now_ms};
-
-/// Messages per `Expire` or `DelayNotice` command.
-const EXPIRY_BATCH: usize = 500;
+use crate::Delivery;
+use crate::client::{Connection, Cutoff};
+use crate::plan::{self, PlanMemory};
 
 /// State the leader keeps between rounds (lost, harmlessly, on a leader change).
 #[derive(Default)]
 pub(crate) struct LeaderState {
-    next_node: usize,
-    probing: BTreeMap<String, Instant>,
-    last_expiry_scan: Option<Instant>,
+    memory: PlanMemory,
+    last_expiry_scan_ms: Option<u64>,
 }
 
 impl Delivery {
-    /// The nodes that may receive claims: this one and every member heard from recently.
-    fn healthy_nodes(&self) -> Vec<u64> {
+    /// The nodes that may receive claims: this one and every member heard from recently,
+    /// except those whose clocks are too far from this node's.
+    pub(crate) fn healthy_nodes(&self) -> Vec<u64> {
         let m = self.node.metrics();
         let mut nodes: BTreeSet<u64> = BTreeSet::from([self.node.id()]);
         let recent = self.config.claim_lease.min(Duration::from_secs(5));
@@ -38,61 +38,27 @@ impl Delivery {
                 }
             }
         }
+        for skewed in self.node.skewed_nodes() {
+            nodes.remove(&skewed);
+        }
         nodes.into_iter().collect()
     }
 
-    /// One round of claim granting: for each destination that is up, as many claims as its
-    /// connection budget allows, spread over the healthy nodes.
+    /// One round of claim granting.
     pub(crate) async fn dispatch(&self, state: &mut LeaderState) {
-        let now = now_ms();
-        let per_claim = self.config.messages_per_connection;
-        let plans: Vec<(String, Vec<MessageId>)> = {
+        let now = self.node.clock().now_ms();
+        let nodes = self.healthy_nodes();
+        let claims = {
             let sm = self.node.state_machine();
             let live = sm.read();
-            let q = live.queue();
-            let mut plans = Vec::new();
-            for dest in q.due_destinations() {
-                if !q.destination_up(dest) {
-                    continue;
-                }
-                let free = self
-                    .config
-                    .connections_per_destination
-                    .saturating_sub(q.live_claims_for(dest, now));
-                if free == 0 {
-                    continue;
-                }
-                let due = q.due_messages(dest, now, free * per_claim);
-                // Spread the due messages over the free connections.
-                let claims = free.min(due.len().div_ceil(per_claim.max(1)).max(1));
-                let size = due.len().div_ceil(claims.max(1)).max(1);
-                for chunk in due.chunks(size) {
-                    plans.push((dest.clone(), chunk.to_vec()));
-                }
-            }
-            plans
+            plan::claims(live.queue(), now, &self.plan, &nodes, &mut state.memory)
         };
-        if plans.is_empty() {
-            return;
-        }
-        let nodes = self.healthy_nodes();
-        for (destination, ids) in plans {
-            let node = nodes[state.next_node % nodes.len()];
-            state.next_node = state.next_node.wrapping_add(1);
-            let count = ids.len();
-            let cmd = QueueCommand::Claim {
-                ids,
-                node,
-                destination: destination.clone(),
-                at_ms: now,
-                lease_ms: self.config.claim_lease.as_millis() as u64,
-            };
+        for cmd in claims {
+            let summary = cmd.to_string();
             match self.node.propose(cmd).await {
-                Ok(r) => {
-                    debug!(destination = %destination, node, count, result = ?r, "claim granted")
-                }
+                Ok(r) => debug!(claim = %summary, result = ?r, "claim granted"),
                 Err(e) => {
-                    warn!(destination = %destination, error = %e, "claim not committed");
+                    warn!(claim = %summary, error = %e, "claim not committed");
                     return;
                 }
             }
@@ -100,29 +66,16 @@ impl Delivery {
     }
 
     /// Probes, once per probe interval, each destination that is down and has mail waiting.
-    pub(crate) fn probe_due(self: &Arc<Self>, state: &mut LeaderState) {
-        let down: Vec<String> = {
+    pub(crate) fn probe_due(self: &Arc<Self>, state: &mut LeaderState, tasks: &mut JoinSet<()>) {
+        let now = self.node.clock().now_ms();
+        let due = {
             let sm = self.node.state_machine();
             let live = sm.read();
-            let q = live.queue();
-            q.due_destinations()
-                .filter(|d| !q.destination_up(d))
-                .cloned()
-                .collect()
+            plan::probes(live.queue(), now, &self.plan, &mut state.memory)
         };
-        let interval = self.config.probe_interval;
-        state.probing.retain(|d, _| down.contains(d));
-        for dest in down {
-            let due = state
-                .probing
-                .get(&dest)
-                .is_none_or(|last| last.elapsed() >= interval);
-            if !due {
-                continue;
-            }
-            state.probing.insert(dest.clone(), Instant::now());
+        for dest in due {
             let this = self.clone();
-            tokio::spawn(async move { this.probe(&dest).await });
+            tasks.spawn(async move { this.probe(&dest).await });
         }
     }
 
@@ -135,7 +88,16 @@ impl Delivery {
                 let mut ok = false;
                 let timeouts = self.config.timeouts();
                 for (host, addr) in addrs {
-                    match Connection::open(addr, &host, &self.hostname, None, &timeouts).await {
+                    match Connection::open(
+                        addr,
+                        &host,
+                        &self.hostname,
+                        None,
+                        &timeouts,
+                        &Cutoff::none(),
+                    )
+                    .await
+                    {
                         Ok(conn) => {
                             conn.quit().await;
                             ok = true;
@@ -147,7 +109,7 @@ impl Delivery {
                 if ok { Ok(()) } else { Err(last) }
             }
         };
-        let at_ms = now_ms();
+        let at_ms = self.node.clock().now_ms();
         let (up, error) = match result {
             Ok(()) => {
                 info!(destination, "primary answers again; delivering");
@@ -170,95 +132,25 @@ impl Delivery {
         }
     }
 
-    /// Every few seconds: returns mail older than its lifetime and sends the one delay notice.
+    /// Every two seconds: returns mail older than its lifetime and sends the one delay notice.
     pub(crate) async fn expire(&self, state: &mut LeaderState) {
+        let now = self.node.clock().now_ms();
         if state
-            .last_expiry_scan
-            .is_some_and(|t| t.elapsed() < Duration::from_secs(2))
+            .last_expiry_scan_ms
+            .is_some_and(|t| now.saturating_sub(t) < 2_000)
         {
             return;
         }
-        state.last_expiry_scan = Some(Instant::now());
-        let now = now_ms();
-        let delay_after = self.config.delay_notice_after.as_millis() as u64;
-        let min_lifetime = self
-            .lifetimes
-            .values()
-            .copied()
-            .chain([self.config.max_queue_lifetime])
-            .min()
-            .unwrap_or(self.config.max_queue_lifetime)
-            .as_millis() as u64;
-        let horizon = if delay_after > 0 {
-            min_lifetime.min(delay_after)
-        } else {
-            min_lifetime
-        };
-        let (expired, delayed) = {
+        state.last_expiry_scan_ms = Some(now);
+        let commands = {
             let sm = self.node.state_machine();
             let live = sm.read();
-            let mut expired = Vec::new();
-            let mut delayed = Vec::new();
-            for m in live.queue().iter_by_age() {
-                let age = now.saturating_sub(m.received_at_ms);
-                if age < horizon || (expired.len() >= EXPIRY_BATCH && delayed.len() >= EXPIRY_BATCH)
-                {
-                    break;
-                }
-                if m.held || !m.has_pending() || m.live_claim(now).is_some() {
-                    continue;
-                }
-                let lifetime = m
-                    .recipients
-                    .iter()
-                    .filter(|r| r.is_pending())
-                    .map(|r| {
-                        self.lifetimes
-                            .get(&r.destination())
-                            .copied()
-                            .unwrap_or(self.config.max_queue_lifetime)
-                    })
-                    .max()
-                    .unwrap_or(self.config.max_queue_lifetime)
-                    .as_millis() as u64;
-                if age >= lifetime {
-                    if expired.len() < EXPIRY_BATCH {
-                        expired.push(m.id);
-                    }
-                } else if delay_after > 0
-                    && age >= delay_after
-                    && !m.delay_notified
-                    && !m.sender.is_empty()
-                    && delayed.len() < EXPIRY_BATCH
-                {
-                    delayed.push(m.id);
-                }
-            }
-            (expired, delayed)
+            plan::expiry(live.queue(), now, &self.plan, &self.hostname)
         };
-        if !expired.is_empty() {
-            info!(
-                count = expired.len(),
-                "returning expired messages to their senders"
-            );
-            let cmd = QueueCommand::Expire {
-                ids: expired,
-                at_ms: now,
-                reporting_mta: self.hostname.clone(),
-            };
+        for cmd in commands {
+            info!(command = %cmd, "returning expired mail / sending delay notices");
             if let Err(e) = self.node.propose(cmd).await {
                 warn!(error = %e, "expiry not committed");
-            }
-        }
-        if !delayed.is_empty() {
-            info!(count = delayed.len(), "sending delay notices");
-            let cmd = QueueCommand::DelayNotice {
-                ids: delayed,
-                at_ms: now,
-                reporting_mta: self.hostname.clone(),
-            };
-            if let Err(e) = self.node.propose(cmd).await {
-                warn!(error = %e, "delay notices not committed");
             }
         }
     }

@@ -21,6 +21,7 @@ pub mod client;
 pub mod config;
 mod deliver;
 mod leader;
+pub mod plan;
 pub mod resolver;
 pub mod route;
 pub mod spf;
@@ -32,24 +33,25 @@ use std::time::Duration;
 use openraft::async_runtime::WatchReceiver;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use mxraft_cluster::RaftNode;
 
 pub use config::DeliveryConfig;
 pub use route::{Route, RouteTable};
 
-pub(crate) use mxraft_queue::now_ms;
+/// How long shutdown waits for deliveries in progress to stop and release their claims.
+const SHUTDOWN_BOUND: Duration = Duration::from_secs(5);
 
 /// Delivery on one node.
 pub struct Delivery {
     node: RaftNode,
     config: DeliveryConfig,
     routes: RouteTable,
-    lifetimes: BTreeMap<String, Duration>,
     resolver: Arc<dyn resolver::Resolver>,
     hostname: String,
     tls: Option<Arc<tokio_rustls::rustls::ClientConfig>>,
+    plan: plan::PlanConfig,
 }
 
 impl Delivery {
@@ -69,11 +71,21 @@ impl Delivery {
             None
         };
         let hostname = config.helo_name.clone().unwrap_or(hostname);
+        let plan = plan::PlanConfig {
+            connections_per_destination: config.connections_per_destination,
+            messages_per_connection: config.messages_per_connection,
+            claim_lease: config.claim_lease,
+            lease_grace: node.max_clock_skew(),
+            probe_interval: config.probe_interval,
+            max_queue_lifetime: config.max_queue_lifetime,
+            lifetimes,
+            delay_notice_after: config.delay_notice_after,
+        };
         Ok(Delivery {
+            plan,
             node,
             config,
             routes,
-            lifetimes,
             resolver,
             hostname,
             tls,
@@ -120,7 +132,16 @@ impl Delivery {
             let timeouts = self.config.timeouts();
             let mut last = String::from("no address to try");
             for (host, addr) in addrs {
-                match client::Connection::open(addr, &host, &self.hostname, None, &timeouts).await {
+                match client::Connection::open(
+                    addr,
+                    &host,
+                    &self.hostname,
+                    None,
+                    &timeouts,
+                    &client::Cutoff::none(),
+                )
+                .await
+                {
                     Ok(mut conn) => {
                         let result = conn.probe_recipient(address).await;
                         conn.quit().await;
@@ -158,12 +179,16 @@ impl Delivery {
         }
     }
 
-    /// Runs both loops until `shutdown` is cancelled; claims in progress stop before their next
-    /// message and release the rest.
+    /// Runs both loops until `shutdown` is cancelled. Every task it starts (claims, probes)
+    /// belongs to a set owned by this loop: on shutdown, deliveries in progress are cut short
+    /// (the primary is told `RSET`/`QUIT`, or the connection closed inside a message's data)
+    /// and release their claims through Raft, so another node takes over at once; whatever
+    /// has not stopped after a few seconds is aborted.
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
         info!(node_id = self.node.id(), "delivery started");
         let mut metrics = self.node.raft().metrics();
         let mut claims: JoinSet<u64> = JoinSet::new();
+        let mut probes: JoinSet<()> = JoinSet::new();
         let mut active: BTreeSet<u64> = BTreeSet::new();
         // Claims whose task has ended. A finished claim is never run again, even while this
         // node has not yet applied the Report or Release that ends it: running it again would
@@ -183,14 +208,30 @@ impl Delivery {
                 }
                 _ = tokio::time::sleep(tick) => {}
                 Some(done) = claims.join_next(), if !claims.is_empty() => {
-                    if let Ok(token) = done {
-                        active.remove(&token);
-                        finished.insert(token);
+                    match done {
+                        Ok(token) => {
+                            active.remove(&token);
+                            finished.insert(token);
+                        }
+                        Err(e) if e.is_panic() => {
+                            error!(error = %e, "a delivery task panicked; delivery stops on this node");
+                            shutdown.cancel();
+                        }
+                        Err(_) => {}
+                    }
+                }
+                Some(done) = probes.join_next(), if !probes.is_empty() => {
+                    if let Err(e) = done
+                        && e.is_panic()
+                    {
+                        error!(error = %e, "a probe panicked; delivery stops on this node");
+                        shutdown.cancel();
                     }
                 }
             }
-            // Claims granted to this node that are not being worked on yet.
-            let now = now_ms();
+            // Claims granted to this node that are not being worked on yet. Whether a lease
+            // still runs is not judged here (this node's wall clock is not the leader's): the
+            // claim task renews first and learns it from the leader.
             let mine: Vec<_> = {
                 let sm = self.node.state_machine();
                 let live = sm.read();
@@ -199,7 +240,6 @@ impl Delivery {
                 all.into_iter()
                     .filter(|c| {
                         c.node == self.node.id()
-                            && c.lease_until_ms > now
                             && !active.contains(&c.token)
                             && !finished.contains(&c.token)
                     })
@@ -218,24 +258,29 @@ impl Delivery {
             let is_leader = self.node.metrics().current_leader == Some(self.node.id());
             if is_leader {
                 self.dispatch(&mut leader_state).await;
-                self.probe_due(&mut leader_state);
+                self.probe_due(&mut leader_state, &mut probes);
                 self.expire(&mut leader_state).await;
             } else {
                 leader_state = leader::LeaderState::default();
             }
         }
+        shutdown.cancel();
+        probes.abort_all();
         if !claims.is_empty() {
-            info!(claims = claims.len(), "waiting for deliveries in progress");
-            if tokio::time::timeout(Duration::from_secs(30), async {
+            info!(claims = claims.len(), "stopping deliveries in progress");
+            let drained = tokio::time::timeout(SHUTDOWN_BOUND, async {
                 while claims.join_next().await.is_some() {}
             })
-            .await
-            .is_err()
-            {
-                warn!("deliveries did not stop in time");
+            .await;
+            if drained.is_err() {
+                warn!(
+                    claims = claims.len(),
+                    "deliveries did not stop in time; aborting them"
+                );
                 claims.shutdown().await;
             }
         }
+        while probes.join_next().await.is_some() {}
         info!("delivery stopped");
     }
 }

@@ -35,18 +35,20 @@ pub enum QueueCommand {
         node: NodeId,
         /// The destination it delivers to.
         destination: String,
-        /// When the claim was decided.
+        /// The leader's clock when it appended the claim.
         at_ms: u64,
         /// How long the claim lasts unless renewed.
         lease_ms: u64,
     },
-    /// Extend the lease of the messages still held under `token`.
+    /// Extend the lease of the messages still held under `token`. A lease is never shortened:
+    /// the new end is the later of the old one and `at_ms + lease_ms`.
     Renew {
         /// The claim's fencing token.
         token: u64,
         /// The messages to keep.
         ids: Vec<MessageId>,
-        /// When the renewal was sent.
+        /// The leader's clock when it appended the renewal (see
+        /// [`QueueCommand::stamp_by_leader`]).
         at_ms: u64,
         /// New lease length from `at_ms`.
         lease_ms: u64,
@@ -242,6 +244,21 @@ pub enum Outcome {
     },
 }
 
+impl QueueCommand {
+    /// Puts the leader's clock into the commands whose time decides a lease (`Claim`, `Renew`),
+    /// just before the leader appends them. Every lease in the queue is then measured on the
+    /// clock of the leader that granted or renewed it, never on a delivering node's clock, and
+    /// a node whose clock is behind cannot renew a lease that has already run out.
+    pub fn stamp_by_leader(&mut self, leader_now_ms: u64) {
+        match self {
+            QueueCommand::Claim { at_ms, .. } | QueueCommand::Renew { at_ms, .. } => {
+                *at_ms = leader_now_ms;
+            }
+            _ => {}
+        }
+    }
+}
+
 impl fmt::Display for QueueCommand {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -342,5 +359,13 @@ pub enum CommandResult {
     Applied {
         /// Messages changed.
         changed: u32,
+    },
+    /// A renewal: the messages still held under `token`, whose lease now runs `lease_ms` from
+    /// the leader's `at_ms` at least. The others are no longer this claim's to deliver.
+    Renewed {
+        /// The fencing token.
+        token: u64,
+        /// The messages still held.
+        held: Vec<MessageId>,
     },
 }

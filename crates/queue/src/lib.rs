@@ -13,12 +13,14 @@
 //! - [`state`]: [`QueueState::apply`], which turns one command into an [`Outcome`]: the result
 //!   and the list of [`Change`]s that the storage layer must persist. Claims carry a fencing
 //!   token (the log index of the `Claim` entry); reports under another token are ignored.
+//! - [`caches`]: the bounded greylisting and verification caches and the recently removed ids.
 //! - [`policy`]: the retry backoff; [`dsn`]: rendering of delivery status notifications.
 //! - [`codec`]: the versioned binary encoding of every record that is stored or replicated.
 //!
 //! What it does not own: storage (`mxraft-store` persists the [`Change`]s and the bodies),
 //! consensus (`mxraft-cluster`), and the SMTP conversation (`mxraft-smtp`).
 
+pub mod caches;
 pub mod clock;
 pub mod codec;
 pub mod command;
@@ -29,7 +31,7 @@ pub mod policy;
 pub mod recipients;
 pub mod state;
 
-pub use clock::now_ms;
+pub use clock::{Clock, now_ms};
 pub use codec::{CodecError, decode, encode};
 pub use command::{
     CommandResult, Enqueue, FlushTarget, MessageReport, Outcome as AttemptOutcome, QueueCommand,
@@ -40,7 +42,9 @@ pub use message::{
     BodyType, Claim, Destination, MailParams, Message, Notify, RcptParams, Recipient,
     RecipientState, Ret, canonical_domain, destination_of,
 };
-pub use state::{BodyLookup, Change, ClaimView, DSN_NODE, Outcome, QueueState, QueueStats};
+pub use state::{
+    BodyError, BodyLookup, Change, ClaimView, DSN_NODE, Outcome, QueueState, QueueStats,
+};
 
 /// Identifier of a cluster node, as used by Raft membership.
 pub type NodeId = u64;

@@ -14,6 +14,10 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use bytes::Bytes;
 
+use crate::caches::{
+    BoundedCache, GREYLIST_PER_DOMAIN, GREYLIST_PER_NETWORK, GroupBy, RecentIds,
+    VERIFIED_PER_DOMAIN,
+};
 use crate::command::{
     CommandResult, Enqueue, FlushTarget, Outcome as AttemptOutcome, QueueCommand, Report,
 };
@@ -27,8 +31,21 @@ use crate::policy;
 /// Node id used in the queue ids of DSNs this cluster generates (no real node may use it).
 pub const DSN_NODE: u64 = 0xFFFF;
 
-/// Reads a message's stored body (without the trace header).
-pub type BodyLookup<'a> = &'a dyn Fn(MessageId) -> Option<Bytes>;
+/// Reads a message's stored body (without the trace header): `Ok(None)` when there is none,
+/// `Err` when storage could not read it.
+pub type BodyLookup<'a> = &'a dyn Fn(MessageId) -> Result<Option<Bytes>, BodyError>;
+
+/// A stored body could not be read while applying a command. Applying must then fail as a
+/// whole: rendering a DSN without the body would make this node's state differ from the
+/// others'.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("cannot read the body of {id}: {reason}")]
+pub struct BodyError {
+    /// The message.
+    pub id: MessageId,
+    /// What storage said.
+    pub reason: String,
+}
 
 /// A storage write that applying a command requires.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,6 +70,17 @@ pub enum Change {
     Verified(String),
     /// A greylisting triplet was added or dropped (look it up with [`QueueState::greylisted`]).
     Greylist(String),
+    /// The id of a message that left the queue was remembered or forgotten (look it up with
+    /// [`QueueState::recently_removed`]).
+    RecentId(MessageId),
+    /// Entries a bounded cache dropped to stay within its bound (nothing more to write: the
+    /// dropped entries come as their own changes); counted in a metric.
+    Evicted {
+        /// `greylist` or `verified`.
+        cache: &'static str,
+        /// How many.
+        count: u32,
+    },
 }
 
 /// The result of applying one command.
@@ -91,7 +119,7 @@ pub struct ClaimView {
 }
 
 /// Every queued message and destination, with the scheduler's indexes.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QueueState {
     messages: BTreeMap<MessageId, Message>,
     by_time: BTreeSet<(u64, MessageId)>,
@@ -104,10 +132,33 @@ pub struct QueueState {
     destinations: BTreeMap<String, Destination>,
     /// The recipient table: normalized addresses and `@domain` catch-alls.
     recipients: BTreeSet<String>,
-    /// Verification results: address → (valid, when verified).
-    verified: BTreeMap<String, (bool, u64)>,
+    /// Verification results: address → (when verified, valid).
+    verified: BoundedCache<bool>,
     /// Greylisting: triplet → when it was first seen.
-    greylist: BTreeMap<String, u64>,
+    greylist: BoundedCache<()>,
+    /// Messages that left the queue recently, so a repeated `Enqueue` does not queue them again.
+    recent: RecentIds,
+}
+
+impl Default for QueueState {
+    fn default() -> Self {
+        QueueState {
+            messages: BTreeMap::new(),
+            by_time: BTreeSet::new(),
+            bytes: 0,
+            due: BTreeMap::new(),
+            due_entries: BTreeMap::new(),
+            claims: BTreeMap::new(),
+            destinations: BTreeMap::new(),
+            recipients: BTreeSet::new(),
+            verified: BoundedCache::new(&[(GroupBy::Domain, VERIFIED_PER_DOMAIN)]),
+            greylist: BoundedCache::new(&[
+                (GroupBy::Network, GREYLIST_PER_NETWORK),
+                (GroupBy::Domain, GREYLIST_PER_DOMAIN),
+            ]),
+            recent: RecentIds::default(),
+        }
+    }
 }
 
 /// What one `apply` accumulates.
@@ -116,9 +167,22 @@ struct Step<'a> {
     changes: Vec<Change>,
     dsns: u64,
     bodies: BodyLookup<'a>,
+    /// The first body that could not be read; the whole apply fails with it.
+    error: Option<BodyError>,
 }
 
 impl Step<'_> {
+    fn evicted(&mut self, cache: &'static str, keys: Vec<String>, change: fn(String) -> Change) {
+        if keys.is_empty() {
+            return;
+        }
+        self.changes.push(Change::Evicted {
+            cache,
+            count: keys.len() as u32,
+        });
+        self.changes.extend(keys.into_iter().map(change));
+    }
+
     fn updated(&mut self, id: MessageId) {
         if self.changes.last() != Some(&Change::Updated(id)) {
             self.changes.push(Change::Updated(id));
@@ -133,21 +197,25 @@ impl QueueState {
     }
 
     /// Applies the command at log index `index`. `bodies` reads stored bodies, for the DSNs
-    /// that return the original message.
-    pub fn apply(&mut self, index: u64, cmd: QueueCommand, bodies: BodyLookup<'_>) -> Outcome {
+    /// that return the original message. A body that cannot be read fails the command: the
+    /// caller must then stop applying (this state is no longer the others'), never go on.
+    pub fn apply(
+        &mut self,
+        index: u64,
+        cmd: QueueCommand,
+        bodies: BodyLookup<'_>,
+    ) -> Result<Outcome, BodyError> {
         let mut step = Step {
             index,
             changes: Vec::new(),
             dsns: 0,
             bodies,
+            error: None,
         };
         let result = match cmd {
             QueueCommand::Enqueue(e) => self.enqueue(e, &mut step),
-            QueueCommand::Delete { id, at_ms: _ } => {
-                let existed = self.remove(id);
-                if existed {
-                    step.changes.push(Change::Removed(id));
-                }
+            QueueCommand::Delete { id, at_ms } => {
+                let existed = self.retire(id, at_ms, &mut step);
                 CommandResult::Deleted { id, existed }
             }
             QueueCommand::Claim {
@@ -163,14 +231,20 @@ impl QueueState {
                 at_ms,
                 lease_ms,
             } => {
-                let changed = self.each(&ids, &mut step, |m, _| match &mut m.claim {
+                let until = at_ms.saturating_add(lease_ms);
+                let mut held = Vec::new();
+                self.each(&ids, &mut step, |m, _| match &mut m.claim {
                     Some(c) if c.token == token => {
-                        c.lease_until_ms = at_ms.saturating_add(lease_ms);
-                        true
+                        held.push(m.id);
+                        // Never shortened: a renewal stamped by a leader whose clock is
+                        // behind the granting one's must not end a lease early.
+                        let longer = until > c.lease_until_ms;
+                        c.lease_until_ms = c.lease_until_ms.max(until);
+                        longer
                     }
                     _ => false,
                 });
-                CommandResult::Applied { changed }
+                CommandResult::Renewed { token, held }
             }
             QueueCommand::Report(report) => self.report(report, &mut step),
             QueueCommand::Release { token, ids } => {
@@ -258,27 +332,18 @@ impl QueueState {
                 CommandResult::Applied { changed }
             }
             QueueCommand::GreylistSeen { key, at_ms } => {
-                if self.greylist.contains_key(&key) {
+                if self.greylist.contains(&key) {
                     CommandResult::Applied { changed: 0 }
                 } else {
-                    self.greylist.insert(key.clone(), at_ms);
+                    let evicted = self.greylist.insert(key.clone(), at_ms, ());
                     step.changes.push(Change::Greylist(key));
+                    step.evicted("greylist", evicted, Change::Greylist);
                     CommandResult::Applied { changed: 1 }
                 }
             }
             QueueCommand::PruneCaches { before_ms } => {
-                let old_triplets: Vec<String> = self
-                    .greylist
-                    .iter()
-                    .filter(|(_, at)| **at < before_ms)
-                    .map(|(k, _)| k.clone())
-                    .collect();
-                let old_verified: Vec<String> = self
-                    .verified
-                    .iter()
-                    .filter(|(_, (_, at))| *at < before_ms)
-                    .map(|(k, _)| k.clone())
-                    .collect();
+                let old_triplets = self.greylist.older_than(before_ms);
+                let old_verified = self.verified.older_than(before_ms);
                 let changed = (old_triplets.len() + old_verified.len()) as u32;
                 for k in old_triplets {
                     self.greylist.remove(&k);
@@ -295,20 +360,24 @@ impl QueueState {
                 valid,
                 at_ms,
             } => {
-                self.verified.insert(address.clone(), (valid, at_ms));
+                let evicted = self.verified.insert(address.clone(), at_ms, valid);
                 step.changes.push(Change::Verified(address));
+                step.evicted("verified", evicted, Change::Verified);
                 CommandResult::Applied { changed: 1 }
             }
         };
-        Outcome {
-            result,
-            changes: step.changes,
+        match step.error {
+            Some(e) => Err(e),
+            None => Ok(Outcome {
+                result,
+                changes: step.changes,
+            }),
         }
     }
 
     fn enqueue(&mut self, e: Enqueue, step: &mut Step<'_>) -> CommandResult {
         let id = e.id;
-        if self.messages.contains_key(&id) {
+        if self.messages.contains_key(&id) || self.recent.contains(id) {
             return CommandResult::Enqueued {
                 id,
                 duplicate: true,
@@ -497,8 +566,7 @@ impl QueueState {
         }
         let done = self.messages.get(&id).is_some_and(|m| !m.has_pending());
         if done {
-            self.remove(id);
-            step.changes.push(Change::Removed(id));
+            self.retire(id, at_ms, step);
         } else {
             self.reindex(id);
             step.updated(id);
@@ -518,7 +586,14 @@ impl QueueState {
     ) {
         let dsn_id = MessageId::new(at_ms, DSN_NODE, (step.index << 16) | step.dsns);
         step.dsns += 1;
-        let content = (step.bodies)(original.id).map(|body| {
+        let body = match (step.bodies)(original.id) {
+            Ok(body) => body,
+            Err(e) => {
+                step.error.get_or_insert(e);
+                None
+            }
+        };
+        let content = body.map(|body| {
             let mut full = original.trace_header.clone().into_bytes();
             full.extend_from_slice(&body);
             full
@@ -768,6 +843,19 @@ impl QueueState {
         }
     }
 
+    /// Removes a message from the queue for good at `at_ms`, remembering its id for a while.
+    fn retire(&mut self, id: MessageId, at_ms: u64, step: &mut Step<'_>) -> bool {
+        if !self.remove(id) {
+            return false;
+        }
+        step.changes.push(Change::Removed(id));
+        step.changes.push(Change::RecentId(id));
+        for old in self.recent.insert(id, at_ms) {
+            step.changes.push(Change::RecentId(old));
+        }
+        true
+    }
+
     fn remove(&mut self, id: MessageId) -> bool {
         self.unindex(id);
         match self.messages.remove(&id) {
@@ -808,7 +896,22 @@ impl QueueState {
 
     /// Sets a verification result read back from storage.
     pub fn set_verified_loaded(&mut self, address: String, valid: bool, at_ms: u64) {
-        self.verified.insert(address, (valid, at_ms));
+        self.verified.insert(address, at_ms, valid);
+    }
+
+    /// Remembers, as read back from storage, that message `id` left the queue at `at_ms`.
+    pub fn set_recent_loaded(&mut self, id: MessageId, at_ms: u64) {
+        self.recent.insert(id, at_ms);
+    }
+
+    /// When message `id` left the queue, if that was recent enough to be remembered.
+    pub fn recently_removed(&self, id: MessageId) -> Option<u64> {
+        self.recent.get(id)
+    }
+
+    /// Entries in the caches: `(greylisting triplets, verification results, recent ids)`.
+    pub fn cache_sizes(&self) -> (usize, usize, usize) {
+        (self.greylist.len(), self.verified.len(), self.recent.len())
     }
 
     /// Whether the recipient table holds exactly this entry.
@@ -837,17 +940,17 @@ impl QueueState {
 
     /// When a greylisting triplet was first seen.
     pub fn greylisted(&self, key: &str) -> Option<u64> {
-        self.greylist.get(key).copied()
+        self.greylist.get(key).map(|(at, ())| *at)
     }
 
     /// Sets a greylisting triplet read back from storage.
     pub fn set_greylist_loaded(&mut self, key: String, at_ms: u64) {
-        self.greylist.insert(key, at_ms);
+        self.greylist.insert(key, at_ms, ());
     }
 
     /// The cached verification of an address: whether it was valid, and when.
     pub fn verified(&self, address: &str) -> Option<(bool, u64)> {
-        self.verified.get(address).copied()
+        self.verified.get(address).map(|(at, valid)| (*valid, *at))
     }
 
     /// The metadata of one message.
@@ -935,15 +1038,28 @@ impl QueueState {
     /// Up to `limit` messages with recipients for `destination` due at `now_ms`, not held and
     /// not under a live claim, most overdue first.
     pub fn due_messages(&self, destination: &str, now_ms: u64, limit: usize) -> Vec<MessageId> {
+        self.claimable_messages(destination, now_ms, 0, limit)
+    }
+
+    /// Like [`QueueState::due_messages`], but a claim counts as live until `lease_grace_ms`
+    /// after its lease ended: the leader leaves that much room for clocks that differ.
+    pub fn claimable_messages(
+        &self,
+        destination: &str,
+        now_ms: u64,
+        lease_grace_ms: u64,
+        limit: usize,
+    ) -> Vec<MessageId> {
         let Some(set) = self.due.get(destination) else {
             return Vec::new();
         };
+        let lease_horizon = now_ms.saturating_sub(lease_grace_ms);
         set.iter()
             .take_while(|(due, _)| *due <= now_ms)
             .filter(|(_, id)| {
                 self.messages
                     .get(id)
-                    .is_some_and(|m| m.live_claim(now_ms).is_none())
+                    .is_some_and(|m| m.live_claim(lease_horizon).is_none())
             })
             .map(|(_, id)| *id)
             .take(limit)

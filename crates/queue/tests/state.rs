@@ -3,16 +3,18 @@
 use std::collections::HashMap;
 
 use bytes::Bytes;
+use mxraft_queue::caches::{GREYLIST_PER_NETWORK, RECENT_ID_TTL_MS};
 use mxraft_queue::{
-    AttemptOutcome, Change, CommandResult, DSN_NODE, Enqueue, FlushTarget, MailParams, MessageId,
-    MessageReport, Notify, QueueCommand, QueueState, RcptParams, RecipientState, Report, Ret,
+    AttemptOutcome, BodyError, Change, CommandResult, DSN_NODE, Enqueue, FlushTarget, MailParams,
+    MessageId, MessageReport, Notify, QueueCommand, QueueState, RcptParams, RecipientState, Report,
+    Ret,
 };
 
 const T0: u64 = 1_800_000_000_000;
 const MIN: u64 = 60_000;
 
-fn no_bodies(_: MessageId) -> Option<Bytes> {
-    None
+fn no_bodies(_: MessageId) -> Result<Option<Bytes>, BodyError> {
+    Ok(None)
 }
 
 struct Q {
@@ -33,8 +35,11 @@ impl Q {
     fn apply(&mut self, cmd: QueueCommand) -> mxraft_queue::Outcome {
         self.index += 1;
         let bodies = self.bodies.clone();
-        let lookup = move |id: MessageId| bodies.get(&id).cloned();
-        let out = self.state.apply(self.index, cmd, &lookup);
+        let lookup = move |id: MessageId| Ok(bodies.get(&id).cloned());
+        let out = self
+            .state
+            .apply(self.index, cmd, &lookup)
+            .expect("every body is readable");
         for c in &out.changes {
             if let Change::Inserted { id, body } = c {
                 self.bodies.insert(*id, body.clone());
@@ -205,14 +210,26 @@ fn a_claim_is_exclusive_until_its_lease_expires_and_carries_the_log_index() {
         at_ms: T0 + 30_000,
         lease_ms: MIN,
     });
-    assert_eq!(renewed.result, CommandResult::Applied { changed: 1 });
+    assert_eq!(
+        renewed.result,
+        CommandResult::Renewed {
+            token: 3,
+            held: vec![id(1)]
+        }
+    );
     let stale_renew = q.apply(QueueCommand::Renew {
         token: 99,
         ids: vec![id(1)],
         at_ms: T0 + 30_000,
         lease_ms: 10 * MIN,
     });
-    assert_eq!(stale_renew.result, CommandResult::Applied { changed: 0 });
+    assert_eq!(
+        stale_renew.result,
+        CommandResult::Renewed {
+            token: 99,
+            held: vec![]
+        }
+    );
     let (_, blocked) = q.claim(&[id(1)], 3, "example.test", T0 + MIN + 1);
     assert!(blocked.is_empty(), "the renewal moved the lease");
 
@@ -243,8 +260,8 @@ fn a_claim_is_exclusive_until_its_lease_expires_and_carries_the_log_index() {
     assert_eq!(current.result, CommandResult::Applied { changed: 1 });
     assert_eq!(
         current.changes,
-        vec![Change::Removed(id(1))],
-        "all delivered: gone, no DSN"
+        vec![Change::Removed(id(1)), Change::RecentId(id(1))],
+        "all delivered: gone, no DSN, its id remembered"
     );
     assert!(q.state.get(id(1)).is_none());
     assert!(q.state.claims().is_empty());
@@ -383,7 +400,10 @@ fn results_per_recipient_retry_deferred_ones_and_return_failures_to_the_sender()
         !text.contains("Final-Recipient: rfc822; gone@example.test"),
         "already reported"
     );
-    assert_eq!(out.changes.last(), Some(&Change::Removed(id(1))));
+    assert_eq!(
+        out.changes[out.changes.len() - 2..],
+        [Change::Removed(id(1)), Change::RecentId(id(1))]
+    );
 }
 
 #[test]
@@ -407,7 +427,12 @@ fn no_dsn_for_the_null_sender_or_notify_never() {
     ));
     assert_eq!(
         out.changes,
-        vec![Change::Removed(id(1)), Change::Removed(id(2))]
+        vec![
+            Change::Removed(id(1)),
+            Change::RecentId(id(1)),
+            Change::Removed(id(2)),
+            Change::RecentId(id(2))
+        ]
     );
     assert!(q.state.is_empty());
 }
@@ -495,7 +520,7 @@ fn expiry_fails_pending_recipients_and_a_delay_notice_is_sent_once() {
         reporting_mta: mta,
     });
     assert_eq!(expired.result, CommandResult::Applied { changed: 1 });
-    assert_eq!(expired.changes.last(), Some(&Change::Removed(id(1))));
+    assert_eq!(expired.changes.last(), Some(&Change::RecentId(id(1))));
     let body = expired
         .changes
         .iter()
@@ -673,4 +698,141 @@ fn applying_the_same_log_gives_the_same_state() {
     assert_eq!(a, b);
     assert_eq!(oa, ob);
     assert_eq!(a.len(), 1, "only the DSN for message 1 remains");
+}
+
+#[test]
+fn a_renewal_never_shortens_a_lease() {
+    let mut q = Q::new();
+    q.enqueue(id(1), "a@sender.test", &[plain("u@example.test")]);
+    let (token, _) = q.claim(&[id(1)], 2, "example.test", T0 + 40_000);
+    // A leader whose clock is 40 s behind the granting one renews.
+    let out = q.apply(QueueCommand::Renew {
+        token,
+        ids: vec![id(1)],
+        at_ms: T0,
+        lease_ms: MIN,
+    });
+    assert_eq!(
+        out.result,
+        CommandResult::Renewed {
+            token,
+            held: vec![id(1)]
+        }
+    );
+    assert!(out.changes.is_empty(), "nothing changed: {:?}", out.changes);
+    let lease = q
+        .state
+        .get(id(1))
+        .and_then(|m| m.claim.clone())
+        .expect("claimed");
+    assert_eq!(lease.lease_until_ms, T0 + 40_000 + MIN);
+}
+
+#[test]
+fn a_repeated_enqueue_after_delivery_does_not_queue_the_message_again() {
+    let mut q = Q::new();
+    let e = enqueue(id(1), "a@sender.test", &[plain("u@example.test")]);
+    q.enqueue(id(1), "a@sender.test", &[plain("u@example.test")]);
+    let (token, _) = q.claim(&[id(1)], 2, "example.test", T0);
+    q.apply(report(
+        token,
+        T0 + 1_000,
+        vec![(id(1), vec![(0, delivered())])],
+    ));
+    assert!(q.state.get(id(1)).is_none(), "delivered and gone");
+    assert_eq!(q.state.recently_removed(id(1)), Some(T0 + 1_000));
+
+    // The retry of a forwarded proposal whose reply was lost.
+    let retry = q.apply(QueueCommand::Enqueue(e.clone()));
+    assert_eq!(
+        retry.result,
+        CommandResult::Enqueued {
+            id: id(1),
+            duplicate: true
+        }
+    );
+    assert!(retry.changes.is_empty());
+    assert!(q.state.is_empty());
+
+    // Long after, the id is forgotten (another removal moves the clock of the cache).
+    q.enqueue(id(2), "a@sender.test", &[plain("u@example.test")]);
+    q.apply(QueueCommand::Delete {
+        id: id(2),
+        at_ms: T0 + 2_000 + RECENT_ID_TTL_MS,
+    });
+    assert_eq!(q.state.recently_removed(id(1)), None);
+    assert_eq!(
+        q.state.recently_removed(id(2)),
+        Some(T0 + 2_000 + RECENT_ID_TTL_MS)
+    );
+}
+
+#[test]
+fn an_unreadable_body_fails_the_apply_instead_of_rendering_another_dsn() {
+    let mut state = QueueState::new();
+    let ok = |_: MessageId| -> Result<Option<Bytes>, BodyError> { Ok(None) };
+    state
+        .apply(
+            1,
+            QueueCommand::Enqueue(enqueue(id(1), "a@sender.test", &[plain("u@example.test")])),
+            &ok,
+        )
+        .expect("no body needed");
+    let broken = |id: MessageId| -> Result<Option<Bytes>, BodyError> {
+        Err(BodyError {
+            id,
+            reason: "I/O error".into(),
+        })
+    };
+    let err = state
+        .apply(
+            2,
+            QueueCommand::Bounce {
+                id: id(1),
+                at_ms: T0 + 1,
+                reporting_mta: "mx.backup.test".into(),
+            },
+            &broken,
+        )
+        .expect_err("the DSN needs the body");
+    assert_eq!(err.id, id(1));
+}
+
+#[test]
+fn greylisting_triplets_are_bounded_per_client_network() {
+    let mut q = Q::new();
+    for i in 0..GREYLIST_PER_NETWORK {
+        q.apply(QueueCommand::GreylistSeen {
+            key: format!("198.51.100|s{i}@spam.test|u@example.test"),
+            at_ms: T0 + i as u64,
+        });
+    }
+    let other = "203.0.113|a@sender.test|u@example.test";
+    q.apply(QueueCommand::GreylistSeen {
+        key: other.into(),
+        at_ms: T0,
+    });
+    let out = q.apply(QueueCommand::GreylistSeen {
+        key: "198.51.100|new@spam.test|u@example.test".into(),
+        at_ms: T0 + 1_000_000,
+    });
+    let oldest = "198.51.100|s0@spam.test|u@example.test".to_owned();
+    assert_eq!(
+        out.changes,
+        vec![
+            Change::Greylist("198.51.100|new@spam.test|u@example.test".into()),
+            Change::Evicted {
+                cache: "greylist",
+                count: 1
+            },
+            Change::Greylist(oldest.clone()),
+        ]
+    );
+    assert_eq!(q.state.greylisted(&oldest), None);
+    assert_eq!(
+        q.state.greylisted(other),
+        Some(T0),
+        "another network keeps its entry"
+    );
+    assert_eq!(q.state.cache_sizes().0, GREYLIST_PER_NETWORK + 1);
 }

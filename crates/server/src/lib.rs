@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use tokio::net::TcpListener;
-use tokio::task::JoinHandle;
+use tokio::task::{JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -44,6 +44,7 @@ pub use config::Config;
 /// Hands accepted messages to Raft, and ETRN requests to delivery.
 struct RaftSubmitter {
     node: RaftNode,
+    caches: CacheWriter,
     delivery: Arc<Delivery>,
     policy: DomainPolicy,
     rules: std::collections::HashMap<String, config::DomainConfig>,
@@ -164,7 +165,7 @@ impl Submitter for RaftSubmitter {
         }
         let cmd = QueueCommand::Reschedule {
             target: FlushTarget::Destination(domain.to_owned()),
-            at_ms: now_ms(),
+            at_ms: self.node.clock().now_ms(),
         };
         match self.node.propose(cmd).await {
             Ok(_) => EtrnReply::Started,
@@ -267,7 +268,7 @@ impl RaftSubmitter {
     /// attempts after the delay pass.
     fn greylist_check(&self, client: std::net::IpAddr, sender: &str, rcpt: &str) -> RcptCheck {
         let key = triplet(client, sender, rcpt);
-        let now = now_ms();
+        let now = self.node.clock().now_ms();
         let first = self.node.state_machine().read().queue().greylisted(&key);
         match first {
             Some(first) if now.saturating_sub(first) >= self.greylist.delay.as_millis() as u64 => {
@@ -275,15 +276,8 @@ impl RaftSubmitter {
             }
             Some(_) => RcptCheck::Greylisted,
             None => {
-                let node = self.node.clone();
-                tokio::spawn(async move {
-                    if let Err(e) = node
-                        .propose(QueueCommand::GreylistSeen { key, at_ms: now })
-                        .await
-                    {
-                        tracing::debug!(error = %e, "greylisting triplet not recorded");
-                    }
-                });
+                self.caches
+                    .write(QueueCommand::GreylistSeen { key, at_ms: now });
                 RcptCheck::Greylisted
             }
         }
@@ -293,7 +287,7 @@ impl RaftSubmitter {
     /// the primary is asked and its answer committed for every node; a stale answer is better
     /// than none when the primary cannot be asked.
     async fn verify_recipient(&self, address: &str) -> RcptCheck {
-        let now = now_ms();
+        let now = self.node.clock().now_ms();
         let cached = self.node.state_machine().read().queue().verified(address);
         let answer = |valid: bool| {
             if valid {
@@ -318,17 +312,11 @@ impl RaftSubmitter {
             .await
         {
             Ok(valid) => {
-                let node = self.node.clone();
-                let cmd = QueueCommand::Verified {
+                // The session does not wait for the cache entry to commit.
+                self.caches.write(QueueCommand::Verified {
                     address: address.to_owned(),
                     valid,
                     at_ms: now,
-                };
-                // The session does not wait for the cache entry to commit.
-                tokio::spawn(async move {
-                    if let Err(e) = node.propose(cmd).await {
-                        tracing::debug!(error = %e, "verification result not cached");
-                    }
                 });
                 answer(valid)
             }
@@ -343,8 +331,6 @@ impl RaftSubmitter {
         }
     }
 }
-
-use mxraft_queue::now_ms;
 
 /// The route table and per-domain lifetimes from the configuration.
 fn routes(config: &Config) -> (RouteTable, BTreeMap<String, Duration>) {
@@ -428,6 +414,8 @@ pub struct Server;
 pub struct StartOptions {
     /// The Prometheus recorder installed in this process, rendered at `/metrics`.
     pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+    /// The node's wall clock (the system clock; tests shift it).
+    pub clock: mxraft_queue::Clock,
 }
 
 /// Loads `[tls]` and checks that the certificate names this node.
@@ -556,6 +544,7 @@ impl Server {
             state_machine: stores.state_machine,
             tls: cluster_tls.clone(),
             check_proposal: proposals::proposal_check(&config),
+            clock: options.clock.clone(),
         })
         .await?;
         info!(
@@ -648,24 +637,31 @@ impl Server {
         let delivery_stop = CancellationToken::new();
         let delivery_task = tokio::spawn(delivery.clone().run(delivery_stop.clone()));
         let horizon = config.greylist.max_age.max(config.verify.positive_ttl);
-        let mut background = vec![
-            tokio::spawn(prune_caches(node.clone(), horizon, delivery_stop.clone())),
-            tokio::spawn(export_gauges(node.clone(), delivery_stop.clone())),
-            tokio::spawn(report_health(node.clone(), health, delivery_stop.clone())),
-        ];
-        let (failed_tx, failed) = tokio::sync::watch::channel(None);
-        background.push(tokio::spawn(watch_raft(
+        // Every background task is in this set; a supervisor awaits them (see `supervise`).
+        let mut background = JoinSet::new();
+        background.spawn(prune_caches(node.clone(), horizon, delivery_stop.clone()));
+        background.spawn(export_gauges(node.clone(), delivery_stop.clone()));
+        background.spawn(report_health(node.clone(), health, delivery_stop.clone()));
+        let (caches, cache_writes) = CacheWriter::new();
+        background.spawn(write_caches(
             node.clone(),
-            failed_tx,
+            cache_writes,
             delivery_stop.clone(),
-        )));
+        ));
+        let (failed_tx, failed) = tokio::sync::watch::channel(None);
+        let failed_tx = Arc::new(failed_tx);
+        background.spawn(watch_raft(
+            node.clone(),
+            failed_tx.clone(),
+            delivery_stop.clone(),
+        ));
         if let Some(listener) = http_listener {
-            background.push(tokio::spawn(http::serve(
+            background.spawn(http::serve(
                 listener,
                 node.clone(),
                 options.metrics,
                 delivery_stop.clone(),
-            )));
+            ));
             info!(addr = ?addrs.http, "metrics, /readyz and /livez serving");
         }
         info!(probe_interval = ?config.delivery.probe_interval, "delivery running");
@@ -676,6 +672,7 @@ impl Server {
             policy: policy.clone(),
             submitter: RaftSubmitter {
                 node: node.clone(),
+                caches,
                 delivery,
                 policy,
                 rules: config
@@ -692,6 +689,7 @@ impl Server {
             ids: IdGenerator::new(id),
             node_id: id,
             tls: tls.clone(),
+            memory: mxraft_smtp::memory::MessageMemory::new(config.smtp.max_message_memory),
         });
         let smtp_stop = CancellationToken::new();
         let smtp_task = tokio::spawn(mxraft_smtp::serve(
@@ -708,10 +706,8 @@ impl Server {
         if let Some(t) = node_tls {
             reloadable.push(Reloadable::Cluster(t));
         }
-        background.push(tokio::spawn(reload_credentials(
-            reloadable,
-            smtp_stop.clone(),
-        )));
+        background.spawn(reload_credentials(reloadable, smtp_stop.clone()));
+        let background = vec![tokio::spawn(supervise(background, failed_tx))];
         info!(addr = %addrs.smtp, domains = config.domains.len(), "SMTP accepting");
 
         Ok(RunningServer {
@@ -732,9 +728,69 @@ impl Server {
 
 /// Watches for Raft stopping on a fatal error: logs the cause and reports it, so the process
 /// stops (SMTP already answers `421` and the node is not ready) and its supervisor restarts it.
+/// Awaits the node's background tasks. One that panics is logged and stops the node (through
+/// the same `failed` signal as a fatal Raft error). Aborting the supervisor aborts them all.
+async fn supervise(
+    mut tasks: JoinSet<()>,
+    failed: Arc<tokio::sync::watch::Sender<Option<String>>>,
+) {
+    while let Some(done) = tasks.join_next().await {
+        if let Err(e) = done
+            && e.is_panic()
+        {
+            tracing::error!(error = %e, "a background task panicked; this node stops");
+            failed.send_replace(Some(format!("a background task panicked: {e}")));
+        }
+    }
+}
+
+/// Cache entries the front door writes (greylisting triplets, verification results), handed
+/// to one task that commits them: the session never waits for them, and a burst of them is
+/// bounded (beyond [`CACHE_WRITES_QUEUED`] waiting, new ones are dropped and counted).
+#[derive(Clone)]
+struct CacheWriter {
+    tx: tokio::sync::mpsc::Sender<QueueCommand>,
+}
+
+/// Cache writes waiting to be committed at most.
+const CACHE_WRITES_QUEUED: usize = 1024;
+
+impl CacheWriter {
+    fn new() -> (CacheWriter, tokio::sync::mpsc::Receiver<QueueCommand>) {
+        let (tx, rx) = tokio::sync::mpsc::channel(CACHE_WRITES_QUEUED);
+        (CacheWriter { tx }, rx)
+    }
+
+    fn write(&self, cmd: QueueCommand) {
+        if self.tx.try_send(cmd).is_err() {
+            metrics::counter!("mxraft_cache_writes_dropped_total").increment(1);
+            tracing::debug!("cache write dropped: too many waiting");
+        }
+    }
+}
+
+async fn write_caches(
+    node: RaftNode,
+    mut rx: tokio::sync::mpsc::Receiver<QueueCommand>,
+    stop: CancellationToken,
+) {
+    loop {
+        let cmd = tokio::select! {
+            _ = stop.cancelled() => return,
+            cmd = rx.recv() => match cmd {
+                Some(cmd) => cmd,
+                None => return,
+            },
+        };
+        if let Err(e) = node.propose(cmd).await {
+            tracing::debug!(error = %e, "cache entry not committed");
+        }
+    }
+}
+
 async fn watch_raft(
     node: RaftNode,
-    failed: tokio::sync::watch::Sender<Option<String>>,
+    failed: Arc<tokio::sync::watch::Sender<Option<String>>>,
     stop: CancellationToken,
 ) {
     use openraft::async_runtime::WatchReceiver;
@@ -748,7 +804,7 @@ async fn watch_raft(
     }
     if let Some(e) = node.fatal_error() {
         tracing::error!(error = %e, "raft stopped on a fatal error; this node stops");
-        let _ = failed.send(Some(e));
+        failed.send_replace(Some(e));
     }
 }
 
@@ -788,7 +844,10 @@ async fn prune_caches(node: RaftNode, horizon: Duration, stop: CancellationToken
         if node.metrics().current_leader != Some(node.id()) {
             continue;
         }
-        let before_ms = now_ms().saturating_sub(horizon.as_millis() as u64);
+        let before_ms = node
+            .clock()
+            .now_ms()
+            .saturating_sub(horizon.as_millis() as u64);
         if let Err(e) = node.propose(QueueCommand::PruneCaches { before_ms }).await {
             warn!(error = %e, "cache pruning not committed");
         }
@@ -821,6 +880,26 @@ pub fn describe_metrics() {
         "Delivery attempts made by this node, per recipient, by result (delivered, failed, deferred)"
     );
     describe_counter!(
+        "mxraft_delivery_cut_total",
+        "Deliveries cut short, by reason: lease_ended (the claim could not be renewed in time), shutdown"
+    );
+    describe_gauge!(
+        "mxraft_clock_skew_seconds",
+        "On the leader: how far each proposing node's clock is from the leader's"
+    );
+    describe_counter!(
+        "mxraft_clock_skew_refusals_total",
+        "On the leader: proposals refused because the proposer's clock was more than cluster.max_clock_skew off"
+    );
+    describe_counter!(
+        "mxraft_cache_evictions_total",
+        "Entries dropped to keep a bounded cache (greylist, verified) within its bound"
+    );
+    describe_counter!(
+        "mxraft_cache_writes_dropped_total",
+        "Greylisting or verification entries not written because too many were waiting"
+    );
+    describe_counter!(
         "mxraft_tls_refused_total",
         "Connections to the cluster or admin port refused at the TLS handshake, by port"
     );
@@ -850,7 +929,7 @@ async fn export_gauges(node: RaftNode, stop: CancellationToken) {
         metrics::gauge!("mxraft_queue_bytes").set(stats.bytes as f64);
         let age = stats
             .oldest_received_at_ms
-            .map(|t| now_ms().saturating_sub(t) as f64 / 1000.0)
+            .map(|t| node.clock().now_ms().saturating_sub(t) as f64 / 1000.0)
             .unwrap_or(0.0);
         metrics::gauge!("mxraft_queue_oldest_age_seconds").set(age);
         let raft = node.metrics();

@@ -26,6 +26,10 @@ pub struct SmtpConfig {
     pub tls_listen: Option<SocketAddr>,
     /// Largest accepted message in bytes, advertised with SIZE.
     pub max_message_size: u64,
+    /// Bytes of message data all sessions of this node may hold at once (each session keeps
+    /// its message in memory until it is committed). Over it, `MAIL` with a `SIZE=` that does
+    /// not fit gets `452 4.3.1` and a transfer that outgrows it `451 4.3.1`.
+    pub max_message_memory: u64,
     /// Most recipients per message; more get `452 4.5.3`.
     pub max_recipients: usize,
     /// Longest text line in DATA, in bytes without CRLF (RFC 5321: 998).
@@ -69,6 +73,7 @@ impl Default for SmtpConfig {
             tls_key_file: None,
             tls_listen: None,
             max_message_size: 50 * 1024 * 1024,
+            max_message_memory: 1024 * 1024 * 1024,
             max_recipients: 1000,
             max_line_length: 998,
             max_errors: 20,
@@ -91,6 +96,13 @@ impl SmtpConfig {
         if self.max_message_size < 64 * 1024 {
             return Err(
                 "smtp.max_message_size must be at least 65536 (RFC 5321 §4.5.3.1.7)".into(),
+            );
+        }
+        if self.max_message_memory < self.max_message_size {
+            return Err(
+                "smtp.max_message_memory must be at least smtp.max_message_size: one message of \
+                 the largest size must fit"
+                    .into(),
             );
         }
         if self.max_message_size > 200 * 1024 * 1024 {

@@ -77,6 +77,16 @@ impl DataDecoder {
         }
     }
 
+    /// Bytes the decoder holds (its buffer's capacity).
+    pub fn held_bytes(&self) -> usize {
+        self.out.capacity()
+    }
+
+    /// Keeps no more of the message than what it has now; what follows is read and dropped.
+    pub fn stop_keeping(&mut self) {
+        self.max_size = self.out.len();
+    }
+
     fn emit(&mut self, bytes: &[u8]) {
         if self.out.len() + bytes.len() > self.max_size {
             self.flaws.too_big = true;

@@ -18,6 +18,7 @@ pub mod command;
 pub mod config;
 pub mod data;
 mod limits;
+pub mod memory;
 pub mod reply;
 mod server;
 mod session;

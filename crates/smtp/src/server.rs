@@ -1,7 +1,7 @@
 //! The accept loop: one task per connection, a session limit, and an orderly shutdown.
 
+use std::net::IpAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
@@ -30,6 +30,8 @@ pub struct SmtpContext<S> {
     pub node_id: u64,
     /// The TLS configuration, when STARTTLS is offered.
     pub tls: Option<Arc<crate::tls::TlsStore>>,
+    /// The node-wide budget of message bytes held by sessions.
+    pub memory: crate::memory::MessageMemory,
 }
 
 /// Serves SMTP on `listener` until `shutdown` is cancelled, then lets sessions finish their
@@ -40,7 +42,7 @@ pub async fn serve<S: Submitter>(
     ctx: Arc<SmtpContext<S>>,
     shutdown: CancellationToken,
 ) {
-    let active = Arc::new(AtomicUsize::new(0));
+    let slots = Arc::new(tokio::sync::Semaphore::new(ctx.config.max_sessions));
     let clients = Arc::new(crate::limits::ClientTracker::default());
     let mut sessions = JoinSet::new();
     loop {
@@ -63,13 +65,13 @@ pub async fn serve<S: Submitter>(
                             let _ = stream.write_all(msg.as_bytes()).await;
                             continue;
                         }
-                        if active.load(Ordering::Relaxed) >= ctx.config.max_sessions {
+                        let Ok(slot) = slots.clone().try_acquire_owned() else {
                             let msg = format!("421 4.7.0 {} Error: too many connections, try again later\r\n", ctx.hostname);
                             warn!(client = %peer, limit = ctx.config.max_sessions, rule = "sessions", reply = msg.trim_end(), "refused");
                             metrics::counter!("mxraft_smtp_rejections_total", "rule" => "sessions").increment(1);
                             let _ = stream.write_all(msg.as_bytes()).await;
                             continue;
-                        }
+                        };
                         if !clients.open(peer.ip(), ctx.config.max_sessions_per_client) {
                     let msg = format!("421 4.7.0 {} Error: too many connections from {}\r\n", ctx.hostname, peer.ip());
                     warn!(client = %peer, limit = ctx.config.max_sessions_per_client, rule = "client_sessions", reply = msg.trim_end(), "refused");
@@ -77,18 +79,15 @@ pub async fn serve<S: Submitter>(
                     let _ = stream.write_all(msg.as_bytes()).await;
                     continue;
                 }
-                active.fetch_add(1, Ordering::Relaxed);
                 metrics::counter!("mxraft_smtp_sessions_total").increment(1);
                 metrics::gauge!("mxraft_smtp_sessions_active").increment(1.0);
                 let session = Session::new(ctx.clone(), Box::new(stream), implicit_tls, peer, shutdown.clone(), clients.clone());
-                let active = active.clone();
-                let clients = clients.clone();
+                let held = SessionSlot { _slot: slot, clients: clients.clone(), client: peer.ip() };
                 sessions.spawn(
                     async move {
+                        // The slot is given back when the task ends, however it ends.
+                        let _held = held;
                         session.run().await;
-                        clients.close(peer.ip());
-                        active.fetch_sub(1, Ordering::Relaxed);
-                        metrics::gauge!("mxraft_smtp_sessions_active").decrement(1.0);
                     }
                             .instrument(info_span!("smtp", client = %peer)),
                         );
@@ -113,6 +112,21 @@ pub async fn serve<S: Submitter>(
             );
             sessions.shutdown().await;
         }
+    }
+}
+
+/// A session's share of the limits (`max_sessions`, `max_sessions_per_client`), given back on
+/// drop: a session that panics or is aborted at shutdown frees its slot too.
+struct SessionSlot {
+    _slot: tokio::sync::OwnedSemaphorePermit,
+    clients: Arc<crate::limits::ClientTracker>,
+    client: IpAddr,
+}
+
+impl Drop for SessionSlot {
+    fn drop(&mut self) {
+        self.clients.close(self.client);
+        metrics::gauge!("mxraft_smtp_sessions_active").decrement(1.0);
     }
 }
 

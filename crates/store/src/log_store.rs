@@ -207,6 +207,15 @@ impl LogStore {
         }
     }
 
+    /// Reads `[start, end)` off the async threads, in pieces of at most `read_budget` bytes.
+    async fn read_range_blocking(&self, start: u64, end: u64) -> std::io::Result<Vec<Entry>> {
+        let this = self.clone();
+        let budget = self.inner.read_budget;
+        tokio::task::spawn_blocking(move || this.read_range(start, end, budget))
+            .await
+            .map_err(io_error)?
+    }
+
     async fn write_synced(&self, batch: WriteBatch) -> std::io::Result<()> {
         let db = self.inner.db.clone();
         tokio::task::spawn_blocking(move || db.write_opt(batch, &sync_write()))
@@ -257,6 +266,38 @@ impl RaftLogReader<TypeConfig> for LogStore {
 
     async fn read_vote(&mut self) -> Result<Option<Vote>, std::io::Error> {
         self.get_meta(KEY_VOTE)
+    }
+
+    /// The entries to apply, read lazily in pieces bounded in bytes: a follower catching up on
+    /// a long range of large messages never holds more than one piece (and what `apply` has
+    /// not written yet) in memory.
+    async fn entries_stream<RB>(
+        &mut self,
+        range: RB,
+    ) -> impl futures::Stream<Item = Result<Entry, std::io::Error>> + OptionalSend
+    where
+        RB: RangeBounds<u64> + Clone + Debug + OptionalSend,
+    {
+        let (start, end) = range_to_bounds(&range);
+        let this = self.clone();
+        let pieces = futures::stream::try_unfold(start, move |next| {
+            let this = this.clone();
+            async move {
+                if next >= end {
+                    return Ok::<_, std::io::Error>(None);
+                }
+                let entries = this.read_range_blocking(next, end).await?;
+                let Some(last) = entries.last() else {
+                    return Ok(None);
+                };
+                let after = last.log_id.index + 1;
+                Ok(Some((
+                    futures::stream::iter(entries.into_iter().map(Ok)),
+                    after,
+                )))
+            }
+        });
+        futures::TryStreamExt::try_flatten(pieces)
     }
 
     async fn limited_get_log_entries(
@@ -318,8 +359,14 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         for entry in entries {
             batch.put_cf(cf, be_key(entry.log_id.index), mxraft_queue::encode(&entry));
         }
-        // Written without sync: readable now, durable once the flusher's fsync covers it.
-        self.inner.db.write(batch).map_err(io_error)?;
+        // Written without sync: readable now, durable once the flusher's fsync covers it. The
+        // write copies the entries into the memtable: off the async threads, so that large
+        // messages do not hold up heartbeats.
+        let db = self.inner.db.clone();
+        tokio::task::spawn_blocking(move || db.write(batch))
+            .await
+            .map_err(io_error)?
+            .map_err(io_error)?;
         let sender = self
             .inner
             .flusher

@@ -6,6 +6,11 @@
 //! batch holding the changes and the new `last_applied`, so what is on disk is always the state
 //! after some log index, never half of an entry.
 //!
+//! Applying runs on a blocking thread: the queue state changes under the state lock, and the
+//! batch is written after the lock is released, so readers (RCPT lookups, the deliverer) never
+//! wait for RocksDB. Committed entries arrive in pieces bounded in bytes
+//! ([`crate::LogStore`] streams them), so a follower catching up never loads the whole range.
+//!
 //! The write is not fsynced: after a crash the state machine may restart at an earlier
 //! `last_applied`, and openraft applies the remaining committed entries again from the log.
 //! Snapshots flush the memtables (a checkpoint does), so the log is only purged below state
@@ -24,7 +29,9 @@ use rocksdb::{ColumnFamilyDescriptor, DB, IteratorMode, Options, WriteBatch};
 use tracing::{info, warn};
 
 use mxraft_queue::codec::FORMAT_VERSION;
-use mxraft_queue::{Change, CommandResult, Destination, Message, MessageId, QueueState};
+use mxraft_queue::{
+    BodyError, Change, CommandResult, Destination, Message, MessageId, QueueCommand, QueueState,
+};
 
 use crate::snapshot::{self, DB_DIR, SnapshotData, SnapshotReceiver};
 use crate::types::{LogId, SnapshotMeta, StoredMembership, TypeConfig, io_error};
@@ -37,6 +44,7 @@ const CF_DESTINATIONS: &str = "destinations";
 const CF_RECIPIENTS: &str = "recipients";
 const CF_VERIFIED: &str = "verified";
 const CF_GREYLIST: &str = "greylist";
+const CF_RECENT: &str = "recent";
 const KEY_APPLIED: &[u8] = b"last_applied";
 const KEY_MEMBERSHIP: &[u8] = b"membership";
 const CURRENT_FILE: &str = "CURRENT";
@@ -55,6 +63,9 @@ struct Shared {
     /// Databases replaced by a snapshot install, removed once nobody reads them any more.
     retired: Mutex<Vec<(Arc<DB>, PathBuf)>>,
     seq: AtomicU64,
+    /// Bodies of the piece being applied, from when the state shows them until the write
+    /// batch holding them is in RocksDB.
+    unwritten: Mutex<std::collections::HashMap<MessageId, Bytes>>,
 }
 
 /// The state the node serves from.
@@ -106,6 +117,7 @@ fn column_families() -> Vec<ColumnFamilyDescriptor> {
         ColumnFamilyDescriptor::new(CF_RECIPIENTS, Options::default()),
         ColumnFamilyDescriptor::new(CF_VERIFIED, Options::default()),
         ColumnFamilyDescriptor::new(CF_GREYLIST, Options::default()),
+        ColumnFamilyDescriptor::new(CF_RECENT, Options::default()),
     ]
 }
 
@@ -186,6 +198,16 @@ fn open_live(path: &Path, generation: u64) -> Result<Live, OpenError> {
             let at_ms = mxraft_queue::decode::<u64>(&v).map_err(corrupt)?;
             state.set_greylist_loaded(String::from_utf8_lossy(&k).into_owned(), at_ms);
         }
+        let recent = db
+            .cf_handle(CF_RECENT)
+            .ok_or_else(|| fsutil::io_err("missing column family in", path, io_error(CF_RECENT)))?;
+        for item in db.iterator_cf(recent, IteratorMode::Start) {
+            let (k, v) = item.map_err(rocks)?;
+            let at_ms = mxraft_queue::decode::<u64>(&v).map_err(corrupt)?;
+            let id = MessageId::from_key(&k)
+                .ok_or_else(|| fsutil::io_err("invalid key in", path, io_error(CF_RECENT)))?;
+            state.set_recent_loaded(id, at_ms);
+        }
     }
     Ok(Live {
         db: Arc::new(db),
@@ -209,6 +231,7 @@ fn checkpoint_meta(db_path: &Path) -> std::io::Result<SnapshotMeta> {
             CF_RECIPIENTS,
             CF_VERIFIED,
             CF_GREYLIST,
+            CF_RECENT,
         ],
         false,
     )
@@ -281,6 +304,7 @@ impl StateMachineStore {
                 current_snapshot: Mutex::new(current_snapshot),
                 retired: Mutex::new(Vec::new()),
                 seq: AtomicU64::new(0),
+                unwritten: Mutex::new(std::collections::HashMap::new()),
             }),
         })
     }
@@ -329,10 +353,24 @@ impl StateMachineStore {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// The body of a queued message.
-    pub fn body(&self, id: MessageId) -> std::io::Result<Option<Vec<u8>>> {
+    /// The body of a queued message (a blocking read: call it off the async threads, or use
+    /// [`StateMachineStore::body_async`]).
+    pub fn body(&self, id: MessageId) -> std::io::Result<Option<Bytes>> {
+        if let Ok(unwritten) = self.shared.unwritten.lock()
+            && let Some(body) = unwritten.get(&id)
+        {
+            return Ok(Some(body.clone()));
+        }
         let db = self.read().db.clone();
-        read_body(&db, id)
+        Ok(read_body(&db, id)?.map(Bytes::from))
+    }
+
+    /// [`StateMachineStore::body`] on a blocking thread.
+    pub async fn body_async(&self, id: MessageId) -> std::io::Result<Option<Bytes>> {
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || this.body(id))
+            .await
+            .map_err(io_error)?
     }
 
     /// Starts receiving a snapshot from the leader into a fresh directory.
@@ -498,40 +536,44 @@ fn encode_body(body: &[u8]) -> Vec<u8> {
     v
 }
 
-impl RaftStateMachine<TypeConfig> for StateMachineStore {
-    type SnapshotData = SnapshotData;
-    type SnapshotBuilder = StateMachineStore;
+/// Bytes of entries applied in one write batch at most (a single larger entry is one batch).
+const APPLY_PIECE_BYTES: usize = 16 * 1024 * 1024;
 
-    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), std::io::Error> {
-        let live = self.read();
-        Ok((live.last_applied, live.membership.clone()))
+fn entry_bytes(entry: &crate::types::Entry) -> usize {
+    match &entry.payload {
+        EntryPayload::Normal(QueueCommand::Enqueue(e)) => e.body.len() + 512,
+        _ => 256,
+    }
+}
+
+impl StateMachineStore {
+    async fn apply_piece(&self, piece: Vec<EntryResponder<TypeConfig>>) -> std::io::Result<()> {
+        let this = self.clone();
+        let replies = tokio::task::spawn_blocking(move || this.apply_blocking(piece))
+            .await
+            .map_err(io_error)??;
+        for (responder, result) in replies {
+            responder.send(result);
+        }
+        Ok(())
     }
 
-    async fn apply<Strm>(&mut self, entries: Strm) -> Result<(), std::io::Error>
-    where
-        Strm: futures::Stream<Item = Result<EntryResponder<TypeConfig>, std::io::Error>>
-            + Unpin
-            + OptionalSend,
-    {
-        let entries: Vec<EntryResponder<TypeConfig>> = entries.try_collect().await?;
-        if entries.is_empty() {
-            return Ok(());
-        }
-        let mut replies = Vec::with_capacity(entries.len());
-        self.write_live(|live| -> std::io::Result<()> {
+    /// Applies a piece of entries: the queue state changes under the write lock, which is then
+    /// released; the write batch goes to RocksDB after, so RCPT lookups and the deliverer
+    /// never wait for the write. Bodies not yet written are served from `unwritten` meanwhile.
+    #[allow(clippy::type_complexity)]
+    fn apply_blocking(
+        &self,
+        piece: Vec<EntryResponder<TypeConfig>>,
+    ) -> std::io::Result<Vec<(openraft::storage::ApplyResponder<TypeConfig>, CommandResult)>> {
+        let mut replies = Vec::with_capacity(piece.len());
+        let mut inserted = Vec::new();
+        let (db, batch) = self.write_live(|live| -> std::io::Result<_> {
             let db = live.db.clone();
-            let meta_cf = cf(&db, CF_META)?;
-            let messages_cf = cf(&db, CF_MESSAGES)?;
-            let bodies_cf = cf(&db, CF_BODIES)?;
-            let destinations_cf = cf(&db, CF_DESTINATIONS)?;
-            let recipients_cf = cf(&db, CF_RECIPIENTS)?;
-            let verified_cf = cf(&db, CF_VERIFIED)?;
-            let greylist_cf = cf(&db, CF_GREYLIST)?;
+            let cfs = Cfs::of(&db)?;
             let mut batch = WriteBatch::default();
-            let mut pending_bodies: std::collections::HashMap<MessageId, Bytes> =
-                std::collections::HashMap::new();
             let mut membership_changed = false;
-            for (entry, responder) in entries {
+            for (entry, responder) in piece {
                 let log_id = entry.log_id;
                 let result = match entry.payload {
                     EntryPayload::Blank => CommandResult::Nothing,
@@ -541,80 +583,30 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                         CommandResult::Nothing
                     }
                     EntryPayload::Normal(cmd) => {
-                        // DSNs return (part of) the original message: read it from this batch
-                        // or from the database.
+                        // DSNs return (part of) the original message: read it from this piece
+                        // or from the database. A failed read fails the apply: the node stops
+                        // rather than render a DSN the others do not.
                         let outcome = {
-                            let lookup = |id: MessageId| {
-                                pending_bodies
-                                    .get(&id)
-                                    .cloned()
-                                    .or_else(|| read_body(&db, id).ok().flatten().map(Bytes::from))
+                            let lookup = |id: MessageId| -> Result<Option<Bytes>, BodyError> {
+                                if let Some((_, b)) = inserted.iter().find(|(i, _)| *i == id) {
+                                    return Ok(Some(Bytes::clone(b)));
+                                }
+                                read_body(&db, id).map(|b| b.map(Bytes::from)).map_err(|e| {
+                                    BodyError {
+                                        id,
+                                        reason: e.to_string(),
+                                    }
+                                })
                             };
-                            live.state.apply(log_id.index, cmd, &lookup)
+                            live.state
+                                .apply(log_id.index, cmd, &lookup)
+                                .map_err(io_error)?
                         };
                         for change in outcome.changes {
-                            match change {
-                                Change::Inserted { id, body } => {
-                                    batch.put_cf(bodies_cf, id.to_key(), encode_body(&body));
-                                    pending_bodies.insert(id, body);
-                                    if let Some(m) = live.state.get(id) {
-                                        batch.put_cf(
-                                            messages_cf,
-                                            id.to_key(),
-                                            mxraft_queue::encode(m),
-                                        );
-                                    }
-                                }
-                                Change::Updated(id) => {
-                                    if let Some(m) = live.state.get(id) {
-                                        batch.put_cf(
-                                            messages_cf,
-                                            id.to_key(),
-                                            mxraft_queue::encode(m),
-                                        );
-                                    }
-                                }
-                                Change::Removed(id) => {
-                                    batch.delete_cf(messages_cf, id.to_key());
-                                    batch.delete_cf(bodies_cf, id.to_key());
-                                }
-                                Change::RecipientEntry(entry) => {
-                                    if live.state.has_recipient_entry(&entry) {
-                                        batch.put_cf(
-                                            recipients_cf,
-                                            entry.as_bytes(),
-                                            [FORMAT_VERSION],
-                                        );
-                                    } else {
-                                        batch.delete_cf(recipients_cf, entry.as_bytes());
-                                    }
-                                }
-                                Change::Verified(address) => match live.state.verified(&address) {
-                                    Some(v) => batch.put_cf(
-                                        verified_cf,
-                                        address.as_bytes(),
-                                        mxraft_queue::encode(&v),
-                                    ),
-                                    None => batch.delete_cf(verified_cf, address.as_bytes()),
-                                },
-                                Change::Greylist(key) => match live.state.greylisted(&key) {
-                                    Some(at) => batch.put_cf(
-                                        greylist_cf,
-                                        key.as_bytes(),
-                                        mxraft_queue::encode(&at),
-                                    ),
-                                    None => batch.delete_cf(greylist_cf, key.as_bytes()),
-                                },
-                                Change::Destination(name) => {
-                                    if let Some(d) = live.state.destination(&name) {
-                                        batch.put_cf(
-                                            destinations_cf,
-                                            name.as_bytes(),
-                                            mxraft_queue::encode(d),
-                                        );
-                                    }
-                                }
+                            if let Change::Inserted { id, body } = &change {
+                                inserted.push((*id, body.clone()));
                             }
+                            write_change(&live.state, &cfs, &mut batch, change);
                         }
                         outcome.result
                     }
@@ -625,21 +617,142 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 }
             }
             batch.put_cf(
-                meta_cf,
+                cfs.meta,
                 KEY_APPLIED,
                 mxraft_queue::encode(&live.last_applied),
             );
             if membership_changed {
                 batch.put_cf(
-                    meta_cf,
+                    cfs.meta,
                     KEY_MEMBERSHIP,
                     mxraft_queue::encode(&live.membership),
                 );
             }
-            db.write(batch).map_err(io_error)
+            if !inserted.is_empty()
+                && let Ok(mut unwritten) = self.shared.unwritten.lock()
+            {
+                unwritten.extend(inserted.iter().cloned());
+            }
+            Ok((db.clone(), batch))
         })?;
-        for (responder, result) in replies {
-            responder.send(result);
+        let written = db.write(batch).map_err(io_error);
+        if !inserted.is_empty()
+            && let Ok(mut unwritten) = self.shared.unwritten.lock()
+        {
+            for (id, _) in &inserted {
+                unwritten.remove(id);
+            }
+        }
+        written?;
+        Ok(replies)
+    }
+}
+
+/// The column families an apply writes to.
+struct Cfs<'a> {
+    meta: &'a rocksdb::ColumnFamily,
+    messages: &'a rocksdb::ColumnFamily,
+    bodies: &'a rocksdb::ColumnFamily,
+    destinations: &'a rocksdb::ColumnFamily,
+    recipients: &'a rocksdb::ColumnFamily,
+    verified: &'a rocksdb::ColumnFamily,
+    greylist: &'a rocksdb::ColumnFamily,
+    recent: &'a rocksdb::ColumnFamily,
+}
+
+impl<'a> Cfs<'a> {
+    fn of(db: &'a DB) -> std::io::Result<Cfs<'a>> {
+        Ok(Cfs {
+            meta: cf(db, CF_META)?,
+            messages: cf(db, CF_MESSAGES)?,
+            bodies: cf(db, CF_BODIES)?,
+            destinations: cf(db, CF_DESTINATIONS)?,
+            recipients: cf(db, CF_RECIPIENTS)?,
+            verified: cf(db, CF_VERIFIED)?,
+            greylist: cf(db, CF_GREYLIST)?,
+            recent: cf(db, CF_RECENT)?,
+        })
+    }
+}
+
+/// Adds the write one change needs to `batch`, reading the new value from `state`.
+fn write_change(state: &QueueState, cfs: &Cfs<'_>, batch: &mut WriteBatch, change: Change) {
+    match change {
+        Change::Inserted { id, body } => {
+            batch.put_cf(cfs.bodies, id.to_key(), encode_body(&body));
+            if let Some(m) = state.get(id) {
+                batch.put_cf(cfs.messages, id.to_key(), mxraft_queue::encode(m));
+            }
+        }
+        Change::Updated(id) => {
+            if let Some(m) = state.get(id) {
+                batch.put_cf(cfs.messages, id.to_key(), mxraft_queue::encode(m));
+            }
+        }
+        Change::Removed(id) => {
+            batch.delete_cf(cfs.messages, id.to_key());
+            batch.delete_cf(cfs.bodies, id.to_key());
+        }
+        Change::RecipientEntry(entry) => {
+            if state.has_recipient_entry(&entry) {
+                batch.put_cf(cfs.recipients, entry.as_bytes(), [FORMAT_VERSION]);
+            } else {
+                batch.delete_cf(cfs.recipients, entry.as_bytes());
+            }
+        }
+        Change::Verified(address) => match state.verified(&address) {
+            Some(v) => batch.put_cf(cfs.verified, address.as_bytes(), mxraft_queue::encode(&v)),
+            None => batch.delete_cf(cfs.verified, address.as_bytes()),
+        },
+        Change::Greylist(key) => match state.greylisted(&key) {
+            Some(at) => batch.put_cf(cfs.greylist, key.as_bytes(), mxraft_queue::encode(&at)),
+            None => batch.delete_cf(cfs.greylist, key.as_bytes()),
+        },
+        Change::RecentId(id) => match state.recently_removed(id) {
+            Some(at) => batch.put_cf(cfs.recent, id.to_key(), mxraft_queue::encode(&at)),
+            None => batch.delete_cf(cfs.recent, id.to_key()),
+        },
+        Change::Destination(name) => {
+            if let Some(d) = state.destination(&name) {
+                batch.put_cf(cfs.destinations, name.as_bytes(), mxraft_queue::encode(d));
+            }
+        }
+        Change::Evicted { cache, count } => {
+            metrics::counter!("mxraft_cache_evictions_total", "cache" => cache)
+                .increment(u64::from(count));
+        }
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachineStore {
+    type SnapshotData = SnapshotData;
+    type SnapshotBuilder = StateMachineStore;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), std::io::Error> {
+        let live = self.read();
+        Ok((live.last_applied, live.membership.clone()))
+    }
+
+    async fn apply<Strm>(&mut self, mut entries: Strm) -> Result<(), std::io::Error>
+    where
+        Strm: futures::Stream<Item = Result<EntryResponder<TypeConfig>, std::io::Error>>
+            + Unpin
+            + OptionalSend,
+    {
+        // Entries come in pieces bounded in bytes; each piece is applied and written as one
+        // batch off the async threads before the next is taken.
+        let mut piece = Vec::new();
+        let mut bytes = 0usize;
+        while let Some(item) = entries.try_next().await? {
+            bytes += entry_bytes(&item.0);
+            piece.push(item);
+            if bytes >= APPLY_PIECE_BYTES {
+                self.apply_piece(std::mem::take(&mut piece)).await?;
+                bytes = 0;
+            }
+        }
+        if !piece.is_empty() {
+            self.apply_piece(piece).await?;
         }
         Ok(())
     }

@@ -35,10 +35,22 @@ impl<S: Submitter> Session<S> {
         if !self.read_chunk(size, &mut sink).await {
             return Flow::Close;
         }
+
         if let Some(reply) = refusal {
             // The whole transaction is over for a client that sends chunks out of turn.
             self.tx = None;
             return self.error(reply);
+        }
+        if self.tx.as_ref().is_some_and(|tx| tx.over_memory) {
+            self.tx = None;
+            return self.refuse(
+                "memory",
+                Reply::new(
+                    451,
+                    "4.3.1",
+                    "Error: insufficient system resources, try again later",
+                ),
+            );
         }
         if sink.flaws().too_big {
             self.tx = None;
@@ -74,6 +86,9 @@ impl<S: Submitter> Session<S> {
             if take > 0 {
                 let chunk = self.inbuf.split_to(take);
                 sink.feed(&chunk);
+                if let Some(tx) = self.tx.as_mut() {
+                    tx.account(sink);
+                }
                 left -= take as u64;
                 received += take as u64;
             }

@@ -51,7 +51,11 @@ impl<S: Submitter> Session<S> {
         let mut received: u64 = 0;
         loop {
             if !self.inbuf.is_empty() {
-                match decoder.feed(&self.inbuf) {
+                let end = decoder.feed(&self.inbuf);
+                if let Some(tx) = self.tx.as_mut() {
+                    tx.account(&mut decoder);
+                }
+                match end {
                     Some(n) => {
                         self.inbuf.advance(n);
                         break;
@@ -100,6 +104,16 @@ impl<S: Submitter> Session<S> {
         tx: super::Transaction,
         decoder: DataDecoder,
     ) -> Flow {
+        if tx.over_memory {
+            return self.refuse(
+                "memory",
+                Reply::new(
+                    451,
+                    "4.3.1",
+                    "Error: insufficient system resources, try again later",
+                ),
+            );
+        }
         let flaws = decoder.flaws();
         if flaws.too_big {
             return self.refuse(

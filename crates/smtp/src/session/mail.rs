@@ -133,12 +133,24 @@ impl<S: Submitter> Session<S> {
                 Err(_) => return self.error(Reply::new(501, "5.1.7", "Bad sender address syntax")),
             }
         };
+        let Some(memory) = self.ctx.memory.reserve(params.declared_size.unwrap_or(0)) else {
+            return self.refuse(
+                "memory",
+                Reply::new(
+                    452,
+                    "4.3.1",
+                    "Error: insufficient system resources for a message of this size now, try again later",
+                ),
+            );
+        };
         self.tx = Some(Transaction {
             sender,
             params,
             recipients: Vec::new(),
             chunks: None,
             extra_header: None,
+            memory,
+            over_memory: false,
         });
         self.ok(Reply::new(250, "2.1.0", "Ok"))
     }

@@ -46,7 +46,7 @@ fn command_line_limit(start: &[u8]) -> usize {
 }
 
 /// The envelope being built between MAIL and the end of data.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Transaction {
     pub(crate) sender: String,
     pub(crate) params: MailParams,
@@ -55,6 +55,22 @@ pub(crate) struct Transaction {
     pub(crate) chunks: Option<crate::data::DataDecoder>,
     /// A header field the checks asked to add (e.g. `Received-SPF:`), ending in CRLF.
     pub(crate) extra_header: Option<String>,
+    /// The share of the node's message memory this transaction holds.
+    pub(crate) memory: crate::memory::Reservation,
+    /// The message outgrew what the memory budget could give it; the end of data gets
+    /// `451 4.3.1`.
+    pub(crate) over_memory: bool,
+}
+
+impl Transaction {
+    /// Grows the memory reservation to what `decoder` holds; when the budget cannot, the
+    /// decoder keeps nothing more and the transaction is marked over its budget.
+    pub(crate) fn account(&mut self, decoder: &mut crate::data::DataDecoder) {
+        if !self.over_memory && !self.memory.grow_to(decoder.held_bytes() as u64) {
+            self.over_memory = true;
+            decoder.stop_keeping();
+        }
+    }
 }
 
 /// Whether the session goes on after a command.

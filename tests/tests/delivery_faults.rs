@@ -1,0 +1,325 @@
+//! One flusher per message under faults (G3): a delivering node cut off from the cluster but
+//! not from the primary, clocks that disagree, a proposal repeated after its message was
+//! delivered, and a shutdown while a delivery hangs.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mxraft_proto::admin::ReadConsistency;
+use mxraft_queue::{CommandResult, Enqueue, MailParams, MessageId, QueueCommand, RcptParams};
+use mxraft_tests::fake_smtp::{FakeOptions, FakeSmtp};
+use mxraft_tests::smtp::{queued_id, send_one};
+use mxraft_tests::{ClusterOptions, TestCluster, phase, queue_ids, wait_for};
+
+const WAIT: Duration = Duration::from_secs(60);
+
+fn options(primary: SocketAddr, lease: &str, max_skew: &str) -> ClusterOptions {
+    ClusterOptions {
+        primary: primary.to_string(),
+        cluster_extra: format!("clock_skew_warn = \"200ms\"\nmax_clock_skew = \"{max_skew}\""),
+        extra: format!(
+            r#"
+            [delivery]
+            probe_interval = "300ms"
+            claim_lease = "{lease}"
+            delay_notice_after = "0s"
+            "#
+        ),
+        ..ClusterOptions::default()
+    }
+}
+
+/// How many copies of each message the primary got, by the Message-ID header's number.
+fn copies(primary: &FakeSmtp) -> BTreeMap<String, usize> {
+    let mut out = BTreeMap::new();
+    for r in primary.received() {
+        let text = String::from_utf8_lossy(&r.data).into_owned();
+        let key = text
+            .lines()
+            .find_map(|l| l.strip_prefix("Message-ID: "))
+            .unwrap_or("?")
+            .to_owned();
+        *out.entry(key).or_insert(0) += 1;
+    }
+    out
+}
+
+async fn wait_until_empty(cluster: &TestCluster) -> anyhow::Result<()> {
+    for id in cluster.running() {
+        let addr = cluster.admin_addr(id);
+        wait_for(
+            &format!("an empty queue on node {id}"),
+            WAIT,
+            || async move {
+                queue_ids(addr, ReadConsistency::Local)
+                    .await
+                    .ok()
+                    .filter(|q| q.is_empty())
+                    .map(|_| ())
+            },
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+async fn send_numbered(cluster: &TestCluster, via: u64, n: usize) -> anyhow::Result<String> {
+    let body = format!("Subject: {n}\r\nMessage-ID: <m{n}@sender.test>\r\n\r\nhello {n}\r\n");
+    let r = send_one(
+        cluster.smtp_addr(via),
+        "alice@sender.test",
+        &["user@example.test"],
+        body.as_bytes(),
+    )
+    .await?;
+    queued_id(&r).ok_or_else(|| anyhow::anyhow!("not queued through node {via}: {r:?}"))
+}
+
+/// The node holding a claim, as node `observer` sees the queue.
+fn claim_holder(cluster: &TestCluster, observer: u64) -> Option<u64> {
+    let sm = cluster.node(observer).node().state_machine();
+    let live = sm.read();
+    live.queue().claims().first().map(|c| c.node)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_holder_cut_off_from_the_cluster_stops_before_its_lease_ends() -> anyhow::Result<()> {
+    // The first DATA waits 40 s for its 354: far longer than the 10 s lease. Without the lease
+    // bound on every wait, the cut-off holder would get its 354 after 40 s, send the message
+    // and get it accepted, while the next holder has already delivered it.
+    let primary = FakeSmtp::start_with(
+        None,
+        Arc::new(|_, _| 250),
+        FakeOptions {
+            data_delays: vec![Duration::from_secs(40)],
+            ..FakeOptions::default()
+        },
+    )
+    .await?;
+    let cluster = TestCluster::start(3, options(primary.addr, "10s", "1s")).await?;
+
+    phase("a message is claimed and its delivery hangs before the data");
+    send_numbered(&cluster, 1, 1).await?;
+    wait_for("the first DATA at the primary", WAIT, || async {
+        primary
+            .sessions()
+            .first()
+            .filter(|s| s.data_commands == 1)
+            .map(|_| ())
+    })
+    .await?;
+    let holder = wait_for("a claim holder", WAIT, || async {
+        claim_holder(&cluster, 1)
+    })
+    .await?;
+
+    phase(&format!(
+        "node {holder} loses the cluster but not the primary"
+    ));
+    let cut_at = Instant::now();
+    cluster.node(holder).node().set_isolated(true);
+    wait_for("the message delivered by another node", WAIT, || async {
+        (primary.received().len() == 1).then_some(())
+    })
+    .await?;
+    let sessions = primary.sessions();
+    let first = &sessions[0];
+    let closed = first
+        .closed
+        .ok_or_else(|| anyhow::anyhow!("the cut-off holder is still connected: {sessions:?}"))?;
+    assert!(
+        closed.duration_since(cut_at) < Duration::from_secs(10),
+        "the holder hung up {:?} after losing the cluster: not within its 10 s lease",
+        closed.duration_since(cut_at)
+    );
+    let second = sessions
+        .iter()
+        .skip(1)
+        .find(|s| s.accepted == 1)
+        .ok_or_else(|| anyhow::anyhow!("no session delivered it: {sessions:?}"))?;
+    assert!(
+        closed < second.opened,
+        "the next holder connected before the cut-off one hung up"
+    );
+    assert_eq!(first.accepted, 0, "the cut-off holder delivered nothing");
+
+    phase("the holder comes back; the message stays delivered once");
+    cluster.node(holder).node().set_isolated(false);
+    wait_until_empty(&cluster).await?;
+    // The stalled session would have finished by now had it not been closed.
+    wait_for("the stall of the first DATA to pass", WAIT, || async {
+        (cut_at.elapsed() > Duration::from_secs(41)).then_some(())
+    })
+    .await?;
+    assert_eq!(copies(&primary).into_values().collect::<Vec<_>>(), vec![1]);
+    cluster.shutdown().await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_whose_clock_is_off_by_45_seconds_never_delivers_twice() -> anyhow::Result<()> {
+    // A slow primary keeps claims open for a while.
+    let primary = FakeSmtp::start_with(
+        None,
+        Arc::new(|_, _| 250),
+        FakeOptions {
+            data_delays: vec![Duration::from_millis(300); 40],
+            ..FakeOptions::default()
+        },
+    )
+    .await?;
+    let cluster = TestCluster::start(3, options(primary.addr, "10s", "5s")).await?;
+    let leader = cluster.wait_for_leader().await?;
+    let skewed = (1..=3).find(|&n| n != leader).unwrap_or(2);
+    let mut sent = 0;
+    for offset in [-45_000i64, 45_000] {
+        phase(&format!("node {skewed}'s clock is {offset} ms off"));
+        cluster.node(skewed).node().clock().set_offset_ms(offset);
+        let via = (1..=3).find(|&n| n != skewed).unwrap_or(1);
+        for _ in 0..15 {
+            sent += 1;
+            send_numbered(&cluster, via, sent).await?;
+        }
+        // The skewed node's own front door cannot queue: the leader refuses its proposals.
+        let body = b"Subject: skew\r\n\r\nx\r\n";
+        let r = send_one(
+            cluster.smtp_addr(skewed),
+            "alice@sender.test",
+            &["user@example.test"],
+            body,
+        )
+        .await?;
+        assert_eq!(
+            r.code, 451,
+            "a node with a wrong clock queues nothing: {r:?}"
+        );
+        wait_until_empty(&cluster).await?;
+        let leader = cluster.wait_for_leader().await?;
+        assert_eq!(
+            cluster.node(leader).node().skewed_nodes(),
+            vec![skewed],
+            "the leader knows whose clock is off"
+        );
+    }
+    let copies = copies(&primary);
+    assert_eq!(copies.len(), sent, "every message arrived: {copies:?}");
+    assert!(
+        copies.values().all(|&n| n == 1),
+        "one copy of each: {copies:?}"
+    );
+    cluster.shutdown().await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proposal_repeated_after_delivery_does_not_queue_the_message_again() -> anyhow::Result<()>
+{
+    let primary = FakeSmtp::accept_all().await?;
+    let cluster = TestCluster::start(3, options(primary.addr, "10s", "5s")).await?;
+    let leader = cluster.wait_for_leader().await?;
+    let follower = (1..=3).find(|&n| n != leader).unwrap_or(2);
+    let node = cluster.node(follower).node().clone();
+    let now = mxraft_queue::now_ms();
+    let enqueue = QueueCommand::Enqueue(Enqueue {
+        id: MessageId::new(now, follower, 1),
+        received_at_ms: now,
+        received_by: follower,
+        sender: "alice@sender.test".into(),
+        params: MailParams::default(),
+        recipients: vec![("user@example.test".into(), RcptParams::default())],
+        trace_header: "Received: test\r\n".into(),
+        body: b"Subject: once\r\nMessage-ID: <once@sender.test>\r\n\r\nx\r\n"
+            .to_vec()
+            .into(),
+    });
+
+    phase("forwarded and committed; its reply is taken as lost");
+    node.propose(enqueue.clone()).await?;
+    wait_for("the delivery", WAIT, || async {
+        (primary.received().len() == 1).then_some(())
+    })
+    .await?;
+    wait_until_empty(&cluster).await?;
+
+    phase("the forward's retry arrives after the message left the queue");
+    let again = node.propose(enqueue).await?;
+    assert!(
+        matches!(
+            again,
+            CommandResult::Enqueued {
+                duplicate: true,
+                ..
+            }
+        ),
+        "{again:?}"
+    );
+    assert!(
+        queue_ids(cluster.admin_addr(leader), ReadConsistency::Linearizable)
+            .await?
+            .is_empty()
+    );
+    assert_eq!(primary.received().len(), 1);
+    // This handle keeps the node's stores open.
+    drop(node);
+    cluster.shutdown().await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_cuts_a_hanging_delivery_short_and_hands_the_claim_over() -> anyhow::Result<()> {
+    // The first DATA hangs for two minutes; the lease is a minute.
+    let primary = FakeSmtp::start_with(
+        None,
+        Arc::new(|_, _| 250),
+        FakeOptions {
+            data_delays: vec![Duration::from_secs(120)],
+            ..FakeOptions::default()
+        },
+    )
+    .await?;
+    let mut cluster = TestCluster::start(3, options(primary.addr, "60s", "5s")).await?;
+    send_numbered(&cluster, 1, 1).await?;
+    wait_for("the first DATA at the primary", WAIT, || async {
+        primary
+            .sessions()
+            .first()
+            .filter(|s| s.data_commands == 1)
+            .map(|_| ())
+    })
+    .await?;
+    let holder = wait_for("a claim holder", WAIT, || async {
+        claim_holder(&cluster, 1)
+    })
+    .await?;
+
+    phase(&format!(
+        "node {holder} is stopped in order while it delivers"
+    ));
+    let started = Instant::now();
+    cluster.stop(holder).await?;
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_secs(10),
+        "stopping took {took:?} with a delivery hanging"
+    );
+    wait_for("the hanging session closed", WAIT, || async {
+        primary.sessions()[0].closed.map(|_| ())
+    })
+    .await?;
+
+    phase("another node delivers at once, not after the 60 s lease");
+    wait_for(
+        "the message delivered by another node",
+        Duration::from_secs(20),
+        || async { (primary.received().len() == 1).then_some(()) },
+    )
+    .await?;
+    assert!(started.elapsed() < Duration::from_secs(30));
+    cluster.restart(holder).await?;
+    wait_until_empty(&cluster).await?;
+    assert_eq!(copies(&primary).into_values().collect::<Vec<_>>(), vec![1]);
+    cluster.shutdown().await?;
+    Ok(())
+}
