@@ -8,8 +8,9 @@
 #                                    modules (swaks --tls), Postfix's smtp-sink and smtp-source,
 #                                    curl
 #   scripts/install-deps.sh --test   also what tests/run.sh uses: dnsmasq, iproute2, python3,
-#                                    nftables, the nightly toolchain and cargo-fuzz for the fuzz
-#                                    targets, and grpcurl (built with Go into ~/.cache/mxraft/bin)
+#                                    nftables, libfaketime (clock skew), the nightly toolchain
+#                                    and cargo-fuzz for the fuzz targets, and grpcurl (built
+#                                    with Go into ~/.cache/mxraft/bin)
 #
 # Packages already present are left alone; nothing is started (Postfix is installed with the
 # "No configuration" answer, for its tools only). Needs root or sudo when something is missing.
@@ -49,6 +50,7 @@ caps=(
     "2|iproute2|command -v ip || test -x /usr/sbin/ip || test -x /sbin/ip"
     "2|python3|command -v python3"
     "2|nftables|nft list tables"
+    "2|faketime|compgen -G '/usr/lib/*/faketime/libfaketime.so.1'"
 )
 
 check() { bash -c "$1" >/dev/null 2>&1; }

@@ -53,6 +53,9 @@ tests/blackbox/local_cluster.sh
 section "black-box: flush to the primary (smtp-sink)"
 tests/blackbox/flush.sh
 
+section "black-box: a node whose clock is 40 s behind (libfaketime): one delivery per message"
+tests/blackbox/clock_skew.sh
+
 section "black-box: the SMTP front door (relay, recipients, limits, TLS, hostile input)"
 tests/blackbox/front_door.sh
 

@@ -22,12 +22,7 @@ smtp_source=$(command -v smtp-source || echo /usr/sbin/smtp-source)
 sink_pid=""
 
 source "$root/tests/blackbox/lib.sh"
-cleanup() {
-    [[ -n $sink_pid ]] && kill "$sink_pid" 2>/dev/null || true
-    "$root/deploy/local/down.sh" >/dev/null 2>&1 || true
-    rm -rf "$dir"
-}
-trap cleanup EXIT
+trap stop_local EXIT
 
 require_free_ports 2500 2501 2525 2526 2527 7001 7002 7003 7101 7102 7103
 
@@ -38,18 +33,6 @@ start_sink() { # $1 = dump directory, then smtp-sink options
     sink_pid=$!
 }
 stop_sink() { kill "$sink_pid" 2>/dev/null || true; wait "$sink_pid" 2>/dev/null || true; sink_pid=""; }
-# The queue ids found in the dumped messages' mxraft Received: headers, one line per message.
-dumped_ids() { grep -h -o '(mxraft) with [A-Z0-9]* id [0-9A-Z]\{26\}' "$1"/* 2>/dev/null | awk '{print $NF}' | sort; }
-queued() { "$ctl" --endpoint "127.0.0.1:$1" queue stats --local -o json | jq .messages; }
-wait_empty() { # every running node's own copy of the queue is empty
-    local deadline=$((SECONDS + $1)) port
-    for port in "${@:2}"; do
-        while [[ $(queued "$port" 2>/dev/null || echo x) != 0 ]]; do
-            ((SECONDS < deadline)) || fail "queue on $port not empty after $1 s"
-            sleep 0.1
-        done
-    done
-}
 wait_down() {
     for _ in $(seq 1 300); do
         "$ctl" destinations list -o json | jq -e '.[] | select(.name == "example.test" and .state == "down")' >/dev/null && return 0

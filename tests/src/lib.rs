@@ -428,6 +428,26 @@ impl TestCluster {
         server.kill().await
     }
 
+    /// Waits until every running node's own copy of the queue is empty.
+    pub async fn wait_until_empty(&self, timeout: Duration) -> anyhow::Result<()> {
+        for id in self.running() {
+            let addr = self.admin_addr(id);
+            wait_for(
+                &format!("an empty queue on node {id}"),
+                timeout,
+                || async move {
+                    queue_ids(addr, mxraft_proto::admin::ReadConsistency::Local)
+                        .await
+                        .ok()
+                        .filter(|q| q.is_empty())
+                        .map(|_| ())
+                },
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
     /// Stops node `id` in order (as on `SIGTERM`), keeping its data directory.
     pub async fn stop(&mut self, id: u64) -> anyhow::Result<()> {
         let server = self.nodes[(id - 1) as usize]

@@ -35,25 +35,6 @@ fn delivery_options(primary: SocketAddr, dsn_sink: SocketAddr) -> ClusterOptions
     }
 }
 
-async fn wait_until_empty(cluster: &TestCluster) -> anyhow::Result<()> {
-    for id in cluster.running() {
-        let addr = cluster.admin_addr(id);
-        wait_for(
-            &format!("an empty queue on node {id}"),
-            WAIT,
-            || async move {
-                queue_ids(addr, ReadConsistency::Local)
-                    .await
-                    .ok()
-                    .filter(|q| q.is_empty())
-                    .map(|_| ())
-            },
-        )
-        .await?;
-    }
-    Ok(())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn temporary_failures_retry_permanent_ones_return_a_dsn_and_the_null_sender_gets_none()
 -> anyhow::Result<()> {
@@ -194,7 +175,7 @@ async fn temporary_failures_retry_permanent_ones_return_a_dsn_and_the_null_sende
             .then_some(())
     })
     .await?;
-    wait_until_empty(&cluster).await?;
+    cluster.wait_until_empty(WAIT).await?;
     assert_eq!(
         primary.offered("temp1@example.test"),
         2,
@@ -238,7 +219,7 @@ async fn mail_older_than_its_lifetime_is_returned_with_a_dsn() -> anyhow::Result
         (!sender_mx.received().is_empty()).then_some(())
     })
     .await?;
-    wait_until_empty(&cluster).await?;
+    cluster.wait_until_empty(WAIT).await?;
     let dsns = sender_mx.received();
     assert_eq!(dsns.len(), 1);
     assert_eq!(dsns[0].rcpts, ["bob@sender.test"]);
@@ -326,7 +307,7 @@ async fn etrn_from_the_primary_starts_delivery_without_waiting_for_a_probe() -> 
         (!primary.received().is_empty()).then_some(())
     })
     .await?;
-    wait_until_empty(&cluster).await?;
+    cluster.wait_until_empty(WAIT).await?;
     assert_eq!(
         c.command("ETRN example.test").await?.code,
         251,
@@ -382,7 +363,7 @@ async fn mx_routing_through_a_real_dns_server_skips_our_own_preference() -> anyh
             .then_some(())
     })
     .await?;
-    wait_until_empty(&cluster).await?;
+    cluster.wait_until_empty(WAIT).await?;
     let d = admin(cluster.admin_addr(1))
         .await?
         .destinations_list(DestinationsListRequest {
@@ -458,7 +439,7 @@ async fn the_client_uses_starttls_carries_dsn_parameters_and_respects_size_and_s
     c.send_raw(b"Subject: utf8\r\n\r\nx\r\n.\r\n").await?;
     assert_eq!(c.read_reply().await?.code, 250);
 
-    wait_until_empty(&cluster).await?;
+    cluster.wait_until_empty(WAIT).await?;
     let got = primary.received();
     assert_eq!(got.len(), 1, "only the first message was deliverable");
     assert!(got[0].tls, "delivered over STARTTLS");
@@ -575,7 +556,7 @@ async fn hold_release_bounce_and_delete_through_the_admin_api() -> anyhow::Resul
     client
         .queue_release(QueueIdRequest { id: ids[0].clone() })
         .await?;
-    wait_until_empty(&cluster).await?;
+    cluster.wait_until_empty(WAIT).await?;
     assert_eq!(primary.received().len(), 1);
     assert_eq!(primary.received()[0].rcpts, ["u0@example.test"]);
     cluster.shutdown().await

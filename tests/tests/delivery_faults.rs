@@ -46,25 +46,6 @@ fn copies(primary: &FakeSmtp) -> BTreeMap<String, usize> {
     out
 }
 
-async fn wait_until_empty(cluster: &TestCluster) -> anyhow::Result<()> {
-    for id in cluster.running() {
-        let addr = cluster.admin_addr(id);
-        wait_for(
-            &format!("an empty queue on node {id}"),
-            WAIT,
-            || async move {
-                queue_ids(addr, ReadConsistency::Local)
-                    .await
-                    .ok()
-                    .filter(|q| q.is_empty())
-                    .map(|_| ())
-            },
-        )
-        .await?;
-    }
-    Ok(())
-}
-
 async fn send_numbered(cluster: &TestCluster, via: u64, n: usize) -> anyhow::Result<String> {
     let body = format!("Subject: {n}\r\nMessage-ID: <m{n}@sender.test>\r\n\r\nhello {n}\r\n");
     let r = send_one(
@@ -84,22 +65,23 @@ fn claim_holder(cluster: &TestCluster, observer: u64) -> Option<u64> {
     live.queue().claims().first().map(|c| c.node)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_holder_cut_off_from_the_cluster_stops_before_its_lease_ends() -> anyhow::Result<()> {
-    // The first DATA waits 40 s for its 354: far longer than the 10 s lease. Without the lease
-    // bound on every wait, the cut-off holder would get its 354 after 40 s, send the message
-    // and get it accepted, while the next holder has already delivered it.
+/// A primary whose first DATA waits `stall` for its 354, a cluster with `lease` and
+/// `max_skew`, and one message whose delivery hangs there; returns them and the holder.
+async fn hanging_delivery(
+    stall: Duration,
+    lease: &str,
+    max_skew: &str,
+) -> anyhow::Result<(FakeSmtp, TestCluster, u64)> {
     let primary = FakeSmtp::start_with(
         None,
         Arc::new(|_, _| 250),
         FakeOptions {
-            data_delays: vec![Duration::from_secs(40)],
+            data_delays: vec![stall],
             ..FakeOptions::default()
         },
     )
     .await?;
-    let cluster = TestCluster::start(3, options(primary.addr, "10s", "1s")).await?;
-
+    let cluster = TestCluster::start(3, options(primary.addr, lease, max_skew)).await?;
     phase("a message is claimed and its delivery hangs before the data");
     send_numbered(&cluster, 1, 1).await?;
     wait_for("the first DATA at the primary", WAIT, || async {
@@ -114,6 +96,15 @@ async fn a_holder_cut_off_from_the_cluster_stops_before_its_lease_ends() -> anyh
         claim_holder(&cluster, 1)
     })
     .await?;
+    Ok((primary, cluster, holder))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_holder_cut_off_from_the_cluster_stops_before_its_lease_ends() -> anyhow::Result<()> {
+    // The first DATA waits 40 s for its 354: far longer than the 10 s lease. Without the lease
+    // bound on every wait, the cut-off holder would get its 354 after 40 s, send the message
+    // and get it accepted, while the next holder has already delivered it.
+    let (primary, cluster, holder) = hanging_delivery(Duration::from_secs(40), "10s", "1s").await?;
 
     phase(&format!(
         "node {holder} loses the cluster but not the primary"
@@ -147,7 +138,7 @@ async fn a_holder_cut_off_from_the_cluster_stops_before_its_lease_ends() -> anyh
 
     phase("the holder comes back; the message stays delivered once");
     cluster.node(holder).node().set_isolated(false);
-    wait_until_empty(&cluster).await?;
+    cluster.wait_until_empty(WAIT).await?;
     // The stalled session would have finished by now had it not been closed.
     wait_for("the stall of the first DATA to pass", WAIT, || async {
         (cut_at.elapsed() > Duration::from_secs(41)).then_some(())
@@ -195,7 +186,7 @@ async fn a_node_whose_clock_is_off_by_45_seconds_never_delivers_twice() -> anyho
             r.code, 451,
             "a node with a wrong clock queues nothing: {r:?}"
         );
-        wait_until_empty(&cluster).await?;
+        cluster.wait_until_empty(WAIT).await?;
         let leader = cluster.wait_for_leader().await?;
         assert_eq!(
             cluster.node(leader).node().skewed_nodes(),
@@ -241,7 +232,7 @@ async fn a_proposal_repeated_after_delivery_does_not_queue_the_message_again() -
         (primary.received().len() == 1).then_some(())
     })
     .await?;
-    wait_until_empty(&cluster).await?;
+    cluster.wait_until_empty(WAIT).await?;
 
     phase("the forward's retry arrives after the message left the queue");
     let again = node.propose(enqueue).await?;
@@ -270,29 +261,8 @@ async fn a_proposal_repeated_after_delivery_does_not_queue_the_message_again() -
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_cuts_a_hanging_delivery_short_and_hands_the_claim_over() -> anyhow::Result<()> {
     // The first DATA hangs for two minutes; the lease is a minute.
-    let primary = FakeSmtp::start_with(
-        None,
-        Arc::new(|_, _| 250),
-        FakeOptions {
-            data_delays: vec![Duration::from_secs(120)],
-            ..FakeOptions::default()
-        },
-    )
-    .await?;
-    let mut cluster = TestCluster::start(3, options(primary.addr, "60s", "5s")).await?;
-    send_numbered(&cluster, 1, 1).await?;
-    wait_for("the first DATA at the primary", WAIT, || async {
-        primary
-            .sessions()
-            .first()
-            .filter(|s| s.data_commands == 1)
-            .map(|_| ())
-    })
-    .await?;
-    let holder = wait_for("a claim holder", WAIT, || async {
-        claim_holder(&cluster, 1)
-    })
-    .await?;
+    let (primary, mut cluster, holder) =
+        hanging_delivery(Duration::from_secs(120), "60s", "5s").await?;
 
     phase(&format!(
         "node {holder} is stopped in order while it delivers"
@@ -318,7 +288,7 @@ async fn shutdown_cuts_a_hanging_delivery_short_and_hands_the_claim_over() -> an
     .await?;
     assert!(started.elapsed() < Duration::from_secs(30));
     cluster.restart(holder).await?;
-    wait_until_empty(&cluster).await?;
+    cluster.wait_until_empty(WAIT).await?;
     assert_eq!(copies(&primary).into_values().collect::<Vec<_>>(), vec![1]);
     cluster.shutdown().await?;
     Ok(())

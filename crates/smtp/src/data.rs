@@ -82,9 +82,12 @@ impl DataDecoder {
         self.out.capacity()
     }
 
-    /// Keeps no more of the message than what it has now; what follows is read and dropped.
+    /// Drops the message received so far and keeps nothing of what follows (it is still read,
+    /// and the end of data still found); the message is flagged as too big.
     pub fn stop_keeping(&mut self) {
-        self.max_size = self.out.len();
+        self.out = Vec::new();
+        self.max_size = 0;
+        self.flaws.too_big = true;
     }
 
     fn emit(&mut self, bytes: &[u8]) {

@@ -76,6 +76,11 @@ impl Reservation {
             .unwrap_or(0)
     }
 
+    /// Gives everything reserved back now.
+    pub fn release(&mut self) {
+        self.permit = None;
+    }
+
     /// Grows the reservation to cover `bytes`; false (and unchanged) when the budget cannot.
     pub fn grow_to(&mut self, bytes: u64) -> bool {
         let have = self.permit.as_ref().map(|p| p.num_permits()).unwrap_or(0) as u32;
@@ -111,6 +116,12 @@ mod tests {
         assert_eq!(a.bytes(), 320 * 1024, "a failed growth changes nothing");
         drop(b);
         assert!(a.grow_to(900 * 1024));
+        a.release();
+        assert_eq!(m.available(), 1024 * 1024);
+        assert!(
+            a.grow_to(64 * 1024),
+            "a released reservation can grow again"
+        );
         drop(a);
         assert_eq!(m.available(), 1024 * 1024);
     }

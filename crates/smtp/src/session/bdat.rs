@@ -43,14 +43,7 @@ impl<S: Submitter> Session<S> {
         }
         if self.tx.as_ref().is_some_and(|tx| tx.over_memory) {
             self.tx = None;
-            return self.refuse(
-                "memory",
-                Reply::new(
-                    451,
-                    "4.3.1",
-                    "Error: insufficient system resources, try again later",
-                ),
-            );
+            return self.refuse_over_memory();
         }
         if sink.flaws().too_big {
             self.tx = None;

@@ -105,14 +105,7 @@ impl<S: Submitter> Session<S> {
         decoder: DataDecoder,
     ) -> Flow {
         if tx.over_memory {
-            return self.refuse(
-                "memory",
-                Reply::new(
-                    451,
-                    "4.3.1",
-                    "Error: insufficient system resources, try again later",
-                ),
-            );
+            return self.refuse_over_memory();
         }
         let flaws = decoder.flaws();
         if flaws.too_big {

@@ -62,13 +62,30 @@ pub(crate) struct Transaction {
     pub(crate) over_memory: bool,
 }
 
+impl<S: crate::Submitter> Session<S> {
+    /// Refuses a message that outgrew the node's message memory (the transaction is over).
+    pub(super) fn refuse_over_memory(&mut self) -> Flow {
+        self.refuse(
+            "memory",
+            Reply::new(
+                451,
+                "4.3.1",
+                "Error: insufficient system resources, try again later",
+            ),
+        )
+    }
+}
+
 impl Transaction {
-    /// Grows the memory reservation to what `decoder` holds; when the budget cannot, the
-    /// decoder keeps nothing more and the transaction is marked over its budget.
+    /// Grows the memory reservation to what `decoder` holds. When the budget cannot cover it,
+    /// the transaction is marked over its budget and gives back at once what it held (the
+    /// decoder drops the message and keeps nothing of the rest), so that the sessions still
+    /// within the budget can finish.
     pub(crate) fn account(&mut self, decoder: &mut crate::data::DataDecoder) {
         if !self.over_memory && !self.memory.grow_to(decoder.held_bytes() as u64) {
             self.over_memory = true;
             decoder.stop_keeping();
+            self.memory.release();
         }
     }
 }
