@@ -372,6 +372,22 @@ async fn membership_changes_through_the_admin_api() -> anyhow::Result<()> {
         .await
         .expect_err("not a member");
     assert_eq!(missing.code(), tonic::Code::NotFound);
+    let leader = cluster.wait_for_leader().await?;
+    let follower = remaining
+        .iter()
+        .copied()
+        .find(|id| *id != leader)
+        .unwrap_or(via);
+    let forwarded = admin(cluster.admin_addr(follower))
+        .await?
+        .cluster_remove(ClusterRemoveRequest { node_id: 42 })
+        .await
+        .expect_err("not a member, through a follower");
+    assert_eq!(
+        forwarded.code(),
+        tonic::Code::NotFound,
+        "a forwarded removal answers like a direct one: {forwarded:?}"
+    );
 
     phase("the removed node is stopped; mail still flows with two voters");
     cluster.kill(victim).await?;

@@ -93,13 +93,17 @@ impl From<MembershipError> for Status {
     }
 }
 
-/// Reads a [`MembershipError`] back from the status a remote node answered with.
-pub(crate) fn membership_error_from_status(status: &Status) -> MembershipError {
+/// Reads a [`MembershipError`] back from the status a remote node answered `change` with.
+pub(crate) fn membership_error_from_status(
+    status: &Status,
+    change: &mxraft_proto::cluster::membership_request::Change,
+) -> MembershipError {
+    use mxraft_proto::cluster::membership_request::Change;
     let msg = status.message().to_owned();
-    match status.code() {
-        Code::FailedPrecondition => MembershipError::Refused(msg),
-        Code::NotFound => MembershipError::Refused(msg),
-        Code::Unavailable | Code::DeadlineExceeded => MembershipError::Unavailable(msg),
+    match (status.code(), change) {
+        (Code::NotFound, Change::Remove(id)) => MembershipError::NotMember(*id),
+        (Code::FailedPrecondition | Code::NotFound, _) => MembershipError::Refused(msg),
+        (Code::Unavailable | Code::DeadlineExceeded, _) => MembershipError::Unavailable(msg),
         _ => MembershipError::Failed(msg),
     }
 }

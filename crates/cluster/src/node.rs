@@ -505,12 +505,13 @@ impl RaftNode {
 
     async fn ask_to_join(&self, seed: &str) -> Result<(), MembershipError> {
         let pristine = !self.is_initialized().await;
+        let change = membership_request::Change::Join(JoinNode {
+            node_id: self.core.id,
+            addresses: Some(addresses_of(&self.core.info)),
+            pristine,
+        });
         let req = MembershipRequest {
-            change: Some(membership_request::Change::Join(JoinNode {
-                node_id: self.core.id,
-                addresses: Some(addresses_of(&self.core.info)),
-                pristine,
-            })),
+            change: Some(change.clone()),
         };
         let mut client = self
             .core
@@ -526,7 +527,7 @@ impl RaftNode {
             )
             .await
             .map(|_| ())
-            .map_err(|s| membership_error_from_status(&s))
+            .map_err(|s| membership_error_from_status(&s, &change))
     }
 
     /// The leader this node currently knows of, with its addresses.
@@ -753,7 +754,7 @@ impl RaftNode {
                         .await
                     {
                         Ok(_) => return Ok(()),
-                        Err(s) => match membership_error_from_status(&s) {
+                        Err(s) => match membership_error_from_status(&s, &change) {
                             MembershipError::Unavailable(m) if Instant::now() >= until => {
                                 return Err(MembershipError::Unavailable(m));
                             }

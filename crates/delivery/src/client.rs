@@ -170,6 +170,10 @@ pub enum ClientError {
     /// The server refused the session (greeting or EHLO).
     #[error("session refused: {0}")]
     Refused(String),
+    /// The TLS handshake after STARTTLS failed or timed out; the same host may be tried in
+    /// plain text (opportunistic TLS).
+    #[error("TLS handshake: {0}")]
+    Tls(String),
     /// The [`Cutoff`] passed: the session was closed without finishing the transaction.
     #[error("cut short: {0:?}")]
     Cut(CutReason),
@@ -438,8 +442,8 @@ impl Connection {
         let connector = TlsConnector::from(config.clone());
         let tls = tokio::time::timeout(self.timeouts.command, connector.connect(name, plain))
             .await
-            .map_err(|_| ClientError::Timeout("TLS handshake"))?
-            .map_err(|e| ClientError::Io(format!("TLS handshake: {e}")))?;
+            .map_err(|_| ClientError::Tls("timed out".into()))?
+            .map_err(|e| ClientError::Tls(e.to_string()))?;
         self.stream = Box::new(tls);
         self.tls = true;
         // RFC 3207: everything learnt before TLS is forgotten; greet again.

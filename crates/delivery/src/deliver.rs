@@ -268,7 +268,7 @@ impl Delivery {
                     conn = Some(c);
                     break;
                 }
-                Err(ClientError::Io(e)) if e.starts_with("TLS handshake") => {
+                Err(ClientError::Tls(e)) => {
                     // Opportunistic TLS failed: try the same host in plain text.
                     warn!(host = %host, addr = %addr, error = %e, "TLS failed; retrying without TLS");
                     match Connection::open(*addr, host, &self.hostname, None, &timeouts, cutoff)

@@ -300,7 +300,7 @@ impl fmt::Display for QueueCommand {
                 write!(f, "delay notice for {} message(s)", ids.len())
             }
             QueueCommand::Hold { id } => write!(f, "hold {id}"),
-            QueueCommand::Resume { id, .. } => write!(f, "release {id}"),
+            QueueCommand::Resume { id, .. } => write!(f, "resume held {id}"),
             QueueCommand::Bounce { id, .. } => write!(f, "bounce {id}"),
             QueueCommand::Reschedule { target, .. } => write!(f, "flush {target:?}"),
             QueueCommand::RecipientsAdd { entries } => {

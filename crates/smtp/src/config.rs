@@ -50,7 +50,8 @@ pub struct SmtpConfig {
     /// deadline (`data_timeout`) by 1/rate seconds, so a client trickling data is cut off.
     /// `0` turns it off (then `data_timeout` applies to each read).
     pub min_data_rate: u64,
-    /// Most `Received:` headers in a message (a mail loop otherwise); more get `554 5.4.6`.
+    /// Most `Received:` headers a message may carry once this node has added its own: one
+    /// arriving with this many or more gets `554 5.4.6` (a mail loop).
     pub max_received_headers: usize,
     /// How long to wait for the next command (RFC 5321 §4.5.3.2: at least 5 minutes).
     #[serde(with = "humantime_serde")]

@@ -191,6 +191,16 @@ impl<S: Submitter> Session<S> {
                 ));
             }
         }
+        // The same recipient twice in one transaction is accepted once: queued twice, the
+        // primary would get the message twice.
+        if self
+            .tx
+            .as_ref()
+            .is_some_and(|tx| tx.recipients.iter().any(|(a, _)| *a == address))
+        {
+            tracing::debug!(rcpt = %address, "duplicate recipient accepted once");
+            return self.ok(Reply::new(250, "2.1.5", "Ok"));
+        }
         if !self.clients.recipient(
             self.peer.ip(),
             self.ctx.config.max_recipients_per_client_per_minute,
