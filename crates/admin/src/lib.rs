@@ -83,7 +83,9 @@ impl AdminService {
         })
     }
 
-    /// Commits an admin command on message `id` and returns how many messages it changed.
+    /// Commits an admin command on message `id` and returns how many messages it changed. A
+    /// message not in the queue is `NOT_FOUND`, as the committed command found it: no check
+    /// before the proposal that another node's command could make wrong meanwhile.
     async fn act(
         &self,
         id_text: &str,
@@ -91,16 +93,15 @@ impl AdminService {
     ) -> Result<Response<QueueActionReply>, Status> {
         let id: MessageId = id_text.trim().parse().map_err(|_| bad_id(id_text))?;
         let node = self.node()?;
-        // The existence check reads this node's copy: first let it catch up with everything
-        // committed, so a message just deleted through another node is not found here either.
-        node.read_barrier(self.options.read_timeout).await?;
-        if node.state_machine().read().queue().get(id).is_none() {
-            return Err(not_found(id));
+        let at_ms = node.clock().now_ms();
+        match node.propose(make(id, at_ms)).await? {
+            CommandResult::NotQueued { id } | CommandResult::Deleted { id, existed: false } => {
+                Err(not_found(id))
+            }
+            result => Ok(Response::new(QueueActionReply {
+                changed: changed_of(&result),
+            })),
         }
-        let result = node.propose(make(id, now_ms())).await?;
-        Ok(Response::new(QueueActionReply {
-            changed: changed_of(&result),
-        }))
     }
 
     /// The node, or UNAVAILABLE once it is shutting down.

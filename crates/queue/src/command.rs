@@ -360,6 +360,11 @@ pub enum CommandResult {
         /// Messages changed.
         changed: u32,
     },
+    /// The message a `Hold`, `Resume` or `Bounce` names is not in the queue.
+    NotQueued {
+        /// The queue id.
+        id: MessageId,
+    },
     /// A renewal: the messages still held under `token`, whose lease now runs `lease_ms` from
     /// the leader's `at_ms` at least. The others are no longer this claim's to deliver.
     Renewed {

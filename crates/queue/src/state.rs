@@ -277,6 +277,13 @@ impl QueueState {
                 at_ms,
                 reporting_mta,
             } => self.delay_notice(&ids, at_ms, &reporting_mta, &mut step),
+            QueueCommand::Hold { id }
+            | QueueCommand::Resume { id, .. }
+            | QueueCommand::Bounce { id, .. }
+                if !self.messages.contains_key(&id) =>
+            {
+                CommandResult::NotQueued { id }
+            }
             QueueCommand::Hold { id } => {
                 let changed = self.each(&[id], &mut step, |m, _| {
                     !std::mem::replace(&mut m.held, true)

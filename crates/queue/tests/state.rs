@@ -836,3 +836,35 @@ fn greylisting_triplets_are_bounded_per_client_network() {
     );
     assert_eq!(q.state.cache_sizes().0, GREYLIST_PER_NETWORK + 1);
 }
+
+#[test]
+fn hold_release_and_bounce_of_a_message_not_queued_say_so() {
+    let mut q = Q::new();
+    let missing = id(9);
+    for cmd in [
+        QueueCommand::Hold { id: missing },
+        QueueCommand::Resume {
+            id: missing,
+            at_ms: T0,
+        },
+        QueueCommand::Bounce {
+            id: missing,
+            at_ms: T0,
+            reporting_mta: "mx.backup.test".into(),
+        },
+    ] {
+        let out = q.apply(cmd);
+        assert_eq!(out.result, CommandResult::NotQueued { id: missing });
+        assert!(out.changes.is_empty());
+    }
+    q.enqueue(id(1), "a@sender.test", &[plain("u@example.test")]);
+    assert_eq!(
+        q.apply(QueueCommand::Hold { id: id(1) }).result,
+        CommandResult::Applied { changed: 1 }
+    );
+    assert_eq!(
+        q.apply(QueueCommand::Hold { id: id(1) }).result,
+        CommandResult::Applied { changed: 0 },
+        "held already: queued, nothing changed"
+    );
+}
