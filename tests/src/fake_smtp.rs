@@ -128,6 +128,16 @@ impl FakeSmtp {
         let listener =
             TcpListener::bind(addr.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0))))
                 .await?;
+        Self::serve(listener, rule, options)
+    }
+
+    /// Starts on a port taken earlier with [`down_port`]: until now connections to it were
+    /// refused, as by a primary that is down.
+    pub fn start_on(socket: tokio::net::TcpSocket, rule: Rule) -> anyhow::Result<FakeSmtp> {
+        Self::serve(socket.listen(128)?, rule, FakeOptions::default())
+    }
+
+    fn serve(listener: TcpListener, rule: Rule, options: FakeOptions) -> anyhow::Result<FakeSmtp> {
         let addr = listener.local_addr()?;
         let received = Arc::new(Mutex::new(Vec::new()));
         let offered = Arc::new(Mutex::new(HashMap::new()));
@@ -200,6 +210,15 @@ impl FakeSmtp {
             .map(|o| o.get(rcpt).copied().unwrap_or(0))
             .unwrap_or(0)
     }
+}
+
+/// A loopback port that refuses connections (bound, not listening) and that no one else can
+/// take, for a primary that is down; [`FakeSmtp::start_on`] brings it up.
+pub fn down_port() -> anyhow::Result<(tokio::net::TcpSocket, SocketAddr)> {
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.bind(SocketAddr::from(([127, 0, 0, 1], 0)))?;
+    let addr = socket.local_addr()?;
+    Ok((socket, addr))
 }
 
 trait Io: AsyncRead + AsyncWrite + Unpin + Send {}

@@ -10,7 +10,7 @@ use mxraft_proto::admin::{
     DestinationsListRequest, QueueFlushRequest, QueueShowRequest, ReadConsistency,
     queue_flush_request,
 };
-use mxraft_tests::fake_smtp::FakeSmtp;
+use mxraft_tests::fake_smtp::{FakeSmtp, down_port};
 use mxraft_tests::smtp::{Client, queued_id, send_one};
 use mxraft_tests::{ClusterOptions, Dnsmasq, TestCluster, admin, phase, queue_ids, wait_for};
 
@@ -240,11 +240,8 @@ async fn mail_older_than_its_lifetime_is_returned_with_a_dsn() -> anyhow::Result
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn etrn_from_the_primary_starts_delivery_without_waiting_for_a_probe() -> anyhow::Result<()> {
     let sender_mx = FakeSmtp::accept_all().await?;
-    // Reserve a port for the primary, which is down for now.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
-    let primary_addr: SocketAddr = format!("127.0.0.1:{port}").parse()?;
+    // The primary's port, which refuses connections for now.
+    let (primary_socket, primary_addr) = down_port()?;
     let mut opts = delivery_options(primary_addr, sender_mx.addr);
     opts.extra = opts
         .extra
@@ -295,7 +292,7 @@ async fn etrn_from_the_primary_starts_delivery_without_waiting_for_a_probe() -> 
     );
 
     phase("the primary comes back and sends ETRN; the hour-long probe interval is not waited for");
-    let primary = FakeSmtp::start(Some(primary_addr), Arc::new(|_, _| 250)).await?;
+    let primary = FakeSmtp::start_on(primary_socket, Arc::new(|_, _| 250))?;
     let mut c = Client::connect(cluster.smtp_addr(3)).await?;
     assert_eq!(c.command("EHLO primary.example.test").await?.code, 250);
     let r = c.command("ETRN example.test").await?;
@@ -480,10 +477,7 @@ async fn the_client_uses_starttls_carries_dsn_parameters_and_respects_size_and_s
 async fn hold_release_bounce_and_delete_through_the_admin_api() -> anyhow::Result<()> {
     use mxraft_proto::admin::QueueIdRequest;
     let sender_mx = FakeSmtp::accept_all().await?;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
-    let primary_addr: SocketAddr = format!("127.0.0.1:{port}").parse()?;
+    let (primary_socket, primary_addr) = down_port()?;
     let cluster = TestCluster::start(3, delivery_options(primary_addr, sender_mx.addr)).await?;
     let mut ids = Vec::new();
     for i in 0..3 {
@@ -529,7 +523,7 @@ async fn hold_release_bounce_and_delete_through_the_admin_api() -> anyhow::Resul
     assert!(String::from_utf8_lossy(&sender_mx.received()[0].data).contains("Status: 5.0.0"));
 
     phase("the primary comes back: the held message stays until released");
-    let primary = FakeSmtp::start(Some(primary_addr), Arc::new(|_, _| 250)).await?;
+    let primary = FakeSmtp::start_on(primary_socket, Arc::new(|_, _| 250))?;
     // A message sent now proves that delivery runs while the held one waits.
     let r = send_one(
         cluster.smtp_addr(1),
