@@ -383,6 +383,7 @@ pub struct RunningServer {
     grpc_stop: CancellationToken,
     smtp_task: JoinHandle<()>,
     delivery_stop: CancellationToken,
+    background_stop: CancellationToken,
     delivery_task: JoinHandle<()>,
     grpc_tasks: Vec<JoinHandle<()>>,
     background: Vec<JoinHandle<()>>,
@@ -638,29 +639,30 @@ impl Server {
         let delivery_task = tokio::spawn(delivery.clone().run(delivery_stop.clone()));
         let horizon = config.greylist.max_age.max(config.verify.positive_ttl);
         // Every background task is in this set; a supervisor awaits them (see `supervise`).
+        let background_stop = CancellationToken::new();
         let mut background = JoinSet::new();
-        background.spawn(prune_caches(node.clone(), horizon, delivery_stop.clone()));
-        background.spawn(export_gauges(node.clone(), delivery_stop.clone()));
-        background.spawn(report_health(node.clone(), health, delivery_stop.clone()));
+        background.spawn(prune_caches(node.clone(), horizon, background_stop.clone()));
+        background.spawn(export_gauges(node.clone(), background_stop.clone()));
+        background.spawn(report_health(node.clone(), health, background_stop.clone()));
         let (caches, cache_writes) = CacheWriter::new();
         background.spawn(write_caches(
             node.clone(),
             cache_writes,
-            delivery_stop.clone(),
+            background_stop.clone(),
         ));
         let (failed_tx, failed) = tokio::sync::watch::channel(None);
         let failed_tx = Arc::new(failed_tx);
         background.spawn(watch_raft(
             node.clone(),
             failed_tx.clone(),
-            delivery_stop.clone(),
+            background_stop.clone(),
         ));
         if let Some(listener) = http_listener {
             background.spawn(http::serve(
                 listener,
                 node.clone(),
                 options.metrics,
-                delivery_stop.clone(),
+                background_stop.clone(),
             ));
             info!(addr = ?addrs.http, "metrics, /readyz and /livez serving");
         }
@@ -706,7 +708,7 @@ impl Server {
         if let Some(t) = node_tls {
             reloadable.push(Reloadable::Cluster(t));
         }
-        background.spawn(reload_credentials(reloadable, smtp_stop.clone()));
+        background.spawn(reload_credentials(reloadable, background_stop.clone()));
         let background = vec![tokio::spawn(supervise(background, failed_tx))];
         info!(addr = %addrs.smtp, domains = config.domains.len(), "SMTP accepting");
 
@@ -717,6 +719,7 @@ impl Server {
             grpc_stop,
             smtp_task,
             delivery_stop,
+            background_stop,
             delivery_task,
             grpc_tasks,
             background,
@@ -1056,8 +1059,11 @@ impl RunningServer {
 
     /// Stops the node in order and returns once its databases are closed.
     pub async fn shutdown(mut self) -> anyhow::Result<()> {
-        info!("stopping SMTP");
+        // Deliveries stop at once, releasing their claims to the other nodes, while SMTP
+        // sessions get their grace to finish their transactions.
+        info!("stopping SMTP and delivery");
         self.smtp_stop.cancel();
+        self.delivery_stop.cancel();
         let _ = (&mut self.smtp_task).await;
         self.stop_rest(Duration::from_secs(2)).await
     }
@@ -1077,6 +1083,7 @@ impl RunningServer {
             self.delivery_task.abort();
         }
         let _ = self.delivery_task.await;
+        self.background_stop.cancel();
         for task in self.background {
             task.abort();
             let _ = task.await;
