@@ -50,7 +50,7 @@ caps=(
     "2|iproute2|command -v ip || test -x /usr/sbin/ip || test -x /sbin/ip"
     "2|python3|command -v python3"
     "2|nftables|nft list tables"
-    "2|faketime|compgen -G '/usr/lib/*/faketime/libfaketime.so.1'"
+    "2|faketime|lib=\$(compgen -G '/usr/lib/*/faketime/libfaketime.so.1' | head -n 1) && [[ \$(FAKETIME=-1d FAKETIME_DONT_FAKE_MONOTONIC=1 LD_PRELOAD=\$lib date +%s) -lt \$((\$(date +%s) - 3600)) ]]"
 )
 
 check() { bash -c "$1" >/dev/null 2>&1; }

@@ -1053,6 +1053,17 @@ async fn bdat_chunks_are_counted_exactly_and_checked_like_data() {
     assert_eq!(f.recorder.messages().len(), 1);
 }
 
+/// Sends `body` in one transaction without `SIZE=`; returns the reply to the end of data.
+async fn unsized_message(c: &mut Client, body: &str) -> mxraft_tests::smtp::Reply {
+    expect_code(c, "MAIL FROM:<b@client.test>", 250).await;
+    expect_code(c, "RCPT TO:<u@example.test>", 250).await;
+    assert_eq!(c.command("DATA").await.expect("data").code, 354);
+    c.send_raw(&mxraft_smtp::data::encode(body.as_bytes()))
+        .await
+        .expect("write");
+    c.read_reply().await.expect("reply")
+}
+
 #[tokio::test]
 async fn the_message_memory_budget_defers_what_it_cannot_hold() {
     // Room for one message of the largest size and a bit.
@@ -1079,14 +1090,8 @@ async fn the_message_memory_budget_defers_what_it_cannot_hold() {
 
     // Without SIZE the reservation grows with the data: over the budget the message is
     // deferred, never cut short or queued in part.
-    expect_code(&mut b, "MAIL FROM:<b@client.test>", 250).await;
-    expect_code(&mut b, "RCPT TO:<u@example.test>", 250).await;
-    assert_eq!(b.command("DATA").await.expect("data").code, 354);
     let body = ("y".repeat(900) + "\r\n").repeat(100);
-    b.send_raw(&mxraft_smtp::data::encode(body.as_bytes()))
-        .await
-        .expect("write");
-    let r = b.read_reply().await.expect("reply");
+    let r = unsized_message(&mut b, &body).await;
     assert_eq!(
         (r.code, r.text.split(' ').next()),
         (451, Some("4.3.1")),
@@ -1095,13 +1100,7 @@ async fn the_message_memory_budget_defers_what_it_cannot_hold() {
 
     // The first transaction ends; its share comes back and the retry goes through.
     expect_code(&mut a, "RSET", 250).await;
-    expect_code(&mut b, "MAIL FROM:<b@client.test>", 250).await;
-    expect_code(&mut b, "RCPT TO:<u@example.test>", 250).await;
-    assert_eq!(b.command("DATA").await.expect("data").code, 354);
-    b.send_raw(&mxraft_smtp::data::encode(body.as_bytes()))
-        .await
-        .expect("write");
-    assert_eq!(b.read_reply().await.expect("reply").code, 250);
+    assert_eq!(unsized_message(&mut b, &body).await.code, 250);
     let queued = f.recorder.messages();
     assert_eq!(queued.len(), 1);
     assert_eq!(queued[0].body.len(), body.len());
