@@ -6,12 +6,12 @@
 //!   so no bare CR/LF mix can end a message early (SMTP smuggling);
 //! - the message is the input with its leading dots unstuffed; bare CR/LF, NUL, long lines and
 //!   the size limit are flagged exactly when present;
-//! - `encode` followed by decoding gives back any CRLF-clean message;
+//! - `encode_data` followed by decoding gives back any CRLF-clean message;
 //! - BDAT chunks are kept byte for byte, with the same flags.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use mxraft_smtp::data::{DataDecoder, DataFlaws, encode};
+use mxraft_smtp::wire::{DataDecoder, DataFlaws, encode_data};
 
 const MAX_LINE: usize = 40;
 
@@ -112,7 +112,7 @@ fn check_round_trip(raw: &[u8], sizes: &[u8]) {
         message.extend(piece.iter().filter(|&&b| b != b'\r' && b != 0));
         message.extend_from_slice(b"\r\n");
     }
-    let mut wire = encode(&message);
+    let mut wire = encode_data(&message);
     let end = wire.len();
     wire.extend_from_slice(raw);
     let mut d = DataDecoder::new(usize::MAX, usize::MAX);

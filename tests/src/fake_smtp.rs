@@ -12,7 +12,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls;
 use tokio_util::sync::CancellationToken;
 
-use mxraft_smtp::data::DataDecoder;
+use mxraft_smtp::wire::DataDecoder;
 
 /// One message the server accepted.
 #[derive(Debug, Clone)]

@@ -284,7 +284,7 @@ fn node_config(
         snap = opts.snapshot_after_entries,
         kept = opts.log_entries_kept,
     );
-    Config::parse(&text).map_err(anyhow::Error::msg)
+    Ok(Config::parse(&text)?)
 }
 
 impl TestCluster {

@@ -12,14 +12,8 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::rustls;
 
-/// One reply: its code and its full text (all lines).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Reply {
-    /// The reply code.
-    pub code: u16,
-    /// The lines, without the code and separator.
-    pub text: String,
-}
+pub use mxraft_smtp::wire::Reply;
+use mxraft_smtp::wire::ReplyReader;
 
 trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
@@ -32,7 +26,7 @@ pub struct Client {
 
 /// A TLS client configuration that accepts any certificate (the test servers' are self-signed).
 pub fn tls_config() -> anyhow::Result<Arc<rustls::ClientConfig>> {
-    mxraft_delivery::client::opportunistic_tls().map_err(anyhow::Error::msg)
+    Ok(mxraft_delivery::client::opportunistic_tls()?)
 }
 
 async fn handshake(stream: Box<dyn Io>) -> anyhow::Result<Box<dyn Io>> {
@@ -92,25 +86,14 @@ impl Client {
 
     /// Reads one (possibly multi-line) reply.
     pub async fn read_reply(&mut self) -> anyhow::Result<Reply> {
-        let mut text = String::new();
+        let mut reader = ReplyReader::default();
         loop {
             let mut line = String::new();
             if self.reader.read_line(&mut line).await? == 0 {
                 bail!("connection closed while waiting for a reply");
             }
-            let line = line.trim_end_matches(['\r', '\n']);
-            if line.len() < 3 {
-                bail!("malformed reply line {line:?}");
-            }
-            let code: u16 = line[..3]
-                .parse()
-                .with_context(|| format!("reply {line:?}"))?;
-            if !text.is_empty() {
-                text.push('\n');
-            }
-            text.push_str(line.get(4..).unwrap_or(""));
-            if line.as_bytes().get(3) != Some(&b'-') {
-                return Ok(Reply { code, text });
+            if let Some(reply) = reader.push(line.trim_end_matches(['\r', '\n']))? {
+                return Ok(reply);
             }
         }
     }
@@ -150,7 +133,7 @@ impl Client {
         if r.code != 354 {
             return Ok(r);
         }
-        self.send_raw(&mxraft_smtp::data::encode(body)).await?;
+        self.send_raw(&mxraft_smtp::wire::encode_data(body)).await?;
         self.read_reply().await
     }
 }
@@ -177,5 +160,5 @@ pub fn queued_id(reply: &Reply) -> Option<String> {
     if reply.code != 250 {
         return None;
     }
-    reply.text.rsplit(' ').next().map(str::to_owned)
+    reply.text().rsplit(' ').next().map(str::to_owned)
 }

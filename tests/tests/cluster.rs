@@ -31,7 +31,10 @@ async fn send_through(
         .await?;
         let qid = queued_id(&reply)
             .ok_or_else(|| anyhow::anyhow!("node {id} refused message: {reply:?}"))?;
-        assert!(reply.text.starts_with("2.0.0 Ok: queued as "), "{reply:?}");
+        assert!(
+            reply.text().starts_with("2.0.0 Ok: queued as "),
+            "{reply:?}"
+        );
         ids.push(qid);
     }
     Ok(ids)
@@ -216,7 +219,7 @@ async fn without_quorum_end_of_data_gets_451_and_nothing_is_half_queued() -> any
             .send_mail("sender@client.test", &["user@example.test"], &body(77))
             .await?;
         assert_eq!(reply.code, 451, "{reply:?}");
-        assert!(reply.text.starts_with("4.3.0 "), "{reply:?}");
+        assert!(reply.text().starts_with("4.3.0 "), "{reply:?}");
         // The session goes on: the client may retry later on the same connection.
         assert_eq!(c.command("NOOP").await?.code, 250);
 

@@ -297,7 +297,7 @@ async fn etrn_from_the_primary_starts_delivery_without_waiting_for_a_probe() -> 
     assert_eq!(c.command("EHLO primary.example.test").await?.code, 250);
     let r = c.command("ETRN example.test").await?;
     assert_eq!(
-        (r.code, r.text.as_str()),
+        (r.code, r.text().as_str()),
         (250, "2.0.0 Queuing for node example.test started")
     );
     wait_for("the delivery", WAIT, || async {

@@ -212,7 +212,7 @@ async fn a_proposal_repeated_after_delivery_does_not_queue_the_message_again() -
     let leader = cluster.wait_for_leader().await?;
     let follower = (1..=3).find(|&n| n != leader).unwrap_or(2);
     let node = cluster.node(follower).node().clone();
-    let now = mxraft_queue::now_ms();
+    let now = mxraft_cluster::now_ms();
     let enqueue = QueueCommand::Enqueue(Enqueue {
         id: MessageId::new(now, follower, 1),
         received_at_ms: now,

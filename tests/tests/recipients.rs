@@ -241,7 +241,7 @@ async fn clients_listed_in_a_dns_blocklist_are_refused() -> anyhow::Result<()> {
         c.command("MAIL FROM:<a@client.test>").await?;
         let r = c.command("RCPT TO:<user@example.test>").await?;
         assert_eq!(
-            (r.code, r.text.as_str()),
+            (r.code, r.text().as_str()),
             (
                 554,
                 "5.7.1 Service unavailable; client [127.0.0.1] blocked using bl.test"
@@ -274,7 +274,7 @@ async fn spf_fail_is_refused_and_other_results_are_recorded() -> anyhow::Result<
     })
     .await?;
     assert!(
-        refused.text.starts_with(
+        refused.text().starts_with(
             "5.7.23 SPF check failed: 127.0.0.1 is not allowed to send mail for strict.test"
         ),
         "{refused:?}"

@@ -424,7 +424,7 @@ async fn a_node_out_of_contact_answers_451_never_550() -> anyhow::Result<()> {
     assert_eq!(c.command("EHLO client.test").await?.code, 250);
     assert_eq!(c.command("MAIL FROM:<s@client.test>").await?.code, 250);
     let r = c.command("RCPT TO:<nobody@example.test>").await?;
-    assert_eq!((r.code, r.text.get(..5)), (550, Some("5.1.1")), "{r:?}");
+    assert_eq!((r.code, r.text().get(..5)), (550, Some("5.1.1")), "{r:?}");
 
     phase(&format!(
         "node {alone} loses the other two: after max_staleness it answers 451 4.3.0"
@@ -440,7 +440,7 @@ async fn a_node_out_of_contact_answers_451_never_550() -> anyhow::Result<()> {
     })
     .await?;
     let r = c.command("RCPT TO:<nobody@example.test>").await?;
-    assert_eq!((r.code, r.text.get(..5)), (451, Some("4.3.0")), "{r:?}");
+    assert_eq!((r.code, r.text().get(..5)), (451, Some("4.3.0")), "{r:?}");
     c.command("QUIT").await?;
 
     phase("the others come back: 550 again");

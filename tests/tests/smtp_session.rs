@@ -10,8 +10,8 @@ use tokio_util::sync::CancellationToken;
 
 use mxraft_queue::Enqueue;
 use mxraft_smtp::{
-    DomainPolicy, EtrnReply, IdGenerator, RcptCheck, SmtpConfig, SmtpContext, SubmitError,
-    Submitter,
+    CommitError, DomainPolicy, EtrnReply, IdGenerator, MessageQueue, RcptCheck, RecipientPolicy,
+    SmtpConfig, SmtpContext,
 };
 use mxraft_tests::smtp::{Client, queued_id};
 
@@ -23,18 +23,29 @@ struct Recorder {
     full: bool,
 }
 
-impl Submitter for Recorder {
-    async fn submit(&self, message: Enqueue) -> Result<(), SubmitError> {
+impl MessageQueue for Recorder {
+    async fn commit(&self, message: Enqueue) -> Result<(), CommitError> {
         if self.fail {
-            return Err(SubmitError("no quorum".into()));
+            return Err(CommitError("no quorum".into()));
         }
         self.queued
             .lock()
-            .map_err(|e| SubmitError(e.to_string()))?
+            .map_err(|e| CommitError(e.to_string()))?
             .push(message);
         Ok(())
     }
 
+    async fn flush_destination(&self, domain: &str) -> EtrnReply {
+        match domain {
+            "example.test" => EtrnReply::Started,
+            _ => EtrnReply::NothingQueued,
+        }
+    }
+}
+
+/// Answers by the recipient's local part: `unknown…` is unknown, `later…` cannot be decided
+/// now; everyone else is accepted. ETRN is allowed from loopback only.
+impl RecipientPolicy for Recorder {
     fn has_room(&self) -> bool {
         !self.full
     }
@@ -55,12 +66,8 @@ impl Submitter for Recorder {
         }
     }
 
-    async fn etrn(&self, client: std::net::IpAddr, domain: &str) -> EtrnReply {
-        match (client.is_loopback(), domain) {
-            (true, "example.test") => EtrnReply::Started,
-            (true, "other.example") => EtrnReply::NothingQueued,
-            _ => EtrnReply::NotAllowed,
-        }
+    async fn may_etrn(&self, client: std::net::IpAddr, _domain: &str) -> bool {
+        client.is_loopback()
     }
 }
 
@@ -101,8 +108,9 @@ async fn front_with_tls(
     let ctx = Arc::new(SmtpContext {
         config,
         hostname: "mx.test".into(),
-        policy: DomainPolicy::new(["example.test", "Other.Example."]),
-        submitter: recorder.clone(),
+        domains: DomainPolicy::new(["example.test", "Other.Example."]),
+        queue: recorder.clone(),
+        policy: recorder.clone(),
         ids: IdGenerator::new(7),
         node_id: 7,
         tls,
@@ -142,7 +150,7 @@ async fn ehlo_advertises_the_extensions() {
     let mut c = Client::connect(f.addr).await.expect("connect");
     let r = c.command("EHLO client.test").await.expect("ehlo");
     assert_eq!(r.code, 250);
-    let lines: Vec<&str> = r.text.lines().collect();
+    let lines: Vec<&str> = r.lines.iter().map(String::as_str).collect();
     assert_eq!(
         lines,
         [
@@ -158,7 +166,7 @@ async fn ehlo_advertises_the_extensions() {
         ]
     );
     let r = c.command("HELO client.test").await.expect("helo");
-    assert_eq!((r.code, r.text.as_str()), (250, "mx.test"));
+    assert_eq!((r.code, r.text().as_str()), (250, "mx.test"));
     assert_eq!(c.command("QUIT").await.expect("quit").code, 221);
 }
 
@@ -168,13 +176,13 @@ async fn commands_out_of_order_are_refused() {
     let mut c = Client::connect(f.addr).await.expect("connect");
     let r = c.command("MAIL FROM:<a@client.test>").await.expect("mail");
     assert_eq!(
-        (r.code, r.text.as_str()),
+        (r.code, r.text().as_str()),
         (503, "5.5.1 Error: send HELO/EHLO first")
     );
     assert_eq!(c.command("EHLO client.test").await.expect("ehlo").code, 250);
     let r = c.command("RCPT TO:<u@example.test>").await.expect("rcpt");
     assert_eq!(
-        (r.code, r.text.as_str()),
+        (r.code, r.text().as_str()),
         (503, "5.5.1 Error: need MAIL command")
     );
     let r = c.command("DATA").await.expect("data");
@@ -182,12 +190,12 @@ async fn commands_out_of_order_are_refused() {
     expect_code(&mut c, "MAIL FROM:<a@client.test>", 250).await;
     let r = c.command("MAIL FROM:<a@client.test>").await.expect("mail");
     assert_eq!(
-        (r.code, r.text.as_str()),
+        (r.code, r.text().as_str()),
         (503, "5.5.1 Error: nested MAIL command")
     );
     let r = c.command("DATA").await.expect("data");
     assert_eq!(
-        (r.code, r.text.as_str()),
+        (r.code, r.text().as_str()),
         (554, "5.5.1 Error: no valid recipients")
     );
     assert_eq!(c.command("RSET").await.expect("rset").code, 250);
@@ -197,7 +205,7 @@ async fn commands_out_of_order_are_refused() {
     );
     let r = c.command("XYZZY").await.expect("unknown");
     assert_eq!(
-        (r.code, r.text.as_str()),
+        (r.code, r.text().as_str()),
         (500, "5.5.2 Error: command not recognized")
     );
     let r = c.command("VRFY postmaster").await.expect("vrfy");
@@ -217,7 +225,7 @@ async fn only_protected_domains_are_relayed() {
         "x@other.example",
     ] {
         let r = c.command(&format!("RCPT TO:<{ok}>")).await.expect("rcpt");
-        assert_eq!((r.code, r.text.as_str()), (250, "2.1.5 Ok"), "{ok}");
+        assert_eq!((r.code, r.text().as_str()), (250, "2.1.5 Ok"), "{ok}");
     }
     for relay in [
         "user@elsewhere.test",
@@ -233,8 +241,8 @@ async fn only_protected_domains_are_relayed() {
             .await
             .expect("rcpt");
         assert_eq!(r.code, 554, "{relay}: {r:?}");
-        assert!(r.text.starts_with("5.7.1 "), "{relay}: {r:?}");
-        assert!(r.text.ends_with("Relay access denied"), "{relay}: {r:?}");
+        assert!(r.text().starts_with("5.7.1 "), "{relay}: {r:?}");
+        assert!(r.text().ends_with("Relay access denied"), "{relay}: {r:?}");
     }
     // A second unquoted '@' routes onwards, whichever domain comes last.
     for routed in [
@@ -246,7 +254,7 @@ async fn only_protected_domains_are_relayed() {
             .await
             .expect("rcpt");
         assert_eq!(r.code, 554, "{routed}: {r:?}");
-        assert!(r.text.starts_with("5.7.1 "), "{routed}: {r:?}");
+        assert!(r.text().starts_with("5.7.1 "), "{routed}: {r:?}");
     }
 }
 
@@ -265,7 +273,7 @@ async fn accepted_message_is_handed_over_whole() {
         .await
         .expect("send");
     let id = queued_id(&r).expect("queued");
-    assert_eq!(r.text, format!("2.0.0 Ok: queued as {id}"));
+    assert_eq!(r.text(), format!("2.0.0 Ok: queued as {id}"));
     let queued = f.recorder.messages();
     assert_eq!(queued.len(), 1);
     let m = &queued[0];
@@ -369,7 +377,7 @@ async fn size_limits_apply_at_mail_and_during_data() {
         .await
         .expect("mail");
     assert_eq!(
-        (r.code, r.text.as_str()),
+        (r.code, r.text().as_str()),
         (552, "5.3.4 Message size exceeds fixed limit")
     );
     let r = c
@@ -380,12 +388,12 @@ async fn size_limits_apply_at_mail_and_during_data() {
     expect_code(&mut c, "RCPT TO:<u@example.test>", 250).await;
     assert_eq!(c.command("DATA").await.expect("data").code, 354);
     let big = "x".repeat(900) + "\r\n";
-    c.send_raw(&mxraft_smtp::data::encode(big.repeat(80).as_bytes()))
+    c.send_raw(&mxraft_smtp::wire::encode_data(big.repeat(80).as_bytes()))
         .await
         .expect("write");
     let r = c.read_reply().await.expect("reply");
     assert_eq!(
-        (r.code, r.text.as_str()),
+        (r.code, r.text().as_str()),
         (552, "5.3.4 Error: message file too big")
     );
     let r = c
@@ -409,7 +417,7 @@ async fn too_many_recipients_get_452() {
     expect_code(&mut c, "RCPT TO:<b@example.test>", 250).await;
     let r = c.command("RCPT TO:<c@example.test>").await.expect("rcpt");
     assert_eq!(
-        (r.code, r.text.as_str()),
+        (r.code, r.text().as_str()),
         (452, "4.5.3 Error: too many recipients")
     );
 }
@@ -423,7 +431,7 @@ async fn a_failed_commit_answers_451_and_the_session_goes_on() {
         .await
         .expect("send");
     assert_eq!(
-        (r.code, r.text.as_str()),
+        (r.code, r.text().as_str()),
         (451, "4.3.0 Error: queue unavailable, try again later")
     );
     expect_code(&mut c, "MAIL FROM:<a@client.test>", 250).await;
@@ -436,7 +444,7 @@ async fn malformed_command_lines_are_refused() {
     c.send_raw(b"NOOP\n").await.expect("write");
     let r = c.read_reply().await.expect("reply");
     assert_eq!(
-        (r.code, r.text.as_str()),
+        (r.code, r.text().as_str()),
         (500, "5.5.2 Error: bare <LF> received")
     );
     c.send_raw(b"NO\rOP\r\n").await.expect("write");
@@ -446,7 +454,7 @@ async fn malformed_command_lines_are_refused() {
         .expect("write");
     let r = c.read_reply().await.expect("reply");
     assert_eq!(
-        (r.code, r.text.as_str()),
+        (r.code, r.text().as_str()),
         (500, "5.5.2 Error: line too long")
     );
     // The over-long line is discarded whole; the next command works.
@@ -467,7 +475,7 @@ async fn mail_and_rcpt_lines_get_the_room_their_extensions_need() {
     let long = format!("RCPT TO:<u@example.test> ORCPT=rfc822;{}", "o".repeat(1000));
     let r = c.command(&long).await.expect("long rcpt");
     assert_eq!(
-        (r.code, r.text.as_str()),
+        (r.code, r.text().as_str()),
         (500, "5.5.2 Error: line too long")
     );
     let r = c
@@ -506,7 +514,7 @@ async fn an_idle_client_is_disconnected() {
     // Waiting for a reply the client never asked for: the server speaks first, on timeout.
     let r = c.read_reply().await.expect("timeout reply");
     assert_eq!(
-        (r.code, r.text.as_str()),
+        (r.code, r.text().as_str()),
         (421, "4.4.2 mx.test Error: timeout exceeded")
     );
     assert!(c.read_reply().await.is_err(), "connection closed");
@@ -588,7 +596,7 @@ async fn etrn_is_answered_per_rfc_1985() {
     assert_eq!(c.command("EHLO client.test").await.expect("ehlo").code, 250);
     let r = c.command("ETRN example.test").await.expect("etrn");
     assert_eq!(
-        (r.code, r.text.as_str()),
+        (r.code, r.text().as_str()),
         (250, "2.0.0 Queuing for node example.test started")
     );
     assert_eq!(
@@ -619,7 +627,7 @@ async fn recipient_validation_answers_550_or_450_at_rcpt() {
         .expect("rcpt");
     assert_eq!(r.code, 550, "{r:?}");
     assert!(
-        r.text
+        r.text()
             .starts_with("5.1.1 <Unknown1@Example.test>: Recipient address rejected"),
         "{r:?}"
     );
@@ -628,7 +636,7 @@ async fn recipient_validation_answers_550_or_450_at_rcpt() {
         .await
         .expect("rcpt");
     assert_eq!(r.code, 450, "{r:?}");
-    assert!(r.text.starts_with("4.1.1 "), "{r:?}");
+    assert!(r.text().starts_with("4.1.1 "), "{r:?}");
     expect_code(&mut c, "RCPT TO:<known@example.test>", 250).await;
 }
 
@@ -647,30 +655,33 @@ async fn starttls_discards_injected_plaintext_and_starts_the_session_over() {
     let f = front_with_tls(SmtpConfig::default(), false, Some(test_tls(dir.path()))).await;
     let mut c = Client::connect(f.addr).await.expect("connect");
     let ehlo = c.command("EHLO client.test").await.expect("ehlo");
-    assert!(ehlo.text.lines().any(|l| l == "STARTTLS"), "{ehlo:?}");
+    assert!(ehlo.text().lines().any(|l| l == "STARTTLS"), "{ehlo:?}");
     expect_code(&mut c, "MAIL FROM:<a@client.test>", 250).await;
 
     // CVE-2011-0411: a command pipelined after STARTTLS in plain text must not run.
     c.send_raw(b"STARTTLS\r\nRSET\r\n").await.expect("write");
     let r = c.read_reply().await.expect("220");
-    assert_eq!((r.code, r.text.as_str()), (220, "2.0.0 Ready to start TLS"));
+    assert_eq!(
+        (r.code, r.text().as_str()),
+        (220, "2.0.0 Ready to start TLS")
+    );
     let mut c = c.upgrade().await.expect("TLS handshake");
 
     // The first reply over TLS answers our command, not the injected RSET; the transaction and
     // EHLO of before TLS are forgotten.
     let r = c.command("MAIL FROM:<a@client.test>").await.expect("mail");
     assert_eq!(
-        (r.code, r.text.as_str()),
+        (r.code, r.text().as_str()),
         (503, "5.5.1 Error: send HELO/EHLO first")
     );
     let ehlo = c.command("EHLO client.test").await.expect("ehlo");
     assert!(
-        !ehlo.text.lines().any(|l| l == "STARTTLS"),
+        !ehlo.text().lines().any(|l| l == "STARTTLS"),
         "not offered twice: {ehlo:?}"
     );
     let again = c.command("STARTTLS").await.expect("starttls");
     assert_eq!(
-        (again.code, again.text.as_str()),
+        (again.code, again.text().as_str()),
         (503, "5.5.1 Error: TLS already active")
     );
     let r = c
@@ -709,8 +720,9 @@ async fn implicit_tls_listener_handshakes_before_the_greeting() {
     let ctx = Arc::new(SmtpContext {
         config: SmtpConfig::default(),
         hostname: "mx.test".into(),
-        policy: DomainPolicy::new(["example.test"]),
-        submitter: recorder.clone(),
+        domains: DomainPolicy::new(["example.test"]),
+        queue: recorder.clone(),
+        policy: recorder.clone(),
         ids: IdGenerator::new(7),
         node_id: 7,
         tls: Some(tls),
@@ -766,13 +778,13 @@ async fn per_client_session_and_rate_limits() {
         expect_code(&mut a, &format!("RCPT TO:<u{n}@example.test>"), 250).await;
     }
     let r = a.command("RCPT TO:<u9@example.test>").await.expect("rcpt");
-    assert_eq!((r.code, &r.text[..5]), (450, "4.7.1"), "{r:?}");
+    assert_eq!((r.code, &r.text()[..5]), (450, "4.7.1"), "{r:?}");
     assert_eq!(a.command("RSET").await.expect("rset").code, 250);
     expect_code(&mut a, "MAIL FROM:<a@client.test>", 250).await;
     assert_eq!(a.command("RSET").await.expect("rset").code, 250);
     let r = a.command("MAIL FROM:<a@client.test>").await.expect("mail");
     assert_eq!(
-        (r.code, &r.text[..5]),
+        (r.code, &r.text()[..5]),
         (450, "4.7.1"),
         "third message this minute: {r:?}"
     );
@@ -789,8 +801,9 @@ async fn a_full_queue_answers_452_at_mail() {
     let ctx = Arc::new(SmtpContext {
         config: SmtpConfig::default(),
         hostname: "mx.test".into(),
-        policy: DomainPolicy::new(["example.test"]),
-        submitter: recorder,
+        domains: DomainPolicy::new(["example.test"]),
+        queue: recorder.clone(),
+        policy: recorder,
         ids: IdGenerator::new(7),
         node_id: 7,
         tls: None,
@@ -801,7 +814,7 @@ async fn a_full_queue_answers_452_at_mail() {
     let mut c = ehlo(addr).await;
     let r = c.command("MAIL FROM:<a@client.test>").await.expect("mail");
     assert_eq!(
-        (r.code, r.text.as_str()),
+        (r.code, r.text().as_str()),
         (452, "4.3.1 Error: insufficient system storage")
     );
     stop.cancel();
@@ -866,7 +879,7 @@ async fn a_client_trickling_data_is_cut_off_by_the_minimum_rate() {
     })
     .await;
     assert_eq!(
-        (cut.code, cut.text.as_str()),
+        (cut.code, cut.text().as_str()),
         (421, "4.4.2 mx.test Error: timeout exceeded")
     );
     assert!(
@@ -902,7 +915,7 @@ async fn data_past_the_size_limit_does_not_extend_the_deadline() {
     // Without an overall deadline this would go on for as long as the client sends.
     let cut = send_until_cut(&mut c, 100, Duration::from_millis(100), |_| block.clone()).await;
     assert_eq!(
-        (cut.code, cut.text.as_str()),
+        (cut.code, cut.text().as_str()),
         (421, "4.4.2 mx.test Error: timeout exceeded"),
         "after {:?}",
         started.elapsed()
@@ -934,7 +947,7 @@ async fn a_command_trickled_byte_by_byte_times_out() {
         }
     }
     let r = c.read_reply().await.expect("timeout reply");
-    assert_eq!((r.code, &r.text[..5]), (421, "4.4.2"));
+    assert_eq!((r.code, &r.text()[..5]), (421, "4.4.2"));
     assert!(started.elapsed() < Duration::from_secs(4));
 }
 
@@ -952,7 +965,7 @@ async fn too_many_received_headers_and_data_before_354_are_refused() {
         .await
         .expect("send");
     assert_eq!(
-        (r.code, r.text.as_str()),
+        (r.code, r.text().as_str()),
         (554, "5.4.6 Error: too many hops (mail loop?)")
     );
     let fine = b"Received: a\r\nReceived: b\r\nSubject: ok\r\n\r\nx\r\n";
@@ -971,7 +984,7 @@ async fn too_many_received_headers_and_data_before_354_are_refused() {
         .expect("write");
     let r = c.read_reply().await.expect("reply");
     assert_eq!(
-        (r.code, r.text.as_str()),
+        (r.code, r.text().as_str()),
         (554, "5.5.0 Error: SMTP protocol synchronization")
     );
     assert!(c.read_reply().await.is_err(), "the session is closed");
@@ -999,7 +1012,7 @@ async fn bdat_chunks_are_counted_exactly_and_checked_like_data() {
     c.send_raw(&wire).await.expect("write");
     let r = c.read_reply().await.expect("chunk 1");
     assert_eq!(
-        (r.code, r.text.as_str()),
+        (r.code, r.text().as_str()),
         (
             250,
             format!("2.0.0 {} octets received", part1.len()).as_str()
@@ -1007,7 +1020,7 @@ async fn bdat_chunks_are_counted_exactly_and_checked_like_data() {
     );
     let r = c.read_reply().await.expect("last chunk");
     assert_eq!(r.code, 250, "{r:?}");
-    assert!(r.text.starts_with("2.0.0 Ok: queued as "));
+    assert!(r.text().starts_with("2.0.0 Ok: queued as "));
     let m = &f.recorder.messages()[0];
     assert_eq!(
         &m.body[..],
@@ -1039,7 +1052,7 @@ async fn bdat_chunks_are_counted_exactly_and_checked_like_data() {
     c.send_raw(&big).await.expect("write");
     let r = c.read_reply().await.expect("552");
     assert_eq!(
-        (r.code, r.text.as_str()),
+        (r.code, r.text().as_str()),
         (552, "5.3.4 Error: message file too big")
     );
     assert_eq!(c.command("NOOP").await.expect("noop").code, 250);
@@ -1058,7 +1071,7 @@ async fn unsized_message(c: &mut Client, body: &str) -> mxraft_tests::smtp::Repl
     expect_code(c, "MAIL FROM:<b@client.test>", 250).await;
     expect_code(c, "RCPT TO:<u@example.test>", 250).await;
     assert_eq!(c.command("DATA").await.expect("data").code, 354);
-    c.send_raw(&mxraft_smtp::data::encode(body.as_bytes()))
+    c.send_raw(&mxraft_smtp::wire::encode_data(body.as_bytes()))
         .await
         .expect("write");
     c.read_reply().await.expect("reply")
@@ -1083,7 +1096,7 @@ async fn the_message_memory_budget_defers_what_it_cannot_hold() {
         .await
         .expect("mail");
     assert_eq!(
-        (r.code, r.text.split(' ').next()),
+        (r.code, r.text().split(' ').next()),
         (452, Some("4.3.1")),
         "{r:?}"
     );
@@ -1093,7 +1106,7 @@ async fn the_message_memory_budget_defers_what_it_cannot_hold() {
     let body = ("y".repeat(900) + "\r\n").repeat(100);
     let r = unsized_message(&mut b, &body).await;
     assert_eq!(
-        (r.code, r.text.split(' ').next()),
+        (r.code, r.text().split(' ').next()),
         (451, Some("4.3.1")),
         "{r:?}"
     );

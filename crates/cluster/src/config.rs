@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use mxraft_queue::InvalidConfig;
 use serde::Deserialize;
 
 /// How this node takes part in the Raft cluster.
@@ -98,40 +99,46 @@ impl ClusterConfig {
     }
 
     /// Checks the values that serde cannot; errors name the key.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), InvalidConfig> {
         if self.heartbeat_interval.is_zero() {
-            return Err("cluster.heartbeat_interval must be greater than zero".into());
+            return Err(InvalidConfig::new(
+                "cluster.heartbeat_interval must be greater than zero",
+            ));
         }
         if self.election_timeout_min <= self.heartbeat_interval * 2 {
-            return Err(
-                "cluster.election_timeout_min must be more than twice cluster.heartbeat_interval"
-                    .into(),
-            );
+            return Err(InvalidConfig::new(
+                "cluster.election_timeout_min must be more than twice cluster.heartbeat_interval",
+            ));
         }
         if self.election_timeout_max <= self.election_timeout_min {
-            return Err(
-                "cluster.election_timeout_max must be greater than cluster.election_timeout_min"
-                    .into(),
-            );
+            return Err(InvalidConfig::new(
+                "cluster.election_timeout_max must be greater than cluster.election_timeout_min",
+            ));
         }
         if self.commit_timeout < self.election_timeout_max {
-            return Err(
-                "cluster.commit_timeout must be at least cluster.election_timeout_max".into(),
-            );
+            return Err(InvalidConfig::new(
+                "cluster.commit_timeout must be at least cluster.election_timeout_max",
+            ));
         }
         if self.clock_skew_warn >= self.max_clock_skew {
-            return Err("cluster.clock_skew_warn must be less than cluster.max_clock_skew".into());
+            return Err(InvalidConfig::new(
+                "cluster.clock_skew_warn must be less than cluster.max_clock_skew",
+            ));
         }
         if self.max_clock_skew < Duration::from_millis(100) {
-            return Err("cluster.max_clock_skew must be at least 100ms".into());
+            return Err(InvalidConfig::new(
+                "cluster.max_clock_skew must be at least 100ms",
+            ));
         }
         if self.snapshot_after_entries == 0 {
-            return Err("cluster.snapshot_after_entries must be greater than zero".into());
+            return Err(InvalidConfig::new(
+                "cluster.snapshot_after_entries must be greater than zero",
+            ));
         }
         if self.max_staleness <= self.election_timeout_max {
-            return Err(
-                "cluster.max_staleness must be longer than cluster.election_timeout_max".into(),
-            );
+            return Err(InvalidConfig::new(
+                "cluster.max_staleness must be longer than cluster.election_timeout_max",
+            ));
         }
         Ok(())
     }

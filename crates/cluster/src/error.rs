@@ -45,6 +45,59 @@ pub enum ReadError {
     Stopped(String),
 }
 
+/// A pristine node has not settled its membership yet (it retries), or cannot.
+#[derive(Debug, thiserror::Error)]
+pub enum SettleError {
+    /// This node's recorded cluster is another one.
+    #[error("node {node} belongs to cluster {own}, not to cluster {other}")]
+    OtherCluster {
+        /// This node.
+        node: u64,
+        /// The cluster it belongs to.
+        own: String,
+        /// The cluster it was asked to take part in.
+        other: String,
+    },
+    /// Recording the cluster id failed.
+    #[error("cannot record the cluster id: {0}")]
+    Storage(std::io::Error),
+    /// openraft refused to initialize the cluster.
+    #[error("bootstrap failed: {0}")]
+    Bootstrap(String),
+    /// A peer answers with this node's own id.
+    #[error("peer {peer} answers as node {id}, this node's own id: each node needs its own id")]
+    DuplicateId {
+        /// The peer's address.
+        peer: String,
+        /// The id it answers with.
+        id: u64,
+    },
+    /// The cluster refuses this node.
+    #[error("the cluster refuses this node: {0}")]
+    Refused(String),
+    /// This node is a voter but its data directory is empty: it lost its votes and log.
+    #[error(
+        "node {id} is a voter of cluster {cluster} but this data directory is empty: it lost its \
+         votes and log, so it must not take part under id {id}; stop it, `mxraftctl cluster \
+         remove {id}`, and start the replacement under a new node.id"
+    )]
+    LostVoter {
+        /// This node.
+        id: u64,
+        /// The cluster.
+        cluster: String,
+    },
+    /// No member added this node (the last error).
+    #[error("no member added this node: {0}")]
+    NotAdded(String),
+    /// Some peers did not answer, so whether a cluster exists is unknown.
+    #[error("cannot tell whether a cluster exists: no answer from {0}")]
+    NoAnswer(String),
+    /// Every peer answered; none is a member of a cluster yet.
+    #[error("no peer is a member of a cluster yet")]
+    NoCluster,
+}
+
 /// A membership change was refused or failed.
 #[derive(Debug, thiserror::Error)]
 pub enum MembershipError {

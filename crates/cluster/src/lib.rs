@@ -24,19 +24,27 @@
 //!
 //! What it does not own: SMTP, the admin API, and the meaning of commands.
 
+mod clock;
 pub mod config;
 pub mod error;
 mod health;
+mod membership;
 pub mod network;
 mod node;
+mod propose;
 pub mod service;
+mod settle;
 mod skew;
 mod snapshot;
 
+pub use clock::{Clock, now_ms};
 pub use config::ClusterConfig;
-pub use error::{MembershipError, ProposeError, ReadError, StartError};
+pub use error::{MembershipError, ProposeError, ReadError, SettleError, StartError};
 pub use health::NotCurrent;
-pub use node::{MemberStatus, NodeSetup, NodeStatus, ProposalCheck, RaftNode, Role, WeakRaftNode};
+pub use node::{
+    MemberStatus, NodeSetup, NodeStatus, ProposalCheck, RaftNode, RefusedProposal, Role,
+    WeakRaftNode,
+};
 pub use skew::ClockSkewed;
 /// Largest gRPC message between nodes: a replication batch or one message of the maximum size.
 pub const MAX_GRPC_MESSAGE: usize = 256 * 1024 * 1024;

@@ -144,7 +144,7 @@ impl ClusterService {
             .and_then(|v| v.to_str().ok())
         {
             node.adopt_cluster_id(theirs)
-                .map_err(Status::failed_precondition)?;
+                .map_err(|e| Status::failed_precondition(e.to_string()))?;
         }
         Ok(())
     }
@@ -382,7 +382,7 @@ impl Cluster for ClusterService {
         if !Self::is_leader(&node) {
             return Err(self.not_leader(&node));
         }
-        let index = node.read_index().await.map_err(Status::unavailable)?;
+        let index = node.read_index().await.map_err(Status::from)?;
         Ok(Response::new(ReadIndexReply { index }))
     }
 

@@ -15,6 +15,7 @@ use tokio_rustls::TlsConnector;
 use tokio_rustls::rustls;
 
 use mxraft_queue::{BodyType, MailParams, RcptParams};
+use mxraft_smtp::wire::{Reply, ReplyReader, encode_data, is_xtext};
 
 /// RFC 5321 §4.5.3.2 client timeouts.
 #[derive(Debug, Clone)]
@@ -48,26 +49,6 @@ impl Default for Timeouts {
 
 /// How long `QUIT` waits for its reply.
 const QUIT_WAIT: Duration = Duration::from_secs(2);
-
-/// A reply from the server.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Reply {
-    /// The code.
-    pub code: u16,
-    /// The text of every line.
-    pub lines: Vec<String>,
-}
-
-impl Reply {
-    /// `code text` of the last line (multi-line replies joined), for logs and DSNs.
-    pub fn text(&self) -> String {
-        format!("{} {}", self.code, self.lines.join(" ").trim())
-    }
-
-    fn is_positive(&self) -> bool {
-        (200..400).contains(&self.code)
-    }
-}
 
 /// Why a session was cut short by its [`Cutoff`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -312,53 +293,14 @@ impl rustls::client::danger::ServerCertVerifier for AnyCertificate {
 }
 
 /// The TLS client configuration for opportunistic STARTTLS.
-pub fn opportunistic_tls() -> Result<Arc<rustls::ClientConfig>, String> {
+pub fn opportunistic_tls() -> Result<Arc<rustls::ClientConfig>, rustls::Error> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = rustls::ClientConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
+        .with_safe_default_protocol_versions()?
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider)))
         .with_no_client_auth();
     Ok(Arc::new(config))
-}
-
-/// Writes `content` dot-stuffed, with every line ending in CRLF (bare CR and bare LF become
-/// CRLF), followed by the end-of-data line.
-pub fn encode_data(content: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(content.len() + content.len() / 50 + 8);
-    let mut line_start = true;
-    let mut i = 0;
-    while i < content.len() {
-        let b = content[i];
-        match b {
-            b'\r' | b'\n' => {
-                out.extend_from_slice(b"\r\n");
-                // CRLF is one line end; a lone CR or LF is one too.
-                i += if b == b'\r' && content.get(i + 1) == Some(&b'\n') {
-                    2
-                } else {
-                    1
-                };
-                line_start = true;
-                continue;
-            }
-            b'.' if line_start => out.extend_from_slice(b".."),
-            _ => out.push(b),
-        }
-        line_start = false;
-        i += 1;
-    }
-    if !line_start {
-        out.extend_from_slice(b"\r\n");
-    }
-    out.extend_from_slice(b".\r\n");
-    out
-}
-
-/// DSN parameters are passed on as received (xtext); anything else is not sent.
-fn xtext_ok(s: &str) -> bool {
-    !s.is_empty() && s.bytes().all(|b| (33..=126).contains(&b))
 }
 
 impl Connection {
@@ -395,7 +337,7 @@ impl Connection {
         };
         let greeting = conn.read_reply(timeouts.greeting, "greeting").await?;
         if greeting.code != 220 {
-            return Err(ClientError::Refused(greeting.text()));
+            return Err(ClientError::Refused(greeting.summary()));
         }
         conn.hello(helo).await?;
         if let Some(config) = tls
@@ -414,7 +356,7 @@ impl Connection {
         }
         let reply = self.command(&format!("HELO {helo}"), "HELO").await?;
         if reply.code != 250 {
-            return Err(ClientError::Refused(reply.text()));
+            return Err(ClientError::Refused(reply.summary()));
         }
         self.ext = Extensions::default();
         Ok(())
@@ -515,7 +457,7 @@ impl Connection {
     }
 
     async fn read_reply_inner(&mut self) -> Result<Reply, ClientError> {
-        let mut lines = Vec::new();
+        let mut reader = ReplyReader::default();
         loop {
             let line = loop {
                 if let Some(pos) = self.buf.iter().position(|&b| b == b'\n') {
@@ -539,14 +481,10 @@ impl Connection {
                 }
                 self.buf.extend_from_slice(&chunk[..n]);
             };
-            let code = line
-                .get(..3)
-                .and_then(|c| c.parse::<u16>().ok())
-                .filter(|c| (200..600).contains(c))
-                .ok_or_else(|| ClientError::Protocol(format!("not a reply: {line:?}")))?;
-            lines.push(line.get(4..).unwrap_or("").to_owned());
-            if line.as_bytes().get(3) != Some(&b'-') {
-                return Ok(Reply { code, lines });
+            match reader.push(&line) {
+                Ok(Some(reply)) => return Ok(reply),
+                Ok(None) => {}
+                Err(e) => return Err(ClientError::Protocol(e.to_string())),
             }
         }
     }
@@ -586,7 +524,7 @@ impl Connection {
                 Some(mxraft_queue::Ret::Headers) => mail.push_str(" RET=HDRS"),
                 None => {}
             }
-            if let Some(envid) = msg.params.envid.as_deref().filter(|e| xtext_ok(e)) {
+            if let Some(envid) = msg.params.envid.as_deref().filter(|e| is_xtext(e)) {
                 mail.push_str(&format!(" ENVID={envid}"));
             }
         }
@@ -599,7 +537,7 @@ impl Connection {
                     if let Some(notify) = params.notify {
                         line.push_str(&format!(" NOTIFY={}", notify.to_param()));
                     }
-                    if let Some(orcpt) = params.orcpt.as_deref().filter(|o| xtext_ok(o)) {
+                    if let Some(orcpt) = params.orcpt.as_deref().filter(|o| is_xtext(o)) {
                         line.push_str(&format!(" ORCPT={orcpt}"));
                     }
                 }
@@ -650,9 +588,9 @@ impl Connection {
 
         let failed_for = |reply: &Reply| {
             if reply.code >= 500 {
-                RcptResult::Failed(reply.text())
+                RcptResult::Failed(reply.summary())
             } else {
-                RcptResult::Deferred(reply.text())
+                RcptResult::Deferred(reply.summary())
             }
         };
         if !mail_reply.is_positive() {
@@ -698,7 +636,7 @@ impl Connection {
                     .await?;
                 self.in_doubt = false;
                 let outcome = if done.is_positive() {
-                    RcptResult::Delivered(done.text())
+                    RcptResult::Delivered(done.summary())
                 } else {
                     failed_for(&done)
                 };
@@ -731,7 +669,7 @@ impl Connection {
     pub async fn probe_recipient(&mut self, rcpt: &str) -> Result<Option<bool>, ClientError> {
         let mail = self.command("MAIL FROM:<>", "MAIL").await?;
         if !mail.is_positive() {
-            return Err(ClientError::Refused(mail.text()));
+            return Err(ClientError::Refused(mail.summary()));
         }
         let reply = self.command(&format!("RCPT TO:<{rcpt}>"), "RCPT").await?;
         self.rset().await?;
@@ -747,7 +685,7 @@ impl Connection {
         if reply.code != 250 {
             return Err(ClientError::Protocol(format!(
                 "RSET refused: {}",
-                reply.text()
+                reply.summary()
             )));
         }
         Ok(())
@@ -777,29 +715,6 @@ impl Connection {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn data_is_dot_stuffed_and_never_carries_bare_cr_or_lf() {
-        assert_eq!(
-            encode_data(b"a\r\n.b\r\n..c\r\n"),
-            b"a\r\n..b\r\n...c\r\n.\r\n"
-        );
-        assert_eq!(
-            encode_data(b"x\n.\ny\r.\rz"),
-            b"x\r\n..\r\ny\r\n..\r\nz\r\n.\r\n"
-        );
-        assert_eq!(encode_data(b""), b".\r\n");
-        assert_eq!(encode_data(b".\r\n"), b"..\r\n.\r\n");
-        let out = encode_data(b"a\rb\nc\r\n");
-        for (i, &b) in out.iter().enumerate() {
-            if b == b'\n' {
-                assert_eq!(out[i - 1], b'\r', "LF without CR at {i}");
-            }
-            if b == b'\r' {
-                assert_eq!(out.get(i + 1), Some(&b'\n'), "CR without LF at {i}");
-            }
-        }
-    }
 
     #[test]
     fn ehlo_keywords_are_read() {

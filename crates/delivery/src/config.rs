@@ -6,6 +6,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::client::Timeouts;
+use mxraft_queue::InvalidConfig;
 
 /// How much of a claim's lease must be left to start delivering a message under it.
 pub const LEASE_MARGIN: Duration = Duration::from_secs(5);
@@ -85,29 +86,37 @@ impl Default for DeliveryConfig {
 
 impl DeliveryConfig {
     /// Checks the values serde cannot; errors name the key.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), InvalidConfig> {
         if self.probe_interval < Duration::from_millis(100) {
-            return Err("delivery.probe_interval must be at least 100ms".into());
+            return Err(InvalidConfig::new(
+                "delivery.probe_interval must be at least 100ms",
+            ));
         }
         if self.claim_lease < LEASE_MARGIN * 2 {
-            return Err(format!(
+            return Err(InvalidConfig::new(format!(
                 "delivery.claim_lease must be at least {:?}: a message is started only while the \
                  claim has {LEASE_MARGIN:?} left, and the lease is renewed every third, so a shorter \
                  lease leaves no time to deliver",
                 LEASE_MARGIN * 2
-            ));
+            )));
         }
         if self.connections_per_destination == 0 {
-            return Err("delivery.connections_per_destination must be at least 1".into());
+            return Err(InvalidConfig::new(
+                "delivery.connections_per_destination must be at least 1",
+            ));
         }
         if self.mx_port == 0 {
-            return Err("delivery.mx_port must not be 0".into());
+            return Err(InvalidConfig::new("delivery.mx_port must not be 0"));
         }
         if self.messages_per_connection == 0 {
-            return Err("delivery.messages_per_connection must be at least 1".into());
+            return Err(InvalidConfig::new(
+                "delivery.messages_per_connection must be at least 1",
+            ));
         }
         if self.max_queue_lifetime < Duration::from_secs(1) {
-            return Err("delivery.max_queue_lifetime must be at least 1s".into());
+            return Err(InvalidConfig::new(
+                "delivery.max_queue_lifetime must be at least 1s",
+            ));
         }
         for (key, d) in [
             ("delivery.connect_timeout", self.connect_timeout),
@@ -117,7 +126,9 @@ impl DeliveryConfig {
             ("delivery.data_done_timeout", self.data_done_timeout),
         ] {
             if d.is_zero() {
-                return Err(format!("{key} must be greater than zero"));
+                return Err(InvalidConfig::new(format!(
+                    "{key} must be greater than zero"
+                )));
             }
         }
         Ok(())

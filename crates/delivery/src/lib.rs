@@ -11,20 +11,19 @@
 //!   this node and delivers each over one SMTP connection ([`client`]), renewing the lease and
 //!   committing per-recipient results in `Report`s under the claim's fencing token.
 //!
-//! Routes ([`route`]) are explicit next hops or MX lookups through the [`resolver::Resolver`]
+//! Routes ([`route`]) are explicit next hops or MX lookups through the [`mxraft_dns::Resolver`]
 //! trait (hickory in production). What is temporary and what is permanent is decided in
 //! [`route::RouteError`] for routing and in [`client::RcptResult`] for SMTP replies.
 //!
 //! What it does not own: the queue's rules (`mxraft-queue`), consensus (`mxraft-cluster`).
 
+mod callout;
 pub mod client;
 pub mod config;
 mod deliver;
 mod leader;
 pub mod plan;
-pub mod resolver;
 pub mod route;
-pub mod spf;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -48,7 +47,7 @@ pub struct Delivery {
     node: RaftNode,
     config: DeliveryConfig,
     routes: RouteTable,
-    resolver: Arc<dyn resolver::Resolver>,
+    resolver: Arc<dyn mxraft_dns::Resolver>,
     hostname: String,
     tls: Option<Arc<tokio_rustls::rustls::ClientConfig>>,
     plan: plan::PlanConfig,
@@ -62,9 +61,9 @@ impl Delivery {
         config: DeliveryConfig,
         routes: RouteTable,
         lifetimes: BTreeMap<String, Duration>,
-        resolver: Arc<dyn resolver::Resolver>,
+        resolver: Arc<dyn mxraft_dns::Resolver>,
         hostname: String,
-    ) -> Result<Delivery, String> {
+    ) -> Result<Delivery, tokio_rustls::rustls::Error> {
         let tls = if config.starttls {
             Some(client::opportunistic_tls()?)
         } else {
@@ -92,11 +91,6 @@ impl Delivery {
         })
     }
 
-    /// The DNS resolver delivery uses (the configured name servers).
-    pub fn resolver(&self) -> &Arc<dyn resolver::Resolver> {
-        &self.resolver
-    }
-
     /// The routes (for the admin API).
     pub fn routes(&self) -> &RouteTable {
         &self.routes
@@ -117,66 +111,6 @@ impl Delivery {
             &mut rng,
         )
         .await
-    }
-
-    /// Verifies `address` with the primary of its domain (an SMTP callout): `Ok(true)` if the
-    /// primary would accept it, `Ok(false)` if it refuses it for good, `Err` when the primary
-    /// cannot be asked or cannot tell now. Gives up after `timeout`.
-    pub async fn verify_recipient(&self, address: &str, timeout: Duration) -> Result<bool, String> {
-        let destination = mxraft_queue::destination_of(address);
-        let attempt = async {
-            let addrs = self
-                .resolve_route(&destination)
-                .await
-                .map_err(|e| e.to_string())?;
-            let timeouts = self.config.timeouts();
-            let mut last = String::from("no address to try");
-            for (host, addr) in addrs {
-                match client::Connection::open(
-                    addr,
-                    &host,
-                    &self.hostname,
-                    None,
-                    &timeouts,
-                    &client::Cutoff::none(),
-                )
-                .await
-                {
-                    Ok(mut conn) => {
-                        let result = conn.probe_recipient(address).await;
-                        conn.quit().await;
-                        return match result {
-                            Ok(Some(valid)) => Ok(valid),
-                            Ok(None) => Err(format!("{host}[{addr}] cannot verify {address} now")),
-                            Err(e) => Err(format!("{host}[{addr}]: {e}")),
-                        };
-                    }
-                    Err(e) => last = format!("{host}[{addr}]: {e}"),
-                }
-            }
-            Err(last)
-        };
-        tokio::time::timeout(timeout, attempt)
-            .await
-            .map_err(|_| format!("verification of {address} timed out"))?
-    }
-
-    /// Whether `client` may ask for a flush of `destination` with ETRN: it is in
-    /// `delivery.etrn_clients`, or it is one of the addresses of the destination's primary.
-    pub async fn etrn_allowed(&self, client: std::net::IpAddr, destination: &str) -> bool {
-        let client = client.to_canonical();
-        if self
-            .config
-            .etrn_clients
-            .iter()
-            .any(|net| net.contains(&client))
-        {
-            return true;
-        }
-        match self.resolve_route(destination).await {
-            Ok(addrs) => addrs.iter().any(|(_, a)| a.ip() == client),
-            Err(_) => false,
-        }
     }
 
     /// Runs both loops until `shutdown` is cancelled. Every task it starts (claims, probes)

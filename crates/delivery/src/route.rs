@@ -9,7 +9,7 @@ use std::net::{IpAddr, SocketAddr};
 use rand::Rng;
 use rand::seq::SliceRandom;
 
-use crate::resolver::{DnsError, Mx, Resolver};
+use mxraft_dns::{DnsError, Mx, Resolver};
 
 /// How a destination is reached.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -202,7 +202,7 @@ mod tests {
     use rand::rngs::StdRng;
 
     use super::*;
-    use crate::resolver::ZoneResolver;
+    use mxraft_dns::ZoneResolver;
 
     const ZONE: &str = "
         ; the protected domain: primary at 10, the backup cluster at 20, a worse one at 30

@@ -473,20 +473,33 @@ pub fn incoming(
     ReceiverStream::new(rx)
 }
 
+/// Why an incoming TLS connection was refused.
+#[derive(Debug, thiserror::Error)]
+enum HandshakeError {
+    #[error("this node has no certificate to serve TLS with")]
+    NoCertificate,
+    #[error("TLS handshake not finished within {HANDSHAKE_TIMEOUT:?}")]
+    Timeout,
+    #[error("TLS handshake failed: {0}")]
+    Failed(std::io::Error),
+    #[error("the client certificate names no mxraft node")]
+    NotANode,
+}
+
 async fn handshake(
     stream: TcpStream,
     addr: SocketAddr,
     tls: &TlsSource,
     auth: ClientAuth,
-) -> Result<Conn, String> {
+) -> Result<Conn, HandshakeError> {
     let config = tls
         .server_config(auth)
-        .ok_or("this node has no certificate to serve TLS with")?;
+        .ok_or(HandshakeError::NoCertificate)?;
     let accepted =
         tokio::time::timeout(HANDSHAKE_TIMEOUT, TlsAcceptor::from(config).accept(stream))
             .await
-            .map_err(|_| format!("TLS handshake not finished within {HANDSHAKE_TIMEOUT:?}"))?
-            .map_err(|e| format!("TLS handshake failed: {e}"))?;
+            .map_err(|_| HandshakeError::Timeout)?
+            .map_err(HandshakeError::Failed)?;
     let identity = accepted
         .get_ref()
         .1
@@ -494,7 +507,7 @@ async fn handshake(
         .and_then(|chain| chain.first())
         .and_then(|cert| identity_of(cert));
     if auth == ClientAuth::Node && !matches!(identity, Some(CertIdentity::Node(_))) {
-        return Err("the client certificate names no mxraft node".into());
+        return Err(HandshakeError::NotANode);
     }
     Ok(Conn {
         io: Either::Right(accepted),

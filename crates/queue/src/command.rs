@@ -221,12 +221,12 @@ pub struct MessageReport {
     /// The message.
     pub id: MessageId,
     /// `(recipient index, outcome)` for the recipients attempted.
-    pub recipients: Vec<(u32, Outcome)>,
+    pub recipients: Vec<(u32, AttemptOutcome)>,
 }
 
 /// What became of one recipient in one attempt.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Outcome {
+pub enum AttemptOutcome {
     /// 2xx: the primary took responsibility.
     Delivered {
         /// The reply.

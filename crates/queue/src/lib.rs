@@ -10,7 +10,7 @@
 //! - [`message`]: [`Message`] and its [`Recipient`]s — the metadata kept for each queued message.
 //! - [`command`]: [`QueueCommand`], the entries of the Raft log, and [`CommandResult`], the
 //!   answer to the proposer.
-//! - [`state`]: [`QueueState::apply`], which turns one command into an [`Outcome`]: the result
+//! - [`state`]: [`QueueState::apply`], which turns one command into what was [`Applied`]: the result
 //!   and the list of [`Change`]s that the storage layer must persist. Claims carry a fencing
 //!   token (the log index of the `Claim` entry); reports under another token are ignored.
 //! - [`caches`]: the bounded greylisting and verification caches and the recently removed ids.
@@ -21,7 +21,6 @@
 //! consensus (`mxraft-cluster`), and the SMTP conversation (`mxraft-smtp`).
 
 pub mod caches;
-pub mod clock;
 pub mod codec;
 pub mod command;
 pub mod dsn;
@@ -31,11 +30,9 @@ pub mod policy;
 pub mod recipients;
 pub mod state;
 
-pub use clock::{Clock, now_ms};
 pub use codec::{CodecError, decode, encode};
 pub use command::{
-    CommandResult, Enqueue, FlushTarget, MessageReport, Outcome as AttemptOutcome, QueueCommand,
-    Report,
+    AttemptOutcome, CommandResult, Enqueue, FlushTarget, MessageReport, QueueCommand, Report,
 };
 pub use id::{MessageId, ParseIdError};
 pub use message::{
@@ -43,8 +40,21 @@ pub use message::{
     RecipientState, Ret, canonical_domain, destination_of,
 };
 pub use state::{
-    BodyError, BodyLookup, Change, ClaimView, DSN_NODE, Outcome, QueueState, QueueStats,
+    Applied, BodyError, BodyLookup, Change, ClaimView, DSN_NODE, QueueState, QueueStats,
 };
 
 /// Identifier of a cluster node, as used by Raft membership.
 pub type NodeId = u64;
+
+/// A configuration value that is out of range or inconsistent; the message names the key
+/// (`smtp.max_message_size must be at least …`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct InvalidConfig(pub String);
+
+impl InvalidConfig {
+    /// An error with this message.
+    pub fn new(message: impl Into<String>) -> InvalidConfig {
+        InvalidConfig(message.into())
+    }
+}

@@ -32,7 +32,7 @@ impl Q {
         }
     }
 
-    fn apply(&mut self, cmd: QueueCommand) -> mxraft_queue::Outcome {
+    fn apply(&mut self, cmd: QueueCommand) -> mxraft_queue::Applied {
         self.index += 1;
         let bodies = self.bodies.clone();
         let lookup = move |id: MessageId| Ok(bodies.get(&id).cloned());

@@ -12,7 +12,11 @@ use serde::Deserialize;
 
 use mxraft_cluster::ClusterConfig;
 use mxraft_delivery::DeliveryConfig;
+use mxraft_queue::InvalidConfig;
 use mxraft_smtp::SmtpConfig;
+pub use mxraft_smtp::policy::{
+    GreylistConfig, QuotaConfig, RecipientMode, VerifyConfig, WhenUnreachable,
+};
 
 /// The whole configuration.
 #[derive(Debug, Clone, Deserialize)]
@@ -46,7 +50,7 @@ pub struct Config {
     pub verify: VerifyConfig,
     /// Limits of the replicated queue and of the disk under it.
     #[serde(default)]
-    pub queue: QueueConfig,
+    pub queue: QuotaConfig,
     /// Greylisting, for domains with `greylist = true`.
     #[serde(default)]
     pub greylist: GreylistConfig,
@@ -192,103 +196,6 @@ pub struct DomainConfig {
     pub max_queue_lifetime: Option<Duration>,
 }
 
-/// The `[greylist]` section.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct GreylistConfig {
-    /// How long after the first attempt a retry is accepted.
-    #[serde(with = "humantime_serde")]
-    pub delay: Duration,
-    /// How long a triplet is remembered.
-    #[serde(with = "humantime_serde")]
-    pub max_age: Duration,
-}
-
-impl Default for GreylistConfig {
-    fn default() -> Self {
-        GreylistConfig {
-            delay: Duration::from_secs(300),
-            max_age: Duration::from_secs(35 * 86400),
-        }
-    }
-}
-
-/// The `[queue]` section: when the front door stops taking mail (`452 4.3.1` at MAIL).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct QueueConfig {
-    /// Most messages in the queue; `0` for no limit.
-    pub max_messages: u64,
-    /// Most bytes of queued messages; `0` for no limit.
-    pub max_bytes: u64,
-    /// Least free space (bytes) on the disk of `node.data_dir`.
-    pub min_free_disk: u64,
-}
-
-impl Default for QueueConfig {
-    fn default() -> Self {
-        QueueConfig {
-            max_messages: 0,
-            max_bytes: 0,
-            min_free_disk: 128 * 1024 * 1024,
-        }
-    }
-}
-
-/// Recipient validation of a protected domain.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum RecipientMode {
-    /// Only addresses in the recipient table (or its `@domain` catch-all); others get `550 5.1.1`.
-    #[default]
-    List,
-    /// Addresses the primary accepts when asked (an SMTP callout), with the answer cached
-    /// cluster-wide; `450 4.1.1` when the primary cannot be asked and nothing is cached.
-    Verify,
-    /// Every address. Mail for non-existent users is then accepted and bounced later: only for
-    /// domains whose primary is known to accept everything.
-    Any,
-}
-
-/// The `[verify]` section: recipient verification for domains in `verify` mode.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct VerifyConfig {
-    /// How long an address the primary accepted counts as valid.
-    #[serde(with = "humantime_serde")]
-    pub positive_ttl: Duration,
-    /// How long an address the primary refused counts as invalid.
-    #[serde(with = "humantime_serde")]
-    pub negative_ttl: Duration,
-    /// Longest time a verification may take before the RCPT is answered without it.
-    #[serde(with = "humantime_serde")]
-    pub timeout: Duration,
-    /// What to answer when the primary cannot be asked and nothing is cached: `tempfail`
-    /// (`450 4.1.1`, the sender retries) or `accept` (a backscatter risk).
-    pub when_unreachable: WhenUnreachable,
-}
-
-/// The answer for an address that cannot be verified now.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum WhenUnreachable {
-    /// `450 4.1.1`.
-    Tempfail,
-    /// Accept it.
-    Accept,
-}
-
-impl Default for VerifyConfig {
-    fn default() -> Self {
-        VerifyConfig {
-            positive_ttl: Duration::from_secs(31 * 86400),
-            negative_ttl: Duration::from_secs(3 * 86400),
-            timeout: Duration::from_secs(10),
-            when_unreachable: WhenUnreachable::Tempfail,
-        }
-    }
-}
-
 /// One `[[routes]]` entry: a fixed next hop for a destination that is not protected.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -375,20 +282,20 @@ impl Config {
             path: path.to_path_buf(),
             source,
         })?;
-        let config = Self::parse(&text).map_err(|message| ConfigError::Parse {
+        let config = Self::parse(&text).map_err(|e| ConfigError::Parse {
             path: path.to_path_buf(),
-            message,
+            message: e.to_string().trim_end().to_owned(),
         })?;
-        config.validate().map_err(|message| ConfigError::Invalid {
+        config.validate().map_err(|e| ConfigError::Invalid {
             path: path.to_path_buf(),
-            message,
+            message: e.0,
         })?;
         Ok(config)
     }
 
     /// Parses configuration text (without validating it).
-    pub fn parse(text: &str) -> Result<Config, String> {
-        toml::from_str(text).map_err(|e| e.to_string().trim_end().to_owned())
+    pub fn parse(text: &str) -> Result<Config, toml::de::Error> {
+        toml::from_str(text)
     }
 
     /// The node's TLS files, when `[tls]` is set.
@@ -408,16 +315,16 @@ impl Config {
 
     /// The rules that keep the cluster and admin ports closed to callers that are not
     /// authenticated.
-    fn validate_security(&self) -> Result<(), String> {
+    fn validate_security(&self) -> Result<(), InvalidConfig> {
         let t = &self.tls;
         let set = [&t.ca_file, &t.cert_file, &t.key_file]
             .iter()
             .filter(|f| f.is_some())
             .count();
         if set != 0 && set != 3 {
-            return Err(
-                "tls.ca_file, tls.cert_file and tls.key_file go together: set all three".into(),
-            );
+            return Err(InvalidConfig::new(
+                "tls.ca_file, tls.cert_file and tls.key_file go together: set all three",
+            ));
         }
         let advertised_host = |advertise: &Option<String>, listen: SocketAddr| {
             advertise
@@ -429,31 +336,33 @@ impl Config {
         if self.cluster.insecure_plaintext {
             let host = advertised_host(&self.cluster.advertise, self.cluster.listen);
             if !self.cluster.listen.ip().is_loopback() || !is_loopback_host(&host) {
-                return Err(format!(
+                return Err(InvalidConfig::new(format!(
                     "cluster.insecure_plaintext is only allowed on loopback (cluster.listen is {}, \
                      the advertised host {host}): the cluster port carries every message; use [tls]",
                     self.cluster.listen
-                ));
+                )));
             }
             for peer in self.cluster.known_peers() {
                 if let Some((host, _)) = split_host_port(&peer)
                     && !is_loopback_host(&host)
                 {
-                    return Err(format!(
+                    return Err(InvalidConfig::new(format!(
                         "cluster.insecure_plaintext is only allowed on loopback, but peer {peer} is not"
-                    ));
+                    )));
                 }
             }
         } else if set == 0 {
-            return Err("[tls] ca_file, cert_file and key_file are required: the cluster port carries \
+            return Err(InvalidConfig::new(
+                "[tls] ca_file, cert_file and key_file are required: the cluster port carries \
                 every message, so nodes authenticate each other with certificates from the cluster CA \
                 (make them with `mxraftctl cert`, see docs/operations.md); a cluster on one machine may \
-                set cluster.insecure_plaintext = true instead".into());
+                set cluster.insecure_plaintext = true instead",
+            ));
         }
         if !self.admin_tls() {
             let host = advertised_host(&self.admin.advertise, self.admin.listen);
             if !self.admin.listen.ip().is_loopback() || !is_loopback_host(&host) {
-                return Err(format!(
+                return Err(InvalidConfig::new(format!(
                     "the admin API is served without TLS ({}), which is only allowed on loopback \
                      (admin.listen is {}): set [tls] and leave admin.insecure_plaintext unset",
                     if set == 0 {
@@ -462,35 +371,38 @@ impl Config {
                         "admin.insecure_plaintext"
                     },
                     self.admin.listen
-                ));
+                )));
             }
             if self.admin.token_files.is_empty() {
-                return Err("admin.token_files is empty: without TLS client certificates, the admin \
-                    API can only authenticate callers by bearer token (make one with `mxraftctl token create`)"
-                    .into());
+                return Err(InvalidConfig::new(
+                    "admin.token_files is empty: without TLS client certificates, the admin \
+                    API can only authenticate callers by bearer token (make one with `mxraftctl token create`)",
+                ));
             }
         }
         Ok(())
     }
 
     /// Checks what the types cannot; the error names the key.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), InvalidConfig> {
         if self.node.id == 0 {
-            return Err("node.id must be a positive integer".into());
+            return Err(InvalidConfig::new("node.id must be a positive integer"));
         }
         if self.node.id >= mxraft_queue::DSN_NODE {
-            return Err(format!(
+            return Err(InvalidConfig::new(format!(
                 "node.id must be at most {} (it is part of every queue id)",
                 mxraft_queue::DSN_NODE - 1
-            ));
+            )));
         }
         if self.node.data_dir.as_os_str().is_empty() {
-            return Err("node.data_dir must not be empty".into());
+            return Err(InvalidConfig::new("node.data_dir must not be empty"));
         }
         self.smtp.validate()?;
         self.cluster.validate()?;
         if self.admin.read_timeout.is_zero() {
-            return Err("admin.read_timeout must be greater than zero".into());
+            return Err(InvalidConfig::new(
+                "admin.read_timeout must be greater than zero",
+            ));
         }
         for (key, value) in [
             ("smtp.advertise", &self.smtp.advertise),
@@ -499,15 +411,19 @@ impl Config {
         ] {
             if let Some(v) = value {
                 match split_host_port(v) {
-                    None => return Err(format!("{key} must be host:port, not {v:?}")),
+                    None => {
+                        return Err(InvalidConfig::new(format!(
+                            "{key} must be host:port, not {v:?}"
+                        )));
+                    }
                     Some((host, _))
                         if host
                             .parse::<std::net::IpAddr>()
                             .is_ok_and(|ip| ip.is_unspecified()) =>
                     {
-                        return Err(format!(
+                        return Err(InvalidConfig::new(format!(
                             "{key} is {v:?}: other nodes cannot reach an unspecified address; give this node's own address"
-                        ));
+                        )));
                     }
                     Some(_) => {}
                 }
@@ -518,10 +434,10 @@ impl Config {
             ("admin", self.admin.listen, &self.admin.advertise),
         ] {
             if listen.ip().is_unspecified() && advertise.is_none() {
-                return Err(format!(
+                return Err(InvalidConfig::new(format!(
                     "{key}.advertise is required when {key}.listen is {listen}: other nodes and \
                      mxraftctl need an address that reaches this node"
-                ));
+                )));
             }
         }
         for (key, list) in [
@@ -530,83 +446,100 @@ impl Config {
         ] {
             for seed in list.iter() {
                 if split_host_port(seed).is_none() {
-                    return Err(format!("{key} entries must be host:port, not {seed:?}"));
+                    return Err(InvalidConfig::new(format!(
+                        "{key} entries must be host:port, not {seed:?}"
+                    )));
                 }
             }
         }
         self.validate_security()?;
         if self.domains.is_empty() {
-            return Err("at least one [[domains]] entry is required: mxraft accepts mail only for its protected domains".into());
+            return Err(InvalidConfig::new(
+                "at least one [[domains]] entry is required: mxraft accepts mail only for its protected domains",
+            ));
         }
         let mut seen = std::collections::HashSet::new();
         for d in &self.domains {
             let name = mxraft_smtp::address::normalize_domain(&d.name);
             let probe = mxraft_smtp::address::parse_mailbox(&format!("postmaster@{name}"));
             if probe.is_err() || name.starts_with('[') {
-                return Err(format!("domains.name {:?} is not a domain name", d.name));
+                return Err(InvalidConfig::new(format!(
+                    "domains.name {:?} is not a domain name",
+                    d.name
+                )));
             }
             if !seen.insert(name) {
-                return Err(format!("domains.name {:?} is listed twice", d.name));
+                return Err(InvalidConfig::new(format!(
+                    "domains.name {:?} is listed twice",
+                    d.name
+                )));
             }
             match (&d.primary, d.mx_preference) {
                 (Some(p), None) if split_host_port(p).is_none() => {
-                    return Err(format!(
+                    return Err(InvalidConfig::new(format!(
                         "domains.primary of {:?} must be host:port, not {p:?}",
                         d.name
-                    ));
+                    )));
                 }
                 (Some(_), Some(_)) => {
-                    return Err(format!(
+                    return Err(InvalidConfig::new(format!(
                         "domains {:?}: set either primary (a fixed next hop) or mx_preference (MX lookup), not both",
                         d.name
-                    ));
+                    )));
                 }
                 (None, None) => {
-                    return Err(format!(
+                    return Err(InvalidConfig::new(format!(
                         "domains {:?}: set primary (host:port) or mx_preference (our own MX preference), \
                          so that queued mail reaches the primary without looping back to this cluster",
                         d.name
-                    ));
+                    )));
                 }
                 _ => {}
             }
             if d.max_queue_lifetime.is_some_and(|l| l.is_zero()) {
-                return Err(format!(
+                return Err(InvalidConfig::new(format!(
                     "domains.max_queue_lifetime of {:?} must be greater than zero",
                     d.name
-                ));
+                )));
             }
         }
         for r in &self.routes {
             if split_host_port(&r.next_hop).is_none() {
-                return Err(format!(
+                return Err(InvalidConfig::new(format!(
                     "routes.next_hop of {:?} must be host:port, not {:?}",
                     r.domain, r.next_hop
-                ));
+                )));
             }
             if mxraft_smtp::address::parse_mailbox(&format!("postmaster@{}", r.domain)).is_err() {
-                return Err(format!("routes.domain {:?} is not a domain name", r.domain));
+                return Err(InvalidConfig::new(format!(
+                    "routes.domain {:?} is not a domain name",
+                    r.domain
+                )));
             }
         }
         self.delivery.validate()?;
         if self.greylist.max_age <= self.greylist.delay {
-            return Err("greylist.max_age must be longer than greylist.delay".into());
+            return Err(InvalidConfig::new(
+                "greylist.max_age must be longer than greylist.delay",
+            ));
         }
         for d in &self.domains {
             for zone in &d.dnsbl {
                 if mxraft_smtp::address::parse_mailbox(&format!("postmaster@{zone}")).is_err() {
-                    return Err(format!(
+                    return Err(InvalidConfig::new(format!(
                         "domains.dnsbl of {:?}: {zone:?} is not a DNS zone",
                         d.name
-                    ));
+                    )));
                 }
             }
         }
         if self.verify.timeout.is_zero() {
-            return Err("verify.timeout must be greater than zero".into());
+            return Err(InvalidConfig::new(
+                "verify.timeout must be greater than zero",
+            ));
         }
         if self.log.level.trim().is_empty() {
-            return Err("log.level must not be empty".into());
+            return Err(InvalidConfig::new("log.level must not be empty"));
         }
         Ok(())
     }
@@ -658,10 +591,10 @@ mod tests {
     fn unknown_keys_are_refused_with_their_name() {
         let text = format!("{MINIMAL}\n[smtp]\nmax_mesage_size = 10\n");
         let err = Config::parse(&text).expect_err("typo refused");
-        assert!(err.contains("max_mesage_size"), "{err}");
+        assert!(err.to_string().contains("max_mesage_size"), "{err}");
         let err =
             Config::parse("[node]\nid = 1\ndata_dir = \"x\"\ncolour = 1\n").expect_err("refused");
-        assert!(err.contains("colour"), "{err}");
+        assert!(err.to_string().contains("colour"), "{err}");
     }
 
     #[test]
@@ -769,13 +702,13 @@ mod tests {
         for (text, key) in cases {
             let c = Config::parse(&text).expect("parses");
             let err = c.validate().expect_err("invalid");
-            assert!(err.contains(key), "{key}: {err}");
+            assert!(err.0.contains(key), "{key}: {err}");
         }
         let err = Config::parse(
             "[node]\nid = 1\ndata_dir = \"x\"\n[cluster]\ncommit_timeout = \"soon\"\n",
         )
         .expect_err("bad duration");
-        assert!(err.contains("commit_timeout"), "{err}");
+        assert!(err.to_string().contains("commit_timeout"), "{err}");
     }
 
     /// Every configuration shipped in the repository parses and validates.

@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use mxraft_cluster::ProposalCheck;
+use mxraft_cluster::{ProposalCheck, RefusedProposal};
 use mxraft_queue::{DSN_NODE, QueueCommand};
 use mxraft_smtp::DomainPolicy;
 
@@ -26,25 +26,29 @@ pub fn proposal_check(config: &Config) -> ProposalCheck {
     Arc::new(move |cmd: &QueueCommand| match cmd {
         QueueCommand::Enqueue(e) => {
             if e.id.node() == DSN_NODE || e.id.node() != e.received_by {
-                return Err(format!(
+                return Err(RefusedProposal(format!(
                     "queue id {} does not name node {} that received it",
                     e.id, e.received_by
-                ));
+                )));
             }
             if e.recipients.is_empty() || e.recipients.len() > max_recipients {
-                return Err(format!(
+                return Err(RefusedProposal(format!(
                     "{} recipients (1 to {max_recipients} allowed)",
                     e.recipients.len()
-                ));
+                )));
             }
             let size = (e.body.len() + e.trace_header.len()) as u64;
             if size > max_size {
-                return Err(format!("{size} bytes, over the {max_size} allowed"));
+                return Err(RefusedProposal(format!(
+                    "{size} bytes, over the {max_size} allowed"
+                )));
             }
             for (rcpt, _) in &e.recipients {
                 let domain = mxraft_queue::destination_of(rcpt);
                 if !policy.is_protected(&domain) {
-                    return Err(format!("recipient {rcpt:?} is not in a protected domain"));
+                    return Err(RefusedProposal(format!(
+                        "recipient {rcpt:?} is not in a protected domain"
+                    )));
                 }
             }
             Ok(())
@@ -52,9 +56,9 @@ pub fn proposal_check(config: &Config) -> ProposalCheck {
         QueueCommand::Claim { lease_ms, .. } | QueueCommand::Renew { lease_ms, .. }
             if *lease_ms > max_lease_ms =>
         {
-            Err(format!(
+            Err(RefusedProposal(format!(
                 "a lease of {lease_ms} ms, over the {max_lease_ms} ms allowed"
-            ))
+            )))
         }
         _ => Ok(()),
     })
@@ -103,13 +107,13 @@ mod tests {
         check(&enqueue(2, 2, "user@example.test", 100)).expect("a good one passes");
         check(&enqueue(2, 2, "User@EXAMPLE.test", 100)).expect("case does not matter");
         let e = check(&enqueue(2, 2, "victim@elsewhere.test", 100)).expect_err("relay");
-        assert!(e.contains("not in a protected domain"), "{e}");
+        assert!(e.0.contains("not in a protected domain"), "{e}");
         let e = check(&enqueue(3, 2, "user@example.test", 100)).expect_err("foreign id");
-        assert!(e.contains("does not name node 2"), "{e}");
+        assert!(e.0.contains("does not name node 2"), "{e}");
         let e = check(&enqueue(DSN_NODE, DSN_NODE, "user@example.test", 100)).expect_err("DSN id");
-        assert!(e.contains("does not name node"), "{e}");
+        assert!(e.0.contains("does not name node"), "{e}");
         let e = check(&enqueue(2, 2, "user@example.test", 2_000_000)).expect_err("too big");
-        assert!(e.contains("bytes, over"), "{e}");
+        assert!(e.0.contains("bytes, over"), "{e}");
     }
 
     #[test]
@@ -123,6 +127,6 @@ mod tests {
         };
         check(&renew(60_000)).expect("the configured lease");
         let e = check(&renew(86_400_000)).expect_err("a day");
-        assert!(e.contains("a lease of 86400000 ms"), "{e}");
+        assert!(e.0.contains("a lease of 86400000 ms"), "{e}");
     }
 }

@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use mxraft_queue::InvalidConfig;
 use serde::Deserialize;
 
 /// The SMTP listener of one node.
@@ -93,55 +94,74 @@ impl Default for SmtpConfig {
 
 impl SmtpConfig {
     /// Checks the values serde cannot; errors name the key.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), InvalidConfig> {
         if self.max_message_size < 64 * 1024 {
-            return Err(
-                "smtp.max_message_size must be at least 65536 (RFC 5321 §4.5.3.1.7)".into(),
-            );
+            return Err(InvalidConfig::new(
+                "smtp.max_message_size must be at least 65536 (RFC 5321 §4.5.3.1.7)",
+            ));
         }
         if self.max_message_memory < self.max_message_size {
-            return Err(
+            return Err(InvalidConfig::new(
                 "smtp.max_message_memory must be at least smtp.max_message_size: one message of \
-                 the largest size must fit"
-                    .into(),
-            );
+                 the largest size must fit",
+            ));
         }
         if self.max_message_size > 200 * 1024 * 1024 {
-            return Err("smtp.max_message_size must be at most 209715200: every message travels in one Raft entry".into());
+            return Err(InvalidConfig::new(
+                "smtp.max_message_size must be at most 209715200: every message travels in one Raft entry",
+            ));
         }
         if self.max_recipients < 100 {
-            return Err("smtp.max_recipients must be at least 100 (RFC 5321 §4.5.3.1.8)".into());
+            return Err(InvalidConfig::new(
+                "smtp.max_recipients must be at least 100 (RFC 5321 §4.5.3.1.8)",
+            ));
         }
         if self.max_line_length < 998 {
-            return Err("smtp.max_line_length must be at least 998 (RFC 5321 §4.5.3.1.6)".into());
+            return Err(InvalidConfig::new(
+                "smtp.max_line_length must be at least 998 (RFC 5321 §4.5.3.1.6)",
+            ));
         }
         if self.max_errors == 0 {
-            return Err("smtp.max_errors must be greater than zero".into());
+            return Err(InvalidConfig::new(
+                "smtp.max_errors must be greater than zero",
+            ));
         }
         if self.max_sessions_per_client == 0 {
-            return Err("smtp.max_sessions_per_client must be greater than zero".into());
+            return Err(InvalidConfig::new(
+                "smtp.max_sessions_per_client must be greater than zero",
+            ));
         }
         if self.max_received_headers == 0 {
-            return Err("smtp.max_received_headers must be greater than zero".into());
+            return Err(InvalidConfig::new(
+                "smtp.max_received_headers must be greater than zero",
+            ));
         }
         if self.max_sessions == 0 {
-            return Err("smtp.max_sessions must be greater than zero".into());
+            return Err(InvalidConfig::new(
+                "smtp.max_sessions must be greater than zero",
+            ));
         }
         if self.command_timeout.is_zero() || self.data_timeout.is_zero() {
-            return Err(
-                "smtp.command_timeout and smtp.data_timeout must be greater than zero".into(),
-            );
+            return Err(InvalidConfig::new(
+                "smtp.command_timeout and smtp.data_timeout must be greater than zero",
+            ));
         }
         if self.tls_cert_file.is_some() != self.tls_key_file.is_some() {
-            return Err("smtp.tls_cert_file and smtp.tls_key_file go together".into());
+            return Err(InvalidConfig::new(
+                "smtp.tls_cert_file and smtp.tls_key_file go together",
+            ));
         }
         if self.tls_listen.is_some() && self.tls_cert_file.is_none() {
-            return Err("smtp.tls_listen needs smtp.tls_cert_file and smtp.tls_key_file".into());
+            return Err(InvalidConfig::new(
+                "smtp.tls_listen needs smtp.tls_cert_file and smtp.tls_key_file",
+            ));
         }
         if let Some(h) = &self.hostname
             && (h.is_empty() || h.contains(char::is_whitespace))
         {
-            return Err("smtp.hostname must be a host name without spaces".into());
+            return Err(InvalidConfig::new(
+                "smtp.hostname must be a host name without spaces",
+            ));
         }
         Ok(())
     }

@@ -1,59 +1,63 @@
 //! Inbound SMTP for mxraft: the front door every node runs.
 //!
 //! A connection becomes a [`session`]: greeting → EHLO/HELO → MAIL → RCPT… → DATA → end of data.
-//! Each verb lives in its own file under `session/`. Policy is checked as early as it can be: the
-//! recipient domain at RCPT ([`address::DomainPolicy`]), the declared size at MAIL. The DATA
-//! bytes go through [`data::DataDecoder`], which ends the message only at `CRLF.CRLF` and flags
-//! bare CR/LF, NUL and over-long lines.
+//! Each verb lives in its own file under `session/`. Policy is checked as early as it can be:
+//! the recipient domain at RCPT ([`policy::relay`]), then the domain's checks
+//! ([`policy::FrontDoorPolicy`]: DNSBL, recipient validation, SPF, greylisting), the declared
+//! size and the queue's room at MAIL. The DATA bytes go through [`wire::DataDecoder`], which
+//! ends the message only at `CRLF.CRLF` and flags bare CR/LF, NUL and over-long lines. Every
+//! refusal is a [`Rule`], whose reply, log label and metric label come from one table.
 //!
 //! At the end of data the session builds an [`mxraft_queue::Enqueue`] (queue id and receive time
-//! chosen here, once) and hands it to a [`Submitter`] — in the server, the Raft node. The client
-//! gets `250 2.0.0 Ok: queued as <id>` only when the submitter reports the command committed;
-//! otherwise `451 4.3.0`, so the sender keeps responsibility for the message.
+//! chosen here, once) and hands it to a [`MessageQueue`] — in the server, the Raft node. The
+//! client gets `250 2.0.0 Ok: queued as <id>` only when the queue reports the command
+//! committed; otherwise `451 4.3.0`, so the sender keeps responsibility for the message.
 //!
-//! What it does not own: consensus and storage (behind [`Submitter`]), and delivery.
+//! The [`wire`] format (replies, dot-stuffing, xtext) is shared with the delivery client.
+//! What it does not own: consensus and storage (behind [`MessageQueue`]), and delivery.
 
 pub mod address;
 pub mod command;
 pub mod config;
-pub mod data;
 mod limits;
 pub mod memory;
-pub mod reply;
+pub mod policy;
+pub mod rule;
 mod server;
 mod session;
 pub mod tls;
+pub mod wire;
 
 use std::future::Future;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-pub use address::DomainPolicy;
 pub use config::SmtpConfig;
-pub use reply::Reply;
-pub use server::{SmtpContext, serve};
+pub use policy::DomainPolicy;
+pub use rule::Rule;
+pub use server::{SmtpContext, serve, serve_connection};
 pub use tls::{TlsError, TlsStore};
+pub use wire::Reply;
 
 use mxraft_queue::{Enqueue, MessageId};
 
 /// The queue could not take the message now.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
-pub struct SubmitError(pub String);
+pub struct CommitError(pub String);
 
-/// The answer to an ETRN request (RFC 1985).
+/// The answer to an ETRN request (RFC 1985), once the client is allowed to ask.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EtrnReply {
     /// Delivery of the domain's queued mail starts now (`250`).
     Started,
     /// Nothing is queued for the domain (`251`).
     NothingQueued,
-    /// This client may not ask for this domain (`459`).
-    NotAllowed,
     /// The request could not be recorded now (`458`).
     Unavailable,
 }
 
-/// Whether a recipient is known, as recipient validation decides it.
+/// Whether a recipient is accepted, as the front door's policy decides it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RcptCheck {
     /// The recipient exists (or the domain accepts everything).
@@ -78,36 +82,45 @@ pub enum RcptCheck {
 }
 
 /// Where accepted messages go: the replicated queue.
-pub trait Submitter: Send + Sync + 'static {
+pub trait MessageQueue: Send + Sync + 'static {
     /// Why new connections are refused now (`421` at connect), e.g. the queue has stopped.
-    fn refuse_connection(&self) -> Option<String> {
+    fn unavailable(&self) -> Option<String> {
         None
     }
 
+    /// The node's clock, in milliseconds since the epoch: the receive time of messages.
+    fn now_ms(&self) -> u64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64)
+    }
+
     /// Commits the message; `Ok` means it is durable on a majority of the cluster.
-    fn submit(&self, message: Enqueue) -> impl Future<Output = Result<(), SubmitError>> + Send;
+    fn commit(&self, message: Enqueue) -> impl Future<Output = Result<(), CommitError>> + Send;
+
+    /// Makes the mail queued for `domain` due now (ETRN from an allowed client).
+    fn flush_destination(&self, domain: &str) -> impl Future<Output = EtrnReply> + Send;
+}
+
+/// What the front door checks before it takes mail: [`policy::FrontDoorPolicy`] in the
+/// server.
+pub trait RecipientPolicy: Send + Sync + 'static {
+    /// Whether the queue can take more mail now: false when it is over its quota or the disk
+    /// is nearly full (checked at MAIL: `452 4.3.1`).
+    fn has_room(&self) -> bool;
 
     /// Decides whether mail from `client` and `sender` to a recipient in a protected domain is
-    /// accepted (called at RCPT, after the relay check): the domain's blocklists, recipient
-    /// validation and greylisting. `address` is lower case.
+    /// accepted (called at RCPT, after the relay check). `address` is lower case.
     fn check_recipient(
         &self,
-        client: std::net::IpAddr,
+        client: IpAddr,
         helo: &str,
         sender: &str,
         address: &str,
     ) -> impl Future<Output = RcptCheck> + Send;
 
-    /// Whether the queue can take more mail now: false when it is over its quota or the disk
-    /// is nearly full (checked at MAIL: `452 4.3.1`).
-    fn has_room(&self) -> bool;
-
-    /// Handles `ETRN domain` from `client`.
-    fn etrn(
-        &self,
-        client: std::net::IpAddr,
-        domain: &str,
-    ) -> impl Future<Output = EtrnReply> + Send;
+    /// Whether `client` may ask for the delivery of `domain`'s mail (ETRN).
+    fn may_etrn(&self, client: IpAddr, domain: &str) -> impl Future<Output = bool> + Send;
 }
 
 /// Hands out queue ids for one node: receive time, node id and a sequence number.

@@ -9,21 +9,24 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, info, info_span, warn};
 
-use crate::address::DomainPolicy;
 use crate::config::SmtpConfig;
-use crate::session::Session;
-use crate::{IdGenerator, Submitter};
+use crate::policy::DomainPolicy;
+use crate::rule::Rule;
+use crate::session::{Io, Session};
+use crate::{IdGenerator, MessageQueue, RecipientPolicy};
 
 /// Everything a session needs, shared by all sessions of a node.
-pub struct SmtpContext<S> {
+pub struct SmtpContext<Q, P> {
     /// The `[smtp]` configuration.
     pub config: SmtpConfig,
     /// The name this node gives itself.
     pub hostname: String,
-    /// The protected domains.
-    pub policy: DomainPolicy,
+    /// The protected domains (relay control).
+    pub domains: DomainPolicy,
     /// Where accepted messages go.
-    pub submitter: S,
+    pub queue: Q,
+    /// What is checked before mail is taken.
+    pub policy: P,
     /// Queue ids.
     pub ids: IdGenerator,
     /// This node's id, recorded with each message.
@@ -36,63 +39,66 @@ pub struct SmtpContext<S> {
 
 /// Serves SMTP on `listener` until `shutdown` is cancelled, then lets sessions finish their
 /// current transaction for up to `shutdown_grace` and closes the rest.
-pub async fn serve<S: Submitter>(
+pub async fn serve<Q: MessageQueue, P: RecipientPolicy>(
     listener: TcpListener,
     tls_listener: Option<TcpListener>,
-    ctx: Arc<SmtpContext<S>>,
+    ctx: Arc<SmtpContext<Q, P>>,
     shutdown: CancellationToken,
 ) {
     let slots = Arc::new(tokio::sync::Semaphore::new(ctx.config.max_sessions));
     let clients = Arc::new(crate::limits::ClientTracker::default());
     let mut sessions = JoinSet::new();
     loop {
-        tokio::select! {
-                    _ = shutdown.cancelled() => break,
-                    Some(_) = sessions.join_next(), if !sessions.is_empty() => {}
-        accepted = accept(&listener, tls_listener.as_ref()) => {
-                        let ((mut stream, peer), implicit_tls) = match accepted {
-                            Ok(a) => a,
-                            Err(e) => {
-                                warn!(error = %e, "accept failed");
-                                continue;
-                            }
-                        };
-                        let _ = stream.set_nodelay(true);
-                        if let Some(why) = ctx.submitter.refuse_connection() {
-                            let msg = format!("421 4.3.0 {} Service not available: {why}\r\n", ctx.hostname);
-                            warn!(client = %peer, rule = "unavailable", reply = msg.trim_end(), "refused");
-                            metrics::counter!("mxraft_smtp_rejections_total", "rule" => "unavailable").increment(1);
-                            let _ = stream.write_all(msg.as_bytes()).await;
-                            continue;
-                        }
-                        let Ok(slot) = slots.clone().try_acquire_owned() else {
-                            let msg = format!("421 4.7.0 {} Error: too many connections, try again later\r\n", ctx.hostname);
-                            warn!(client = %peer, limit = ctx.config.max_sessions, rule = "sessions", reply = msg.trim_end(), "refused");
-                            metrics::counter!("mxraft_smtp_rejections_total", "rule" => "sessions").increment(1);
-                            let _ = stream.write_all(msg.as_bytes()).await;
-                            continue;
-                        };
-                        if !clients.open(peer.ip(), ctx.config.max_sessions_per_client) {
-                    let msg = format!("421 4.7.0 {} Error: too many connections from {}\r\n", ctx.hostname, peer.ip());
-                    warn!(client = %peer, limit = ctx.config.max_sessions_per_client, rule = "client_sessions", reply = msg.trim_end(), "refused");
-                    metrics::counter!("mxraft_smtp_rejections_total", "rule" => "client_sessions").increment(1);
-                    let _ = stream.write_all(msg.as_bytes()).await;
-                    continue;
-                }
-                metrics::counter!("mxraft_smtp_sessions_total").increment(1);
-                metrics::gauge!("mxraft_smtp_sessions_active").increment(1.0);
-                let session = Session::new(ctx.clone(), Box::new(stream), implicit_tls, peer, shutdown.clone(), clients.clone());
-                let held = SessionSlot { _slot: slot, clients: clients.clone(), client: peer.ip() };
-                sessions.spawn(
-                    async move {
-                        // The slot is given back when the task ends, however it ends.
-                        let _held = held;
-                        session.run().await;
-                    }
-                            .instrument(info_span!("smtp", client = %peer)),
-                        );
-                    }
-                }
+        let accepted = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            Some(_) = sessions.join_next(), if !sessions.is_empty() => continue,
+            accepted = accept(&listener, tls_listener.as_ref()) => accepted,
+        };
+        let ((mut stream, peer), implicit_tls) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                warn!(error = %e, "accept failed");
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let host = ctx.hostname.as_str();
+        if let Some(why) = ctx.queue.unavailable() {
+            refuse_connection(&mut stream, peer, Rule::Unavailable, &[host, &why]).await;
+            continue;
+        }
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            refuse_connection(&mut stream, peer, Rule::Sessions, &[host]).await;
+            continue;
+        };
+        if !clients.open(peer.ip(), ctx.config.max_sessions_per_client) {
+            let client = peer.ip().to_string();
+            refuse_connection(&mut stream, peer, Rule::ClientSessions, &[host, &client]).await;
+            continue;
+        }
+        metrics::counter!("mxraft_smtp_sessions_total").increment(1);
+        metrics::gauge!("mxraft_smtp_sessions_active").increment(1.0);
+        let session = Session::new(
+            ctx.clone(),
+            Box::new(stream),
+            implicit_tls,
+            peer,
+            shutdown.clone(),
+            clients.clone(),
+        );
+        let held = SessionSlot {
+            _slot: slot,
+            clients: clients.clone(),
+            client: peer.ip(),
+        };
+        sessions.spawn(
+            async move {
+                // The slot is given back when the task ends, however it ends.
+                let _held = held;
+                session.run().await;
+            }
+            .instrument(info_span!("smtp", client = %peer)),
+        );
     }
     drop(listener);
     drop(tls_listener);
@@ -113,6 +119,39 @@ pub async fn serve<S: Submitter>(
             sessions.shutdown().await;
         }
     }
+}
+
+/// Serves one SMTP session over `io`, a connection from `peer` already accepted (plain text;
+/// STARTTLS is offered when `ctx` has TLS), until the client quits or `shutdown` is
+/// cancelled. The node-wide session limits are [`serve`]'s: this entry does not count them.
+pub async fn serve_connection<Q, P, S>(
+    io: S,
+    peer: std::net::SocketAddr,
+    ctx: Arc<SmtpContext<Q, P>>,
+    shutdown: CancellationToken,
+) where
+    Q: MessageQueue,
+    P: RecipientPolicy,
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let clients = Arc::new(crate::limits::ClientTracker::default());
+    let io: Box<dyn Io> = Box::new(io);
+    Session::new(ctx, io, false, peer, shutdown, clients)
+        .run()
+        .instrument(info_span!("smtp", client = %peer))
+        .await;
+}
+
+/// Answers a connection that is not taken with `rule`'s reply, logged and counted.
+async fn refuse_connection(
+    stream: &mut tokio::net::TcpStream,
+    peer: std::net::SocketAddr,
+    rule: Rule,
+    args: &[&str],
+) {
+    let reply = rule.reply(args);
+    info_span!("smtp", client = %peer).in_scope(|| rule.note(&reply));
+    let _ = stream.write_all(format!("{reply}\r\n").as_bytes()).await;
 }
 
 /// A session's share of the limits (`max_sessions`, `max_sessions_per_client`), given back on

@@ -6,21 +6,20 @@
 
 use tracing::{info, warn};
 
-use super::{Flow, Session};
-use crate::Submitter;
-use crate::data::DataDecoder;
-use crate::reply::Reply;
+use super::{Flow, Read, Session};
+use crate::rule::Rule;
+use crate::wire::DataDecoder;
+use crate::wire::Reply;
+use crate::{MessageQueue, RecipientPolicy};
 
-impl<S: Submitter> Session<S> {
+impl<Q: MessageQueue, P: RecipientPolicy> Session<Q, P> {
     /// Reads one chunk and answers it; the last chunk ends the transaction.
     pub(super) async fn bdat(&mut self, size: u64, last: bool) -> Flow {
         let max = self.ctx.config.max_message_size;
         // What the chunk is for, decided before reading it (its octets follow regardless).
         let refusal = match &self.tx {
-            None => Some(Reply::new(503, "5.5.1", "Error: need MAIL command")),
-            Some(tx) if tx.recipients.is_empty() => {
-                Some(Reply::new(554, "5.5.1", "Error: no valid recipients"))
-            }
+            None => Some(Rule::NeedMail),
+            Some(tx) if tx.recipients.is_empty() => Some(Rule::NoRecipients),
             Some(_) => None,
         };
         let mut sink = match (&refusal, self.tx.as_mut()) {
@@ -36,10 +35,10 @@ impl<S: Submitter> Session<S> {
             return Flow::Close;
         }
 
-        if let Some(reply) = refusal {
+        if let Some(rule) = refusal {
             // The whole transaction is over for a client that sends chunks out of turn.
             self.tx = None;
-            return self.error(reply);
+            return self.refuse(rule, &[]);
         }
         if self.tx.as_ref().is_some_and(|tx| tx.over_memory) {
             self.tx = None;
@@ -47,10 +46,7 @@ impl<S: Submitter> Session<S> {
         }
         if sink.flaws().too_big {
             self.tx = None;
-            return self.refuse(
-                "message_size",
-                Reply::new(552, "5.3.4", "Error: message file too big"),
-            );
+            return self.refuse(Rule::MessageSize, &[]);
         }
         if !last {
             if let Some(tx) = self.tx.as_mut() {
@@ -99,19 +95,19 @@ impl<S: Submitter> Session<S> {
                 (start + allowance).saturating_duration_since(tokio::time::Instant::now())
             };
             let filled = if timeout.is_zero() {
-                Err(())
+                Read::TimedOut
             } else {
                 self.fill(timeout).await
             };
             match filled {
-                Ok(true) => {}
-                Ok(false) => {
+                Read::More => {}
+                Read::Closed => {
                     warn!("connection lost during BDAT; nothing queued");
                     return false;
                 }
-                Err(()) => {
+                Read::TimedOut => {
                     info!(received, "BDAT too slow or stalled; nothing queued");
-                    self.time_out("min_data_rate");
+                    self.time_out(Rule::MinDataRate);
                     return false;
                 }
             }

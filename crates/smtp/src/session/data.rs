@@ -8,32 +8,29 @@ use tracing::{info, warn};
 
 use mxraft_queue::{Enqueue, MessageId};
 
-use super::{Flow, Session};
-use crate::Submitter;
-use crate::data::DataDecoder;
-use crate::reply::Reply;
+use super::{Flow, Read, Session};
+use crate::rule::Rule;
+use crate::wire::DataDecoder;
+use crate::wire::Reply;
+use crate::{MessageQueue, RecipientPolicy};
 
-impl<S: Submitter> Session<S> {
+impl<Q: MessageQueue, P: RecipientPolicy> Session<Q, P> {
     /// Receives the message and answers only once it is committed (or cannot be).
     pub(super) async fn data(&mut self) -> Flow {
         let Some(tx) = &self.tx else {
-            return self.error(Reply::new(503, "5.5.1", "Error: need MAIL command"));
+            return self.refuse(Rule::NeedMail, &[]);
         };
         if tx.recipients.is_empty() {
-            return self.error(Reply::new(554, "5.5.1", "Error: no valid recipients"));
+            return self.refuse(Rule::NoRecipients, &[]);
         }
         if tx.chunks.is_some() {
-            return self.error(Reply::new(
-                503,
-                "5.5.1",
-                "Error: DATA after BDAT in the same transaction",
-            ));
+            return self.refuse(Rule::DataAfterBdat, &[]);
         }
         if !self.inbuf.is_empty() {
             // The message may only follow our 354 (RFC 2920 §3.1): a client that sent it
             // already is not speaking SMTP, or is trying to smuggle.
-            let r = Reply::new(554, "5.5.0", "Error: SMTP protocol synchronization");
-            super::note_refusal("pipelined_data", &r);
+            let r = Rule::PipelinedData.reply(&[]);
+            Rule::PipelinedData.note(&r);
             self.reply(r);
             return Flow::Close;
         }
@@ -72,20 +69,20 @@ impl<S: Submitter> Session<S> {
             };
             let before = self.inbuf.len();
             let filled = if timeout.is_zero() {
-                Err(())
+                Read::TimedOut
             } else {
                 self.fill(timeout).await
             };
             received += self.inbuf.len().saturating_sub(before) as u64;
             match filled {
-                Ok(true) => {}
-                Ok(false) => {
+                Read::More => {}
+                Read::Closed => {
                     warn!("connection lost during DATA; nothing queued");
                     return Flow::Close;
                 }
-                Err(()) => {
+                Read::TimedOut => {
                     warn!(received, "DATA too slow or stalled; nothing queued");
-                    self.time_out("min_data_rate");
+                    self.time_out(Rule::MinDataRate);
                     return Flow::Close;
                 }
             }
@@ -109,44 +106,25 @@ impl<S: Submitter> Session<S> {
         }
         let flaws = decoder.flaws();
         if flaws.too_big {
-            return self.refuse(
-                "message_size",
-                Reply::new(552, "5.3.4", "Error: message file too big"),
-            );
+            return self.refuse(Rule::MessageSize, &[]);
         }
         if flaws.bare_cr_or_lf {
-            return self.refuse(
-                "bare_newline",
-                Reply::new(
-                    550,
-                    "5.5.2",
-                    "Error: bare <CR> or <LF> received; lines must end in <CR><LF>",
-                ),
-            );
+            return self.refuse(Rule::BareNewline, &[]);
         }
         if flaws.nul {
-            return self.refuse(
-                "nul",
-                Reply::new(550, "5.6.0", "Error: message contains NUL bytes"),
-            );
+            return self.refuse(Rule::Nul, &[]);
         }
         if flaws.long_line {
-            return self.refuse(
-                "line_length",
-                Reply::new(500, "5.5.2", "Error: message line too long"),
-            );
+            return self.refuse(Rule::LineLength, &[]);
         }
 
         let message = decoder.into_message();
         let hops = count_received(&message);
         if hops >= self.ctx.config.max_received_headers {
-            return self.refuse(
-                "hop_count",
-                Reply::new(554, "5.4.6", "Error: too many hops (mail loop?)"),
-            );
+            return self.refuse(Rule::HopCount, &[]);
         }
 
-        let now = mxraft_queue::now_ms();
+        let now = self.ctx.queue.now_ms();
         let id = self.ctx.ids.next(now);
         let body = Bytes::from(message);
         let enqueue = Enqueue {
@@ -165,7 +143,7 @@ impl<S: Submitter> Session<S> {
             enqueue.recipients.len(),
             enqueue.body.len(),
         );
-        match self.ctx.submitter.submit(enqueue).await {
+        match self.ctx.queue.commit(enqueue).await {
             Ok(()) => {
                 info!(queue_id = %id, from = %sender, rcpts, size, "queued");
                 metrics::counter!("mxraft_smtp_messages_queued_total").increment(1);
@@ -174,8 +152,8 @@ impl<S: Submitter> Session<S> {
             }
             Err(e) => {
                 warn!(queue_id = %id, error = %e, "not queued: no commit");
-                let r = Reply::new(451, "4.3.0", "Error: queue unavailable, try again later");
-                super::note_refusal("no_commit", &r);
+                let r = Rule::NoCommit.reply(&[]);
+                Rule::NoCommit.note(&r);
                 self.reply(r);
                 Flow::Continue
             }

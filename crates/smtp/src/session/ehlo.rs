@@ -1,10 +1,10 @@
 //! EHLO and HELO (RFC 5321 §4.1.1.1).
 
 use super::{Flow, Session};
-use crate::Submitter;
-use crate::reply::Reply;
+use crate::wire::Reply;
+use crate::{MessageQueue, RecipientPolicy};
 
-impl<S: Submitter> Session<S> {
+impl<Q: MessageQueue, P: RecipientPolicy> Session<Q, P> {
     /// Greets the client; like RSET, it also drops any transaction in progress.
     pub(super) fn ehlo(&mut self, name: String, esmtp: bool) -> Flow {
         self.helo = Some(name);
@@ -33,10 +33,6 @@ impl<S: Submitter> Session<S> {
             ]
             .map(String::from),
         );
-        self.ok(Reply {
-            code: 250,
-            enhanced: "",
-            lines,
-        })
+        self.ok(Reply { code: 250, lines })
     }
 }

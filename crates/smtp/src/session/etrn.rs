@@ -4,25 +4,28 @@ use tracing::info;
 
 use super::{Flow, Session};
 use crate::address::normalize_domain;
-use crate::reply::Reply;
-use crate::{EtrnReply, Submitter};
+use crate::rule::Rule;
+use crate::wire::Reply;
+use crate::{EtrnReply, MessageQueue, RecipientPolicy};
 
-impl<S: Submitter> Session<S> {
+impl<Q: MessageQueue, P: RecipientPolicy> Session<Q, P> {
     /// Starts delivery of the mail queued for a domain, if the client may ask for it.
     pub(super) async fn etrn(&mut self, node: String) -> Flow {
         if self.helo.is_none() {
-            return self.error(Reply::new(503, "5.5.1", "Error: send HELO/EHLO first"));
+            return self.refuse(Rule::NoHello, &[]);
         }
         if self.tx.is_some() {
-            return self.error(Reply::new(
-                503,
-                "5.5.1",
-                "Error: MAIL transaction in progress",
-            ));
+            return self.refuse(Rule::TransactionInProgress, &[]);
         }
         // `@domain` (subdomains in RFC 1985) and `#queue` forms name the same thing here.
         let domain = normalize_domain(node.trim_start_matches(['@', '#']));
-        let reply = self.ctx.submitter.etrn(self.peer.ip(), &domain).await;
+        let allowed = self.ctx.domains.is_protected(&domain)
+            && self.ctx.policy.may_etrn(self.peer.ip(), &domain).await;
+        if !allowed {
+            info!(domain = %domain, "ETRN not allowed");
+            return self.refuse(Rule::EtrnNotAllowed, &[&domain]);
+        }
+        let reply = self.ctx.queue.flush_destination(&domain).await;
         info!(domain = %domain, result = ?reply, "ETRN");
         match reply {
             EtrnReply::Started => self.ok(Reply::new(
@@ -35,16 +38,7 @@ impl<S: Submitter> Session<S> {
                 "2.0.0",
                 format!("OK no messages waiting for node {domain}"),
             )),
-            EtrnReply::NotAllowed => self.error(Reply::new(
-                459,
-                "4.7.1",
-                format!("Node {domain} not allowed for this client"),
-            )),
-            EtrnReply::Unavailable => self.error(Reply::new(
-                458,
-                "4.3.0",
-                format!("Unable to queue messages for node {domain}"),
-            )),
+            EtrnReply::Unavailable => self.refuse(Rule::EtrnUnavailable, &[&domain]),
         }
     }
 }

@@ -4,84 +4,42 @@
 use mxraft_queue::{BodyType, MailParams, Ret};
 
 use super::{Flow, Session, Transaction};
-use crate::Submitter;
 use crate::address::{AddressError, parse_mailbox, parse_mailbox_utf8};
 use crate::command::PathArgs;
-use crate::reply::Reply;
+use crate::rule::Rule;
+use crate::wire::Reply;
+use crate::{MessageQueue, RecipientPolicy};
 
-/// Whether `s` is valid xtext (RFC 3461 §4): printable ASCII, `+` only as `+HH`, no `=`.
-pub(super) fn is_xtext(s: &str) -> bool {
-    let b = s.as_bytes();
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'+' => {
-                let hex = |c: Option<&u8>| {
-                    c.is_some_and(|c| c.is_ascii_digit() || (b'A'..=b'F').contains(c))
-                };
-                if !(hex(b.get(i + 1)) && hex(b.get(i + 2))) {
-                    return false;
-                }
-                i += 3;
-            }
-            b'=' => return false,
-            33..=126 => i += 1,
-            _ => return false,
-        }
-    }
-    !b.is_empty()
-}
-
-impl<S: Submitter> Session<S> {
+impl<Q: MessageQueue, P: RecipientPolicy> Session<Q, P> {
     /// Starts a transaction.
     pub(super) fn mail(&mut self, args: PathArgs) -> Flow {
         if self.helo.is_none() {
-            return self.error(Reply::new(503, "5.5.1", "Error: send HELO/EHLO first"));
+            return self.refuse(Rule::NoHello, &[]);
         }
         if self.tx.is_some() {
-            return self.error(Reply::new(503, "5.5.1", "Error: nested MAIL command"));
+            return self.refuse(Rule::NestedMail, &[]);
         }
-        if !self.ctx.submitter.has_room() {
-            return self.refuse(
-                "queue_quota",
-                Reply::new(452, "4.3.1", "Error: insufficient system storage"),
-            );
+        if !self.ctx.policy.has_room() {
+            return self.refuse(Rule::QueueQuota, &[]);
         }
         if !self.clients.message(
             self.peer.ip(),
             self.ctx.config.max_messages_per_client_per_minute,
         ) {
-            return self.refuse(
-                "client_message_rate",
-                Reply::new(
-                    450,
-                    "4.7.1",
-                    format!(
-                        "Error: too many messages from {}; slow down",
-                        self.peer.ip()
-                    ),
-                ),
-            );
+            return self.refuse(Rule::ClientMessageRate, &[&self.peer.ip().to_string()]);
         }
         let mut params = MailParams::default();
         for (key, value) in &args.params {
             if !self.esmtp {
-                return self.error(Reply::new(
-                    555,
-                    "5.5.4",
-                    format!("Unsupported option: {key}"),
-                ));
+                return self.refuse(Rule::UnsupportedOption, &[key]);
             }
             match (key.as_str(), value.as_deref()) {
                 ("SIZE", Some(v)) => {
                     let Ok(size) = v.parse::<u64>() else {
-                        return self.error(Reply::new(501, "5.5.4", "Bad SIZE parameter"));
+                        return self.refuse(Rule::BadParameter, &["SIZE"]);
                     };
                     if size > self.ctx.config.max_message_size {
-                        return self.refuse(
-                            "message_size",
-                            Reply::new(552, "5.3.4", "Message size exceeds fixed limit"),
-                        );
+                        return self.refuse(Rule::DeclaredSize, &[]);
                     }
                     params.declared_size = Some(size);
                 }
@@ -99,17 +57,13 @@ impl<S: Submitter> Session<S> {
                     params.ret = Some(Ret::Headers)
                 }
                 ("ENVID", Some(v)) if params.envid.is_none() => {
-                    if v.len() > 100 || !is_xtext(v) {
-                        return self.error(Reply::new(501, "5.5.4", "Bad ENVID parameter"));
+                    if v.len() > 100 || !crate::wire::is_xtext(v) {
+                        return self.refuse(Rule::BadParameter, &["ENVID"]);
                     }
                     params.envid = Some(v.to_owned());
                 }
                 _ => {
-                    return self.error(Reply::new(
-                        555,
-                        "5.5.4",
-                        format!("Unsupported option: {key}"),
-                    ));
+                    return self.refuse(Rule::UnsupportedOption, &[key]);
                 }
             }
         }
@@ -124,24 +78,13 @@ impl<S: Submitter> Session<S> {
             match parsed {
                 Ok(m) => m.address(),
                 Err(AddressError::NonAscii) => {
-                    return self.error(Reply::new(
-                        553,
-                        "5.6.7",
-                        "Error: non-ASCII sender address requires SMTPUTF8",
-                    ));
+                    return self.refuse(Rule::NonAsciiSender, &[]);
                 }
-                Err(_) => return self.error(Reply::new(501, "5.1.7", "Bad sender address syntax")),
+                Err(_) => return self.refuse(Rule::BadSender, &[]),
             }
         };
         let Some(memory) = self.ctx.memory.reserve(params.declared_size.unwrap_or(0)) else {
-            return self.refuse(
-                "memory",
-                Reply::new(
-                    452,
-                    "4.3.1",
-                    "Error: insufficient system resources for a message of this size now, try again later",
-                ),
-            );
+            return self.refuse(Rule::MemoryAtMail, &[]);
         };
         self.tx = Some(Transaction {
             sender,
@@ -153,21 +96,5 @@ impl<S: Submitter> Session<S> {
             over_memory: false,
         });
         self.ok(Reply::new(250, "2.1.0", "Ok"))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::is_xtext;
-
-    #[test]
-    fn xtext() {
-        assert!(is_xtext("QQ314159"));
-        assert!(is_xtext("a+2Bb"));
-        assert!(!is_xtext(""));
-        assert!(!is_xtext("a b"));
-        assert!(!is_xtext("a=b"));
-        assert!(!is_xtext("a+2"));
-        assert!(!is_xtext("a+zz"));
     }
 }

@@ -19,14 +19,15 @@ use std::time::Duration;
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info};
+use tracing::debug;
 
 use mxraft_queue::{MailParams, RcptParams};
 
-use crate::Submitter;
 use crate::command::{self, Command, CommandError};
-use crate::reply::Reply;
+use crate::rule::Rule;
 use crate::server::SmtpContext;
+use crate::wire::Reply;
+use crate::{MessageQueue, RecipientPolicy};
 
 /// Longest command line, CRLF included (RFC 5321 §4.5.3.1.4).
 const MAX_COMMAND_LINE: usize = 512;
@@ -52,7 +53,7 @@ pub(crate) struct Transaction {
     pub(crate) params: MailParams,
     pub(crate) recipients: Vec<(String, RcptParams)>,
     /// The message so far, when it arrives in BDAT chunks.
-    pub(crate) chunks: Option<crate::data::DataDecoder>,
+    pub(crate) chunks: Option<crate::wire::DataDecoder>,
     /// A header field the checks asked to add (e.g. `Received-SPF:`), ending in CRLF.
     pub(crate) extra_header: Option<String>,
     /// The share of the node's message memory this transaction holds.
@@ -62,26 +63,12 @@ pub(crate) struct Transaction {
     pub(crate) over_memory: bool,
 }
 
-impl<S: crate::Submitter> Session<S> {
-    /// Refuses a message that outgrew the node's message memory (the transaction is over).
-    pub(super) fn refuse_over_memory(&mut self) -> Flow {
-        self.refuse(
-            "memory",
-            Reply::new(
-                451,
-                "4.3.1",
-                "Error: insufficient system resources, try again later",
-            ),
-        )
-    }
-}
-
 impl Transaction {
     /// Grows the memory reservation to what `decoder` holds. When the budget cannot cover it,
     /// the transaction is marked over its budget and gives back at once what it held (the
     /// decoder drops the message and keeps nothing of the rest), so that the sessions still
     /// within the budget can finish.
-    pub(crate) fn account(&mut self, decoder: &mut crate::data::DataDecoder) {
+    pub(crate) fn account(&mut self, decoder: &mut crate::wire::DataDecoder) {
         if !self.over_memory && !self.memory.grow_to(decoder.held_bytes() as u64) {
             self.over_memory = true;
             decoder.stop_keeping();
@@ -97,7 +84,6 @@ pub(crate) enum Flow {
     Close,
 }
 
-/// Logs and counts a refusal by `rule` (see [`Session::refuse`]).
 /// How many received DATA/BDAT bytes extend the transfer's deadline: what a message of the
 /// largest size can take on the wire (dot-stuffing adds up to one octet per line, so half as
 /// much again). Past it the deadline stays put: the transfer has an overall deadline of
@@ -106,16 +92,22 @@ fn wire_bytes_countable(max_message_size: u64) -> u64 {
     max_message_size.saturating_add(max_message_size / 2)
 }
 
-pub(crate) fn note_refusal(rule: &'static str, reply: &Reply) {
-    info!(rule, reply = %reply, "refused");
-    metrics::counter!("mxraft_smtp_rejections_total", "rule" => rule).increment(1);
+/// What waiting for the client's bytes gave.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Read {
+    /// More bytes are in the input buffer.
+    More,
+    /// The connection was closed or failed.
+    Closed,
+    /// Nothing arrived in time.
+    TimedOut,
 }
 
 /// What the line reader produced.
 enum Input {
     Line(String),
-    /// A line the reader refused; the reply says why.
-    Refused(Reply),
+    /// A line the reader refused, by this rule.
+    Refused(Rule),
     /// The client closed the connection.
     Closed,
     /// The client was silent for too long.
@@ -128,8 +120,8 @@ enum Input {
 pub(crate) trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 
-pub(crate) struct Session<S> {
-    ctx: Arc<SmtpContext<S>>,
+pub(crate) struct Session<Q, P> {
+    ctx: Arc<SmtpContext<Q, P>>,
     io: Box<dyn Io>,
     /// The session runs over TLS (after STARTTLS, or on the implicit-TLS port).
     tls: bool,
@@ -147,9 +139,9 @@ pub(crate) struct Session<S> {
     shutdown: CancellationToken,
 }
 
-impl<S: Submitter> Session<S> {
+impl<Q: MessageQueue, P: RecipientPolicy> Session<Q, P> {
     pub(crate) fn new(
-        ctx: Arc<SmtpContext<S>>,
+        ctx: Arc<SmtpContext<Q, P>>,
         io: Box<dyn Io>,
         implicit_tls: bool,
         peer: SocketAddr,
@@ -202,10 +194,10 @@ impl<S: Submitter> Session<S> {
         loop {
             let flow = match self.read_line().await {
                 Input::Line(line) => self.dispatch(&line).await,
-                Input::Refused(reply) => self.refuse("command_line", reply),
+                Input::Refused(rule) => self.refuse(rule, &[]),
                 Input::Closed => Flow::Close,
                 Input::TimedOut => {
-                    self.time_out("command_timeout");
+                    self.time_out(Rule::CommandTimeout);
                     Flow::Close
                 }
                 Input::Shutdown => {
@@ -231,13 +223,13 @@ impl<S: Submitter> Session<S> {
         let cmd = match command::parse(line) {
             Ok(cmd) => cmd,
             Err(CommandError::Unknown) => {
-                return self.error(Reply::new(500, "5.5.2", "Error: command not recognized"));
+                return self.refuse(Rule::UnknownCommand, &[]);
             }
             Err(CommandError::Syntax(syntax)) => {
-                return self.error(Reply::new(501, "5.5.4", syntax));
+                return self.refuse(Rule::Syntax, &[syntax]);
             }
             Err(CommandError::BadPath) => {
-                return self.error(Reply::new(501, "5.1.3", "Bad address syntax"));
+                return self.refuse(Rule::BadPath, &[]);
             }
         };
         match cmd {
@@ -255,16 +247,12 @@ impl<S: Submitter> Session<S> {
                 self.reply(Reply::new(221, "2.0.0", "Bye"));
                 Flow::Close
             }
-            Command::Vrfy => self.error(Reply::new(502, "5.5.1", "VRFY command is disabled")),
+            Command::Vrfy => self.refuse(Rule::Vrfy, &[]),
             Command::Help => self.ok(Reply::new(214, "2.0.0", "See RFC 5321")),
             Command::Etrn(node) => self.etrn(node).await,
             Command::StartTls => self.starttls().await,
             Command::Bdat { size, last } => self.bdat(size, last).await,
-            Command::NotImplemented(verb) => self.error(Reply::new(
-                502,
-                "5.5.1",
-                format!("Error: {verb} not implemented"),
-            )),
+            Command::NotImplemented(verb) => self.refuse(Rule::NotImplemented, &[&verb]),
         }
     }
 
@@ -279,40 +267,33 @@ impl<S: Submitter> Session<S> {
         Flow::Continue
     }
 
-    /// Refuses a command that breaks the protocol (bad syntax, wrong order): rule `protocol`.
-    pub(crate) fn error(&mut self, reply: Reply) -> Flow {
-        self.refuse("protocol", reply)
-    }
-
     /// Tells a client that was too slow (by `rule`) that the session ends; the caller closes.
-    pub(crate) fn time_out(&mut self, rule: &'static str) {
-        let r = Reply::new(
-            421,
-            "4.4.2",
-            format!("{} Error: timeout exceeded", self.ctx.hostname),
-        );
-        note_refusal(rule, &r);
+    pub(crate) fn time_out(&mut self, rule: Rule) {
+        let r = rule.reply(&[&self.ctx.hostname]);
+        rule.note(&r);
         self.reply(r);
     }
 
-    /// Refuses something by a policy rule: logged with the client (the session's span), the
-    /// rule and the reply, counted in `mxraft_smtp_rejections_total{rule}`, then answered
-    /// like any error. Too many errors end the session.
-    pub(crate) fn refuse(&mut self, rule: &'static str, reply: Reply) -> Flow {
-        note_refusal(rule, &reply);
+    /// Refuses something by `rule`, its reply filled from `args`: logged with the client (the
+    /// session's span), the rule and the reply, counted in
+    /// `mxraft_smtp_rejections_total{rule}`. Too many errors end the session.
+    pub(crate) fn refuse(&mut self, rule: Rule, args: &[&str]) -> Flow {
+        let reply = rule.reply(args);
+        rule.note(&reply);
         self.reply(reply);
         self.errors += 1;
         if self.errors >= self.ctx.config.max_errors {
-            let r = Reply::new(
-                421,
-                "4.7.0",
-                format!("{} Error: too many errors", self.ctx.hostname),
-            );
-            note_refusal("too_many_errors", &r);
+            let r = Rule::TooManyErrors.reply(&[&self.ctx.hostname]);
+            Rule::TooManyErrors.note(&r);
             self.reply(r);
             return Flow::Close;
         }
         Flow::Continue
+    }
+
+    /// Refuses a message that outgrew the node's message memory (the transaction is over).
+    pub(super) fn refuse_over_memory(&mut self) -> Flow {
+        self.refuse(Rule::MemoryAtEnd, &[])
     }
 
     async fn flush(&mut self) -> std::io::Result<()> {
@@ -324,17 +305,16 @@ impl<S: Submitter> Session<S> {
         Ok(())
     }
 
-    /// Writes pending replies, then waits for more bytes. Returns false when the connection is
-    /// closed or failed; times out after `timeout`.
-    async fn fill(&mut self, timeout: Duration) -> Result<bool, ()> {
+    /// Writes pending replies, then waits (at most `timeout`) for more bytes.
+    async fn fill(&mut self, timeout: Duration) -> Read {
         if self.flush().await.is_err() {
-            return Ok(false);
+            return Read::Closed;
         }
         self.inbuf.reserve(16 * 1024);
         match tokio::time::timeout(timeout, self.io.read_buf(&mut self.inbuf)).await {
-            Err(_) => Err(()),
-            Ok(Ok(0)) | Ok(Err(_)) => Ok(false),
-            Ok(Ok(_)) => Ok(true),
+            Err(_) => Read::TimedOut,
+            Ok(Ok(0)) | Ok(Err(_)) => Read::Closed,
+            Ok(Ok(_)) => Read::More,
         }
     }
 
@@ -349,24 +329,20 @@ impl<S: Submitter> Session<S> {
             if let Some(lf) = self.inbuf.iter().position(|&b| b == b'\n') {
                 let line = self.inbuf.split_to(lf + 1);
                 if discarding || line.len() > command_line_limit(&line) {
-                    return Input::Refused(Reply::new(500, "5.5.2", "Error: line too long"));
+                    return Input::Refused(Rule::LineTooLong);
                 }
                 let Some(content) = line.strip_suffix(b"\r\n") else {
-                    return Input::Refused(Reply::new(500, "5.5.2", "Error: bare <LF> received"));
+                    return Input::Refused(Rule::CommandBareLf);
                 };
                 if content.contains(&b'\r') {
-                    return Input::Refused(Reply::new(500, "5.5.2", "Error: bare <CR> received"));
+                    return Input::Refused(Rule::CommandBareCr);
                 }
                 if content.contains(&0) {
-                    return Input::Refused(Reply::new(500, "5.5.2", "Error: NUL byte received"));
+                    return Input::Refused(Rule::CommandNul);
                 }
                 return match std::str::from_utf8(content) {
                     Ok(s) => Input::Line(s.to_owned()),
-                    Err(_) => Input::Refused(Reply::new(
-                        500,
-                        "5.5.2",
-                        "Error: command is not valid UTF-8",
-                    )),
+                    Err(_) => Input::Refused(Rule::CommandNotUtf8),
                 };
             }
             if discarding || self.inbuf.len() > command_line_limit(&self.inbuf) {
@@ -385,9 +361,9 @@ impl<S: Submitter> Session<S> {
                 r = self.fill(timeout) => r,
             };
             match filled {
-                Ok(true) => {}
-                Ok(false) => return Input::Closed,
-                Err(()) => return Input::TimedOut,
+                Read::More => {}
+                Read::Closed => return Input::Closed,
+                Read::TimedOut => return Input::TimedOut,
             }
         }
     }

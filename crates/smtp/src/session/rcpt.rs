@@ -3,12 +3,12 @@
 
 use mxraft_queue::{Notify, RcptParams};
 
-use super::mail::is_xtext;
 use super::{Flow, Session};
 use crate::address::{AddressError, parse_mailbox, parse_mailbox_utf8};
 use crate::command::PathArgs;
-use crate::reply::Reply;
-use crate::{RcptCheck, Submitter};
+use crate::rule::Rule;
+use crate::wire::Reply;
+use crate::{MessageQueue, RcptCheck, RecipientPolicy};
 
 fn parse_notify(v: &str) -> Option<Notify> {
     if v.eq_ignore_ascii_case("NEVER") {
@@ -32,23 +32,20 @@ fn valid_orcpt(v: &str) -> bool {
         Some((kind, addr)) => {
             !kind.is_empty()
                 && kind.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-                && is_xtext(addr)
+                && crate::wire::is_xtext(addr)
         }
         None => false,
     }
 }
 
-impl<S: Submitter> Session<S> {
+impl<Q: MessageQueue, P: RecipientPolicy> Session<Q, P> {
     /// Adds a recipient to the transaction.
     pub(super) async fn rcpt(&mut self, args: PathArgs) -> Flow {
         let Some(tx) = &self.tx else {
-            return self.error(Reply::new(503, "5.5.1", "Error: need MAIL command"));
+            return self.refuse(Rule::NeedMail, &[]);
         };
         if tx.recipients.len() >= self.ctx.config.max_recipients {
-            return self.refuse(
-                "too_many_recipients",
-                Reply::new(452, "4.5.3", "Error: too many recipients"),
-            );
+            return self.refuse(Rule::TooManyRecipients, &[]);
         }
         let utf8 = tx.params.smtputf8;
         let mut params = RcptParams::default();
@@ -58,22 +55,18 @@ impl<S: Submitter> Session<S> {
                     match parse_notify(v) {
                         Some(n) => params.notify = Some(n),
                         None => {
-                            return self.error(Reply::new(501, "5.5.4", "Bad NOTIFY parameter"));
+                            return self.refuse(Rule::BadParameter, &["NOTIFY"]);
                         }
                     }
                 }
                 ("ORCPT", Some(v)) if self.esmtp && params.orcpt.is_none() => {
                     if v.len() > 500 || !valid_orcpt(v) {
-                        return self.error(Reply::new(501, "5.5.4", "Bad ORCPT parameter"));
+                        return self.refuse(Rule::BadParameter, &["ORCPT"]);
                     }
                     params.orcpt = Some(v.to_owned());
                 }
                 _ => {
-                    return self.error(Reply::new(
-                        555,
-                        "5.5.4",
-                        format!("Unsupported option: {key}"),
-                    ));
+                    return self.refuse(Rule::UnsupportedOption, &[key]);
                 }
             }
         }
@@ -85,23 +78,19 @@ impl<S: Submitter> Session<S> {
         let mailbox = match parsed {
             Ok(m) => m,
             Err(AddressError::SourceRoute) => {
-                return self.refuse("routed_address", relay_denied(&args.address));
+                return self.refuse(Rule::RoutedAddress, &[&args.address]);
             }
             Err(AddressError::NonAscii) => {
-                return self.error(Reply::new(
-                    553,
-                    "5.6.7",
-                    "Error: non-ASCII recipient address requires SMTPUTF8",
-                ));
+                return self.refuse(Rule::NonAsciiRecipient, &[]);
             }
-            Err(_) => return self.error(Reply::new(501, "5.1.3", "Bad recipient address syntax")),
+            Err(_) => return self.refuse(Rule::BadRecipient, &[]),
         };
         if mailbox.is_routed() {
             // Percent hack, bang path, quoted `@` or address literal: would route onwards.
-            return self.refuse("routed_address", relay_denied(&args.address));
+            return self.refuse(Rule::RoutedAddress, &[&args.address]);
         }
-        if !self.ctx.policy.accepts(&mailbox) {
-            return self.refuse("relay", relay_denied(&args.address));
+        if !self.ctx.domains.accepts(&mailbox) {
+            return self.refuse(Rule::Relay, &[&args.address]);
         }
         let address = mailbox.address();
         let sender = self
@@ -112,7 +101,7 @@ impl<S: Submitter> Session<S> {
         let helo = self.helo.clone().unwrap_or_default();
         match self
             .ctx
-            .submitter
+            .policy
             .check_recipient(self.peer.ip(), &helo, &sender, &address.to_lowercase())
             .await
         {
@@ -125,70 +114,23 @@ impl<S: Submitter> Session<S> {
                 }
             }
             RcptCheck::SpfFail(why) => {
-                return self.refuse("spf", Reply::new(550, "5.7.23", why));
+                return self.refuse(Rule::Spf, &[&why]);
             }
             RcptCheck::Unknown => {
-                return self.refuse(
-                    "unknown_recipient",
-                    Reply::new(
-                        550,
-                        "5.1.1",
-                        format!(
-                            "<{}>: Recipient address rejected: user unknown",
-                            args.address
-                        ),
-                    ),
-                );
+                return self.refuse(Rule::UnknownRecipient, &[&args.address]);
             }
             RcptCheck::Greylisted => {
-                return self.refuse(
-                    "greylist",
-                    Reply::new(
-                        450,
-                        "4.7.1",
-                        format!(
-                            "<{}>: Recipient address rejected: greylisted, try again later",
-                            args.address
-                        ),
-                    ),
-                );
+                return self.refuse(Rule::Greylist, &[&args.address]);
             }
             RcptCheck::Blocked(zone) => {
-                return self.refuse(
-                    "dnsbl",
-                    Reply::new(
-                        554,
-                        "5.7.1",
-                        format!(
-                            "Service unavailable; client [{}] blocked using {zone}",
-                            self.peer.ip()
-                        ),
-                    ),
-                );
+                return self.refuse(Rule::Dnsbl, &[&self.peer.ip().to_string(), &zone]);
             }
             RcptCheck::NotCurrent(why) => {
                 tracing::info!(rcpt = %args.address, reason = %why, "recipient not checked: this node is not current");
-                return self.refuse(
-                    "not_current",
-                    Reply::new(
-                        451,
-                        "4.3.0",
-                        format!(
-                            "<{}>: Recipient address not checked: this node is not in contact with its cluster, try again later",
-                            args.address
-                        ),
-                    ),
-                );
+                return self.refuse(Rule::NotCurrent, &[&args.address]);
             }
             RcptCheck::TryLater => {
-                return self.refuse("unverified_recipient", Reply::new(
-                    450,
-                    "4.1.1",
-                    format!(
-                        "<{}>: Recipient address rejected: cannot be verified now, try again later",
-                        args.address
-                    ),
-                ));
+                return self.refuse(Rule::UnverifiedRecipient, &[&args.address]);
             }
         }
         // The same recipient twice in one transaction is accepted once: queued twice, the
@@ -205,29 +147,13 @@ impl<S: Submitter> Session<S> {
             self.peer.ip(),
             self.ctx.config.max_recipients_per_client_per_minute,
         ) {
-            return self.refuse(
-                "client_recipient_rate",
-                Reply::new(
-                    450,
-                    "4.7.1",
-                    format!(
-                        "Error: too many recipients from {}; slow down",
-                        self.peer.ip()
-                    ),
-                ),
-            );
+            return self.refuse(Rule::ClientRecipientRate, &[&self.peer.ip().to_string()]);
         }
         if let Some(tx) = &mut self.tx {
             tx.recipients.push((address, params));
         }
         self.ok(Reply::new(250, "2.1.5", "Ok"))
     }
-}
-
-/// The reply to a recipient outside the protected domains, or routed onwards: the same for
-/// both, so a prober learns nothing from the difference.
-fn relay_denied(address: &str) -> Reply {
-    Reply::new(554, "5.7.1", format!("<{address}>: Relay access denied"))
 }
 
 #[cfg(test)]

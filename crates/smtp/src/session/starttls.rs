@@ -3,31 +3,32 @@
 use tracing::{info, warn};
 
 use super::{Flow, Session};
-use crate::Submitter;
-use crate::reply::Reply;
+use crate::rule::Rule;
+use crate::wire::Reply;
+use crate::{MessageQueue, RecipientPolicy};
 
-impl<S: Submitter> Session<S> {
+impl<Q: MessageQueue, P: RecipientPolicy> Session<Q, P> {
     /// Upgrades the session to TLS. Whatever the client sent after the command in plain text
     /// is discarded (CVE-2011-0411), and the session starts over: a new EHLO is required.
     pub(super) async fn starttls(&mut self) -> Flow {
         let Some(tls) = self.ctx.tls.clone() else {
-            return self.error(Reply::new(502, "5.5.1", "Error: STARTTLS not available"));
+            return self.refuse(Rule::NoStartTls, &[]);
         };
         if self.tls {
-            return self.error(Reply::new(503, "5.5.1", "Error: TLS already active"));
+            return self.refuse(Rule::TlsActive, &[]);
         }
         self.reply(Reply::new(220, "2.0.0", "Ready to start TLS"));
         if self.flush().await.is_err() {
             return Flow::Close;
         }
         if !self.inbuf.is_empty() {
+            let rule = Rule::StartTlsInjection;
             info!(
                 bytes = self.inbuf.len(),
-                rule = "starttls_injection",
+                rule = rule.label(),
                 "plaintext after STARTTLS discarded"
             );
-            metrics::counter!("mxraft_smtp_rejections_total", "rule" => "starttls_injection")
-                .increment(1);
+            metrics::counter!("mxraft_smtp_rejections_total", "rule" => rule.label()).increment(1);
             self.inbuf.clear();
         }
         let plain = std::mem::replace(&mut self.io, Box::new(tokio::io::empty()));

@@ -1,9 +1,10 @@
-//! The time base of the queue's commands.
+//! A node's clock: the time base of the commands it builds.
 //!
-//! The state machine never reads a clock: every time it uses arrives in a command (`at_ms`),
-//! so all nodes apply the same log to the same state. Whoever builds a command stamps it with
-//! its node's [`Clock`]; the leader restamps the commands whose time decides a lease (see
-//! [`crate::QueueCommand::stamp_by_leader`]), so leases are measured on one clock.
+//! The queue's state machine never reads a clock: every time it uses arrives in a command
+//! (`at_ms`), so all nodes apply the same log to the same state. Whoever builds a command
+//! stamps it with its node's [`Clock`]; the leader restamps the commands whose time decides a
+//! lease (see [`mxraft_queue::QueueCommand::stamp_by_leader`]), so leases are measured on one
+//! clock.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};

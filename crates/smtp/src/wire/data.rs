@@ -1,4 +1,5 @@
-//! The DATA decoder: finds the end of data and undoes dot-stuffing (RFC 5321 §4.5.2).
+//! Message data on the wire (RFC 5321 §4.5.2): the decoder that finds the end of data and
+//! undoes dot-stuffing, and [`encode_data`], which dot-stuffs a message for sending.
 //!
 //! Only `CRLF.CRLF` ends the data. A line starts only after CRLF, so a bare LF or bare CR can
 //! never make a `.` look like the start of a line: `\n.\n`, `\r.\r` and every mix of them stay
@@ -204,19 +205,34 @@ impl DataDecoder {
     }
 }
 
-/// Dot-stuffs `message` and appends the end-of-data line: the inverse of [`DataDecoder`] for
-/// messages whose lines all end in CRLF.
-pub fn encode(message: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(message.len() + message.len() / 64 + 5);
+/// Writes `content` dot-stuffed, with every line ending in CRLF (bare CR and bare LF become
+/// CRLF), followed by the end-of-data line: the inverse of [`DataDecoder`] for messages whose
+/// lines all end in CRLF.
+pub fn encode_data(content: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(content.len() + content.len() / 50 + 8);
     let mut line_start = true;
-    for (i, &b) in message.iter().enumerate() {
-        if line_start && b == b'.' {
-            out.push(b'.');
+    let mut i = 0;
+    while i < content.len() {
+        let b = content[i];
+        match b {
+            b'\r' | b'\n' => {
+                out.extend_from_slice(b"\r\n");
+                // CRLF is one line end; a lone CR or LF is one too.
+                i += if b == b'\r' && content.get(i + 1) == Some(&b'\n') {
+                    2
+                } else {
+                    1
+                };
+                line_start = true;
+                continue;
+            }
+            b'.' if line_start => out.extend_from_slice(b".."),
+            _ => out.push(b),
         }
-        out.push(b);
-        line_start = b == b'\n' && i > 0 && message[i - 1] == b'\r';
+        line_start = false;
+        i += 1;
     }
-    if !message.is_empty() && !message.ends_with(b"\r\n") {
+    if !line_start {
         out.extend_from_slice(b"\r\n");
     }
     out.extend_from_slice(b".\r\n");
@@ -226,6 +242,29 @@ pub fn encode(message: &[u8]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn data_is_dot_stuffed_and_never_carries_bare_cr_or_lf() {
+        assert_eq!(
+            encode_data(b"a\r\n.b\r\n..c\r\n"),
+            b"a\r\n..b\r\n...c\r\n.\r\n"
+        );
+        assert_eq!(
+            encode_data(b"x\n.\ny\r.\rz"),
+            b"x\r\n..\r\ny\r\n..\r\nz\r\n.\r\n"
+        );
+        assert_eq!(encode_data(b""), b".\r\n");
+        assert_eq!(encode_data(b".\r\n"), b"..\r\n.\r\n");
+        let out = encode_data(b"a\rb\nc\r\n");
+        for (i, &b) in out.iter().enumerate() {
+            if b == b'\n' {
+                assert_eq!(out[i - 1], b'\r', "LF without CR at {i}");
+            }
+            if b == b'\r' {
+                assert_eq!(out.get(i + 1), Some(&b'\n'), "CR without LF at {i}");
+            }
+        }
+    }
 
     fn decode_all(wire: &[u8]) -> (Option<usize>, Vec<u8>, DataFlaws) {
         let mut d = DataDecoder::new(1 << 20, 998);
@@ -325,7 +364,7 @@ mod tests {
                 }
                 msg.extend_from_slice(b"\r\n");
             }
-            let wire = encode(&msg);
+            let wire = encode_data(&msg);
             let mut d = DataDecoder::new(1 << 20, 998);
             let mut pos = 0;
             let mut end = None;

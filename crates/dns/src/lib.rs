@@ -1,4 +1,5 @@
-//! DNS for delivery: the [`Resolver`] trait, hickory in production, zone text in tests.
+//! DNS for mxraft: the [`Resolver`] trait that delivery (MX routes) and the front door
+//! (DNSBL, SPF) ask, hickory in production, zone text in tests.
 //!
 //! Temporary and permanent DNS failures are told apart here, once: NXDOMAIN is permanent, "no
 //! such record" means "no MX, use the domain itself" (RFC 5321 §5.1), everything else (SERVFAIL,
@@ -45,6 +46,21 @@ impl DnsError {
     }
 }
 
+/// The resolver could not be set up.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct SetupError(pub String);
+
+/// A line of zone text that cannot be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("zone line {line}: cannot read {text:?}")]
+pub struct ZoneError {
+    /// The line number, from 1.
+    pub line: usize,
+    /// The line.
+    pub text: String,
+}
+
 /// A boxed future, for the object-safe resolver trait.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
@@ -84,10 +100,10 @@ pub struct HickoryResolver {
 impl HickoryResolver {
     /// A resolver asking `name_servers` (UDP and TCP), or the system's (`/etc/resolv.conf`)
     /// when the list is empty.
-    pub fn new(name_servers: &[SocketAddr]) -> Result<HickoryResolver, String> {
+    pub fn new(name_servers: &[SocketAddr]) -> Result<HickoryResolver, SetupError> {
         let builder = if name_servers.is_empty() {
             TokioResolver::builder_tokio()
-                .map_err(|e| format!("cannot read the system DNS configuration: {e}"))?
+                .map_err(|e| SetupError(format!("cannot read the system DNS configuration: {e}")))?
         } else {
             let servers = name_servers
                 .iter()
@@ -106,7 +122,7 @@ impl HickoryResolver {
         };
         let inner = builder
             .build()
-            .map_err(|e| format!("cannot build the DNS resolver: {e}"))?;
+            .map_err(|e| SetupError(format!("cannot build the DNS resolver: {e}")))?;
         Ok(HickoryResolver { inner })
     }
 }
@@ -203,7 +219,7 @@ fn zone_name(s: &str) -> String {
 
 impl ZoneResolver {
     /// Parses zone text; errors name the line.
-    pub fn parse(text: &str) -> Result<ZoneResolver, String> {
+    pub fn parse(text: &str) -> Result<ZoneResolver, ZoneError> {
         let mut z = ZoneResolver::default();
         for (n, raw) in text.lines().enumerate() {
             let trimmed = raw.trim();
@@ -224,7 +240,10 @@ impl ZoneResolver {
                 continue;
             }
             let f: Vec<&str> = line.split_whitespace().collect();
-            let bad = || format!("zone line {}: cannot read {raw:?}", n + 1);
+            let bad = || ZoneError {
+                line: n + 1,
+                text: raw.to_owned(),
+            };
             let name = zone_name(f.first().ok_or_else(bad)?);
             match f.get(1).map(|t| t.to_ascii_uppercase()).as_deref() {
                 Some("MX") if f.len() == 4 => z.mx.entry(name).or_default().push(Mx {

@@ -1,4 +1,5 @@
 //! Sender Policy Framework (RFC 7208): is the client allowed to send for the sender's domain?
+//! A `fail` gets `550 5.7.23` at RCPT; other results are recorded in `Received-SPF:`.
 //!
 //! `check_host` evaluates the domain's `v=spf1` record over the [`Resolver`]: the mechanisms
 //! `all`, `include`, `a`, `mx`, `ip4`, `ip6`, `exists` (and `ptr`, which is deprecated and
@@ -7,7 +8,9 @@
 
 use std::net::IpAddr;
 
-use crate::resolver::{DnsError, Resolver};
+use mxraft_dns::{DnsError, Resolver};
+
+use crate::RcptCheck;
 
 /// The result of an SPF check (RFC 7208 §2.6).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -369,10 +372,42 @@ pub async fn check_host(
     eval.check_host(&domain, 0).await
 }
 
+/// The front door's SPF check of the sender (or of the HELO name for the null sender): a
+/// `fail` refuses the recipient; any other result becomes a `Received-SPF:` field (ending in
+/// CRLF) written by `hostname`.
+pub async fn check(
+    resolver: &dyn Resolver,
+    hostname: &str,
+    client: IpAddr,
+    helo: &str,
+    sender: &str,
+) -> Result<String, RcptCheck> {
+    let identity = if sender.is_empty() {
+        format!("postmaster@{helo}")
+    } else {
+        sender.to_owned()
+    };
+    let client = client.to_canonical();
+    let result = check_host(resolver, client, &identity, helo).await;
+    if result == SpfResult::Fail {
+        let domain = identity
+            .rsplit_once('@')
+            .map(|(_, d)| d)
+            .unwrap_or(&identity);
+        return Err(RcptCheck::SpfFail(format!(
+            "SPF check failed: {client} is not allowed to send mail for {domain}"
+        )));
+    }
+    Ok(format!(
+        "Received-SPF: {} ({hostname}: domain of {identity} and client {client}) client-ip={client}; envelope-from=<{sender}>; helo={helo};\r\n",
+        result.name(),
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::resolver::ZoneResolver;
+    use mxraft_dns::ZoneResolver;
 
     const ZONE: &str = r#"
         strict.test. TXT "v=spf1 ip4:192.0.2.0/24 -all"

@@ -1,0 +1,90 @@
+//! Cluster status, join, remove, and this node's identity.
+
+use tonic::{Request, Response, Status};
+
+use mxraft_proto::admin::{
+    ClusterJoinReply, ClusterJoinRequest, ClusterRemoveReply, ClusterRemoveRequest,
+    ClusterStatusReply, ClusterStatusRequest, Member, NodeInfoReply, NodeInfoRequest,
+};
+use mxraft_proto::identity::Role;
+use mxraft_store::NodeInfo;
+
+use crate::AdminService;
+
+pub(crate) async fn status(
+    svc: &AdminService,
+    request: Request<ClusterStatusRequest>,
+) -> Result<Response<ClusterStatusReply>, Status> {
+    svc.auth.authorize(&request, Role::Read, "cluster status")?;
+    let s = svc.node()?.status();
+    Ok(Response::new(ClusterStatusReply {
+        node_id: s.node_id,
+        leader_id: s.leader_id,
+        term: s.term,
+        members: s
+            .members
+            .into_iter()
+            .map(|m| Member {
+                id: m.id,
+                role: m.role.name().to_owned(),
+                smtp_addr: m.info.smtp_addr,
+                admin_addr: m.info.admin_addr,
+                cluster_addr: m.info.cluster_addr,
+                matched_index: m.matched_index,
+            })
+            .collect(),
+        last_log_index: s.last_log_index,
+        committed_index: s.committed_index,
+        applied_index: s.applied_index,
+        state: s.state.to_owned(),
+    }))
+}
+
+pub(crate) async fn join(
+    svc: &AdminService,
+    request: Request<ClusterJoinRequest>,
+) -> Result<Response<ClusterJoinReply>, Status> {
+    svc.auth.authorize(&request, Role::Admin, "cluster join")?;
+    let r = request.into_inner();
+    if r.node_id == 0 {
+        return Err(Status::invalid_argument(
+            "node_id must be greater than zero",
+        ));
+    }
+    if r.cluster_addr.is_empty() {
+        return Err(Status::invalid_argument("cluster_addr is required"));
+    }
+    let info = NodeInfo {
+        cluster_addr: r.cluster_addr,
+        smtp_addr: r.smtp_addr,
+        admin_addr: r.admin_addr,
+    };
+    svc.node()?.join(r.node_id, info, r.pristine).await?;
+    Ok(Response::new(ClusterJoinReply {}))
+}
+
+pub(crate) async fn remove(
+    svc: &AdminService,
+    request: Request<ClusterRemoveRequest>,
+) -> Result<Response<ClusterRemoveReply>, Status> {
+    svc.auth
+        .authorize(&request, Role::Admin, "cluster remove")?;
+    svc.node()?.remove(request.into_inner().node_id).await?;
+    Ok(Response::new(ClusterRemoveReply {}))
+}
+
+pub(crate) async fn node_info(
+    svc: &AdminService,
+    request: Request<NodeInfoRequest>,
+) -> Result<Response<NodeInfoReply>, Status> {
+    svc.auth.authorize(&request, Role::Read, "node info")?;
+    let node = svc.node()?;
+    let info = node.info();
+    Ok(Response::new(NodeInfoReply {
+        node_id: node.id(),
+        cluster_addr: info.cluster_addr.clone(),
+        smtp_addr: info.smtp_addr.clone(),
+        admin_addr: info.admin_addr.clone(),
+        initialized: node.is_initialized().await,
+    }))
+}
