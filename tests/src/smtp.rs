@@ -56,6 +56,23 @@ impl Client {
         Ok(c)
     }
 
+    /// Connects without reading the greeting, for a test that checks it itself.
+    pub async fn connect_unchecked(addr: SocketAddr) -> anyhow::Result<Client> {
+        let stream = TcpStream::connect(addr)
+            .await
+            .with_context(|| format!("connect to {addr}"))?;
+        Ok(Client::from_stream(Box::new(stream)))
+    }
+
+    /// Speaks SMTP over `io` (e.g. one end of `tokio::io::duplex`) and reads the greeting.
+    pub async fn over(
+        io: impl AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    ) -> anyhow::Result<Client> {
+        let mut c = Client::from_stream(Box::new(io));
+        c.expect_greeting().await?;
+        Ok(c)
+    }
+
     /// Connects with TLS from the first byte (implicit TLS) and reads the greeting.
     pub async fn connect_tls(addr: SocketAddr) -> anyhow::Result<Client> {
         let stream = TcpStream::connect(addr)

@@ -5,7 +5,8 @@
 //! ```text
 //! <data_dir>/raft/              Raft log (CF `logs`) and metadata (CF `meta`: vote, purged, committed, cluster id)
 //! <data_dir>/sm/CURRENT         name of the live state-machine generation
-//! <data_dir>/sm/gen-<n>/        the state machine (CFs `meta`, `messages`, `bodies`)
+//! <data_dir>/sm/gen-<n>/        the state machine (CFs `meta`, `messages`, `bodies`, `destinations`,
+//!                               `recipients`, `verified`, `greylist`, `recent`)
 //! <data_dir>/snapshots/snap-*/  the current snapshot: `meta` + `db/` (a RocksDB checkpoint)
 //! ```
 //!
@@ -31,7 +32,7 @@ mod types;
 
 pub use log_store::LogStore;
 pub use snapshot::{SnapshotData, SnapshotFile, SnapshotReceiver};
-pub use state_machine::StateMachineStore;
+pub use state_machine::{AppliedState, StateMachineStore};
 pub use types::{
     Entry, LogId, NodeInfo, SnapshotMeta, StoredMembership, TypeConfig, Vote, io_error,
 };

@@ -15,6 +15,9 @@
 //! `last_applied`, and openraft applies the remaining committed entries again from the log.
 //! Snapshots flush the memtables (a checkpoint does), so the log is only purged below state
 //! that is durable.
+//!
+//! `load` opens a generation and rebuilds the queue from it, `apply` applies committed pieces,
+//! `persist` turns each change into its write.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -24,14 +27,19 @@ use bytes::Bytes;
 use futures::TryStreamExt;
 use openraft::alias::SnapshotOf;
 use openraft::storage::{EntryResponder, RaftStateMachine, Snapshot};
-use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder};
-use rocksdb::{ColumnFamilyDescriptor, DB, IteratorMode, Options, WriteBatch};
+use openraft::{OptionalSend, RaftSnapshotBuilder};
+use rocksdb::{DB, Options};
 use tracing::{info, warn};
 
-use mxraft_queue::codec::FORMAT_VERSION;
-use mxraft_queue::{
-    BodyError, Change, CommandResult, Destination, Message, MessageId, QueueCommand, QueueState,
-};
+use mxraft_queue::{MessageId, QueueState};
+
+mod apply;
+mod load;
+mod persist;
+
+use apply::{APPLY_PIECE_BYTES, entry_bytes};
+use load::{cf, gen_dir};
+use persist::read_body;
 
 use crate::snapshot::{self, DB_DIR, SnapshotData, SnapshotReceiver};
 use crate::types::{LogId, SnapshotMeta, StoredMembership, TypeConfig, io_error};
@@ -58,7 +66,7 @@ pub struct StateMachineStore {
 struct Shared {
     sm_dir: PathBuf,
     snapshots_dir: PathBuf,
-    live: RwLock<Live>,
+    live: RwLock<AppliedState>,
     current_snapshot: Mutex<Option<(SnapshotMeta, SnapshotData)>>,
     /// Databases replaced by a snapshot install, removed once nobody reads them any more.
     retired: Mutex<Vec<(Arc<DB>, PathBuf)>>,
@@ -68,8 +76,9 @@ struct Shared {
     unwritten: Mutex<std::collections::HashMap<MessageId, Bytes>>,
 }
 
-/// The state the node serves from.
-pub struct Live {
+/// The state as applied so far, which the node serves from: the current generation's
+/// database and the queue in memory.
+pub struct AppliedState {
     db: Arc<DB>,
     generation: u64,
     state: QueueState,
@@ -77,7 +86,7 @@ pub struct Live {
     membership: StoredMembership,
 }
 
-impl Live {
+impl AppliedState {
     /// The queue.
     pub fn queue(&self) -> &QueueState {
         &self.state
@@ -87,135 +96,6 @@ impl Live {
     pub fn applied_index(&self) -> u64 {
         self.last_applied.as_ref().map(|l| l.index).unwrap_or(0)
     }
-}
-
-fn db_options() -> Options {
-    let mut o = Options::default();
-    o.create_if_missing(true);
-    o.create_missing_column_families(true);
-    o.set_max_background_jobs(2);
-    o.set_max_total_wal_size(256 * 1024 * 1024);
-    o.set_db_write_buffer_size(crate::log_store::MEMTABLE_BUDGET);
-    o
-}
-
-fn column_families() -> Vec<ColumnFamilyDescriptor> {
-    let mut bodies = Options::default();
-    bodies.set_compression_type(rocksdb::DBCompressionType::None);
-    bodies.set_enable_blob_files(true);
-    bodies.set_min_blob_size(4096);
-    bodies.set_blob_compression_type(rocksdb::DBCompressionType::Lz4);
-    bodies.set_enable_blob_gc(true);
-    bodies.set_write_buffer_size(crate::log_store::MEMTABLE_BUDGET / 2);
-    let mut messages = Options::default();
-    messages.set_compression_type(rocksdb::DBCompressionType::Lz4);
-    vec![
-        ColumnFamilyDescriptor::new(CF_META, Options::default()),
-        ColumnFamilyDescriptor::new(CF_MESSAGES, messages),
-        ColumnFamilyDescriptor::new(CF_BODIES, bodies),
-        ColumnFamilyDescriptor::new(CF_DESTINATIONS, Options::default()),
-        ColumnFamilyDescriptor::new(CF_RECIPIENTS, Options::default()),
-        ColumnFamilyDescriptor::new(CF_VERIFIED, Options::default()),
-        ColumnFamilyDescriptor::new(CF_GREYLIST, Options::default()),
-        ColumnFamilyDescriptor::new(CF_RECENT, Options::default()),
-    ]
-}
-
-fn cf<'a>(db: &'a DB, name: &str) -> std::io::Result<&'a rocksdb::ColumnFamily> {
-    db.cf_handle(name)
-        .ok_or_else(|| io_error(format!("column family {name} missing")))
-}
-
-fn gen_dir(sm_dir: &Path, generation: u64) -> PathBuf {
-    sm_dir.join(format!("gen-{generation}"))
-}
-
-/// Opens a state-machine database and loads its queue into memory.
-fn open_live(path: &Path, generation: u64) -> Result<Live, OpenError> {
-    let rocks = |source| OpenError::Rocks {
-        path: path.to_path_buf(),
-        source,
-    };
-    let corrupt = |source| OpenError::Corrupt {
-        path: path.to_path_buf(),
-        source,
-    };
-    let db = DB::open_cf_descriptors(&db_options(), path, column_families()).map_err(rocks)?;
-    let (last_applied, membership) = {
-        let meta = db
-            .cf_handle(CF_META)
-            .ok_or_else(|| fsutil::io_err("missing column family in", path, io_error(CF_META)))?;
-        let last_applied = match db.get_pinned_cf(meta, KEY_APPLIED).map_err(rocks)? {
-            Some(b) => mxraft_queue::decode::<Option<LogId>>(&b).map_err(corrupt)?,
-            None => None,
-        };
-        let membership = match db.get_pinned_cf(meta, KEY_MEMBERSHIP).map_err(rocks)? {
-            Some(b) => mxraft_queue::decode::<StoredMembership>(&b).map_err(corrupt)?,
-            None => StoredMembership::default(),
-        };
-        (last_applied, membership)
-    };
-    let mut state = QueueState::new();
-    {
-        let messages = db.cf_handle(CF_MESSAGES).ok_or_else(|| {
-            fsutil::io_err("missing column family in", path, io_error(CF_MESSAGES))
-        })?;
-        for item in db.iterator_cf(messages, IteratorMode::Start) {
-            let (_k, v) = item.map_err(rocks)?;
-            state.insert_loaded(mxraft_queue::decode::<Message>(&v).map_err(corrupt)?);
-        }
-        let destinations = db.cf_handle(CF_DESTINATIONS).ok_or_else(|| {
-            fsutil::io_err("missing column family in", path, io_error(CF_DESTINATIONS))
-        })?;
-        for item in db.iterator_cf(destinations, IteratorMode::Start) {
-            let (k, v) = item.map_err(rocks)?;
-            let name = String::from_utf8_lossy(&k).into_owned();
-            state.set_destination_loaded(
-                name,
-                mxraft_queue::decode::<Destination>(&v).map_err(corrupt)?,
-            );
-        }
-        let recipients = db.cf_handle(CF_RECIPIENTS).ok_or_else(|| {
-            fsutil::io_err("missing column family in", path, io_error(CF_RECIPIENTS))
-        })?;
-        for item in db.iterator_cf(recipients, IteratorMode::Start) {
-            let (k, _v) = item.map_err(rocks)?;
-            state.insert_recipient_loaded(String::from_utf8_lossy(&k).into_owned());
-        }
-        let verified = db.cf_handle(CF_VERIFIED).ok_or_else(|| {
-            fsutil::io_err("missing column family in", path, io_error(CF_VERIFIED))
-        })?;
-        for item in db.iterator_cf(verified, IteratorMode::Start) {
-            let (k, v) = item.map_err(rocks)?;
-            let (valid, at_ms) = mxraft_queue::decode::<(bool, u64)>(&v).map_err(corrupt)?;
-            state.set_verified_loaded(String::from_utf8_lossy(&k).into_owned(), valid, at_ms);
-        }
-        let greylist = db.cf_handle(CF_GREYLIST).ok_or_else(|| {
-            fsutil::io_err("missing column family in", path, io_error(CF_GREYLIST))
-        })?;
-        for item in db.iterator_cf(greylist, IteratorMode::Start) {
-            let (k, v) = item.map_err(rocks)?;
-            let at_ms = mxraft_queue::decode::<u64>(&v).map_err(corrupt)?;
-            state.set_greylist_loaded(String::from_utf8_lossy(&k).into_owned(), at_ms);
-        }
-        let recent = db
-            .cf_handle(CF_RECENT)
-            .ok_or_else(|| fsutil::io_err("missing column family in", path, io_error(CF_RECENT)))?;
-        for item in db.iterator_cf(recent, IteratorMode::Start) {
-            let (k, v) = item.map_err(rocks)?;
-            let at_ms = mxraft_queue::decode::<u64>(&v).map_err(corrupt)?;
-            let id = MessageId::from_key(&k)
-                .ok_or_else(|| fsutil::io_err("invalid key in", path, io_error(CF_RECENT)))?;
-            state.set_recent_loaded(id, at_ms);
-        }
-    }
-    Ok(Live {
-        db: Arc::new(db),
-        generation,
-        state,
-        last_applied,
-        membership,
-    })
 }
 
 /// Reads the metadata a checkpoint holds, by opening it read-only.
@@ -287,7 +167,7 @@ impl StateMachineStore {
                     .map_err(|e| fsutil::io_err("cannot remove", &entry.path(), e))?;
             }
         }
-        let live = open_live(&gen_dir(&sm_dir, generation), generation)?;
+        let live = load::load_generation(&gen_dir(&sm_dir, generation), generation)?;
         let current_snapshot = Self::find_current_snapshot(&snapshots_dir)?;
         info!(
             generation,
@@ -344,7 +224,7 @@ impl StateMachineStore {
     }
 
     /// Read access to the live state; hold it briefly, it blocks `apply`.
-    pub fn read(&self) -> RwLockReadGuard<'_, Live> {
+    pub fn read(&self) -> RwLockReadGuard<'_, AppliedState> {
         // A poisoned lock means an apply panicked; the data it guards was not half-written
         // to disk, so serving reads from it is still correct.
         self.shared
@@ -389,7 +269,7 @@ impl StateMachineStore {
         crate::CloseWatch::new(&self.shared)
     }
 
-    fn write_live<R>(&self, f: impl FnOnce(&mut Live) -> R) -> R {
+    fn write_live<R>(&self, f: impl FnOnce(&mut AppliedState) -> R) -> R {
         let mut live = self
             .shared
             .live
@@ -470,7 +350,7 @@ impl StateMachineStore {
         fsutil::remove_dir_if_exists(&target)?;
         fsutil::clone_dir(&data.db_path(), &target)?;
         fsutil::fsync_dir(&self.shared.sm_dir)?;
-        let live = open_live(&target, generation).map_err(io_error)?;
+        let live = load::load_generation(&target, generation).map_err(io_error)?;
         if live.last_applied != meta.last_log_id {
             let _ = fsutil::remove_dir_if_exists(&target);
             return Err(io_error(format!(
@@ -510,217 +390,6 @@ impl StateMachineStore {
             "snapshot installed"
         );
         Ok(())
-    }
-}
-
-fn read_body(db: &DB, id: MessageId) -> std::io::Result<Option<Vec<u8>>> {
-    let bodies = cf(db, CF_BODIES)?;
-    match db.get_cf(bodies, id.to_key()).map_err(io_error)? {
-        None => Ok(None),
-        Some(mut value) => match value.first() {
-            Some(&FORMAT_VERSION) => {
-                value.remove(0);
-                Ok(Some(value))
-            }
-            other => Err(io_error(format!(
-                "body record of unknown version {other:?}"
-            ))),
-        },
-    }
-}
-
-fn encode_body(body: &[u8]) -> Vec<u8> {
-    let mut v = Vec::with_capacity(body.len() + 1);
-    v.push(FORMAT_VERSION);
-    v.extend_from_slice(body);
-    v
-}
-
-/// Bytes of entries applied in one write batch at most (a single larger entry is one batch).
-const APPLY_PIECE_BYTES: usize = 16 * 1024 * 1024;
-
-fn entry_bytes(entry: &crate::types::Entry) -> usize {
-    match &entry.payload {
-        EntryPayload::Normal(QueueCommand::Enqueue(e)) => e.body.len() + 512,
-        _ => 256,
-    }
-}
-
-impl StateMachineStore {
-    async fn apply_piece(&self, piece: Vec<EntryResponder<TypeConfig>>) -> std::io::Result<()> {
-        let this = self.clone();
-        let replies = tokio::task::spawn_blocking(move || this.apply_blocking(piece))
-            .await
-            .map_err(io_error)??;
-        for (responder, result) in replies {
-            responder.send(result);
-        }
-        Ok(())
-    }
-
-    /// Applies a piece of entries: the queue state changes under the write lock, which is then
-    /// released; the write batch goes to RocksDB after, so RCPT lookups and the deliverer
-    /// never wait for the write. Bodies not yet written are served from `unwritten` meanwhile.
-    #[allow(clippy::type_complexity)]
-    fn apply_blocking(
-        &self,
-        piece: Vec<EntryResponder<TypeConfig>>,
-    ) -> std::io::Result<Vec<(openraft::storage::ApplyResponder<TypeConfig>, CommandResult)>> {
-        let mut replies = Vec::with_capacity(piece.len());
-        let mut inserted = Vec::new();
-        let (db, batch) = self.write_live(|live| -> std::io::Result<_> {
-            let db = live.db.clone();
-            let cfs = Cfs::of(&db)?;
-            let mut batch = WriteBatch::default();
-            let mut membership_changed = false;
-            for (entry, responder) in piece {
-                let log_id = entry.log_id;
-                let result = match entry.payload {
-                    EntryPayload::Blank => CommandResult::Nothing,
-                    EntryPayload::Membership(m) => {
-                        live.membership = StoredMembership::new(Some(log_id), m);
-                        membership_changed = true;
-                        CommandResult::Nothing
-                    }
-                    EntryPayload::Normal(cmd) => {
-                        // DSNs return (part of) the original message: read it from this piece
-                        // or from the database. A failed read fails the apply: the node stops
-                        // rather than render a DSN the others do not.
-                        let outcome = {
-                            let lookup = |id: MessageId| -> Result<Option<Bytes>, BodyError> {
-                                if let Some((_, b)) = inserted.iter().find(|(i, _)| *i == id) {
-                                    return Ok(Some(Bytes::clone(b)));
-                                }
-                                read_body(&db, id).map(|b| b.map(Bytes::from)).map_err(|e| {
-                                    BodyError {
-                                        id,
-                                        reason: e.to_string(),
-                                    }
-                                })
-                            };
-                            live.state
-                                .apply(log_id.index, cmd, &lookup)
-                                .map_err(io_error)?
-                        };
-                        for change in outcome.changes {
-                            if let Change::Inserted { id, body } = &change {
-                                inserted.push((*id, body.clone()));
-                            }
-                            write_change(&live.state, &cfs, &mut batch, change);
-                        }
-                        outcome.result
-                    }
-                };
-                live.last_applied = Some(log_id);
-                if let Some(r) = responder {
-                    replies.push((r, result));
-                }
-            }
-            batch.put_cf(
-                cfs.meta,
-                KEY_APPLIED,
-                mxraft_queue::encode(&live.last_applied),
-            );
-            if membership_changed {
-                batch.put_cf(
-                    cfs.meta,
-                    KEY_MEMBERSHIP,
-                    mxraft_queue::encode(&live.membership),
-                );
-            }
-            if !inserted.is_empty()
-                && let Ok(mut unwritten) = self.shared.unwritten.lock()
-            {
-                unwritten.extend(inserted.iter().cloned());
-            }
-            Ok((db.clone(), batch))
-        })?;
-        let written = db.write(batch).map_err(io_error);
-        if !inserted.is_empty()
-            && let Ok(mut unwritten) = self.shared.unwritten.lock()
-        {
-            for (id, _) in &inserted {
-                unwritten.remove(id);
-            }
-        }
-        written?;
-        Ok(replies)
-    }
-}
-
-/// The column families an apply writes to.
-struct Cfs<'a> {
-    meta: &'a rocksdb::ColumnFamily,
-    messages: &'a rocksdb::ColumnFamily,
-    bodies: &'a rocksdb::ColumnFamily,
-    destinations: &'a rocksdb::ColumnFamily,
-    recipients: &'a rocksdb::ColumnFamily,
-    verified: &'a rocksdb::ColumnFamily,
-    greylist: &'a rocksdb::ColumnFamily,
-    recent: &'a rocksdb::ColumnFamily,
-}
-
-impl<'a> Cfs<'a> {
-    fn of(db: &'a DB) -> std::io::Result<Cfs<'a>> {
-        Ok(Cfs {
-            meta: cf(db, CF_META)?,
-            messages: cf(db, CF_MESSAGES)?,
-            bodies: cf(db, CF_BODIES)?,
-            destinations: cf(db, CF_DESTINATIONS)?,
-            recipients: cf(db, CF_RECIPIENTS)?,
-            verified: cf(db, CF_VERIFIED)?,
-            greylist: cf(db, CF_GREYLIST)?,
-            recent: cf(db, CF_RECENT)?,
-        })
-    }
-}
-
-/// Adds the write one change needs to `batch`, reading the new value from `state`.
-fn write_change(state: &QueueState, cfs: &Cfs<'_>, batch: &mut WriteBatch, change: Change) {
-    match change {
-        Change::Inserted { id, body } => {
-            batch.put_cf(cfs.bodies, id.to_key(), encode_body(&body));
-            if let Some(m) = state.get(id) {
-                batch.put_cf(cfs.messages, id.to_key(), mxraft_queue::encode(m));
-            }
-        }
-        Change::Updated(id) => {
-            if let Some(m) = state.get(id) {
-                batch.put_cf(cfs.messages, id.to_key(), mxraft_queue::encode(m));
-            }
-        }
-        Change::Removed(id) => {
-            batch.delete_cf(cfs.messages, id.to_key());
-            batch.delete_cf(cfs.bodies, id.to_key());
-        }
-        Change::RecipientEntry(entry) => {
-            if state.has_recipient_entry(&entry) {
-                batch.put_cf(cfs.recipients, entry.as_bytes(), [FORMAT_VERSION]);
-            } else {
-                batch.delete_cf(cfs.recipients, entry.as_bytes());
-            }
-        }
-        Change::Verified(address) => match state.verified(&address) {
-            Some(v) => batch.put_cf(cfs.verified, address.as_bytes(), mxraft_queue::encode(&v)),
-            None => batch.delete_cf(cfs.verified, address.as_bytes()),
-        },
-        Change::Greylist(key) => match state.greylisted(&key) {
-            Some(at) => batch.put_cf(cfs.greylist, key.as_bytes(), mxraft_queue::encode(&at)),
-            None => batch.delete_cf(cfs.greylist, key.as_bytes()),
-        },
-        Change::RecentId(id) => match state.recently_removed(id) {
-            Some(at) => batch.put_cf(cfs.recent, id.to_key(), mxraft_queue::encode(&at)),
-            None => batch.delete_cf(cfs.recent, id.to_key()),
-        },
-        Change::Destination(name) => {
-            if let Some(d) = state.destination(&name) {
-                batch.put_cf(cfs.destinations, name.as_bytes(), mxraft_queue::encode(d));
-            }
-        }
-        Change::Evicted { cache, count } => {
-            metrics::counter!("mxraft_cache_evictions_total", "cache" => cache)
-                .increment(u64::from(count));
-        }
     }
 }
 

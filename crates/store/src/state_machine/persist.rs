@@ -1,0 +1,114 @@
+//! Persisting what applying changed: one step per [`Change`], into the write batch of the
+//! applied piece; and the body records.
+
+use rocksdb::{DB, WriteBatch};
+
+use mxraft_queue::codec::FORMAT_VERSION;
+use mxraft_queue::{Change, MessageId, QueueState};
+
+use super::load::cf;
+use super::{
+    CF_BODIES, CF_DESTINATIONS, CF_GREYLIST, CF_MESSAGES, CF_META, CF_RECENT, CF_RECIPIENTS,
+    CF_VERIFIED,
+};
+use crate::types::io_error;
+
+/// The column families an apply writes to.
+pub(super) struct Cfs<'a> {
+    pub(super) meta: &'a rocksdb::ColumnFamily,
+    messages: &'a rocksdb::ColumnFamily,
+    bodies: &'a rocksdb::ColumnFamily,
+    destinations: &'a rocksdb::ColumnFamily,
+    recipients: &'a rocksdb::ColumnFamily,
+    verified: &'a rocksdb::ColumnFamily,
+    greylist: &'a rocksdb::ColumnFamily,
+    recent: &'a rocksdb::ColumnFamily,
+}
+
+impl<'a> Cfs<'a> {
+    pub(super) fn of(db: &'a DB) -> std::io::Result<Cfs<'a>> {
+        Ok(Cfs {
+            meta: cf(db, CF_META)?,
+            messages: cf(db, CF_MESSAGES)?,
+            bodies: cf(db, CF_BODIES)?,
+            destinations: cf(db, CF_DESTINATIONS)?,
+            recipients: cf(db, CF_RECIPIENTS)?,
+            verified: cf(db, CF_VERIFIED)?,
+            greylist: cf(db, CF_GREYLIST)?,
+            recent: cf(db, CF_RECENT)?,
+        })
+    }
+}
+
+/// The persist step of one change: adds the write it needs to `batch`, reading the new value
+/// from `state`.
+pub(super) fn persist(state: &QueueState, cfs: &Cfs<'_>, batch: &mut WriteBatch, change: Change) {
+    match change {
+        Change::Inserted { id, body } => {
+            batch.put_cf(cfs.bodies, id.to_key(), encode_body(&body));
+            if let Some(m) = state.get(id) {
+                batch.put_cf(cfs.messages, id.to_key(), mxraft_queue::encode(m));
+            }
+        }
+        Change::Updated(id) => {
+            if let Some(m) = state.get(id) {
+                batch.put_cf(cfs.messages, id.to_key(), mxraft_queue::encode(m));
+            }
+        }
+        Change::Removed(id) => {
+            batch.delete_cf(cfs.messages, id.to_key());
+            batch.delete_cf(cfs.bodies, id.to_key());
+        }
+        Change::RecipientEntry(entry) => {
+            if state.has_recipient_entry(&entry) {
+                batch.put_cf(cfs.recipients, entry.as_bytes(), [FORMAT_VERSION]);
+            } else {
+                batch.delete_cf(cfs.recipients, entry.as_bytes());
+            }
+        }
+        Change::Verified(address) => match state.verified(&address) {
+            Some(v) => batch.put_cf(cfs.verified, address.as_bytes(), mxraft_queue::encode(&v)),
+            None => batch.delete_cf(cfs.verified, address.as_bytes()),
+        },
+        Change::Greylist(key) => match state.greylisted(&key) {
+            Some(at) => batch.put_cf(cfs.greylist, key.as_bytes(), mxraft_queue::encode(&at)),
+            None => batch.delete_cf(cfs.greylist, key.as_bytes()),
+        },
+        Change::RecentId(id) => match state.recently_removed(id) {
+            Some(at) => batch.put_cf(cfs.recent, id.to_key(), mxraft_queue::encode(&at)),
+            None => batch.delete_cf(cfs.recent, id.to_key()),
+        },
+        Change::Destination(name) => {
+            if let Some(d) = state.destination(&name) {
+                batch.put_cf(cfs.destinations, name.as_bytes(), mxraft_queue::encode(d));
+            }
+        }
+        Change::Evicted { cache, count } => {
+            metrics::counter!("mxraft_cache_evictions_total", "cache" => cache)
+                .increment(u64::from(count));
+        }
+    }
+}
+
+pub(super) fn read_body(db: &DB, id: MessageId) -> std::io::Result<Option<Vec<u8>>> {
+    let bodies = cf(db, CF_BODIES)?;
+    match db.get_cf(bodies, id.to_key()).map_err(io_error)? {
+        None => Ok(None),
+        Some(mut value) => match value.first() {
+            Some(&FORMAT_VERSION) => {
+                value.remove(0);
+                Ok(Some(value))
+            }
+            other => Err(io_error(format!(
+                "body record of unknown version {other:?}"
+            ))),
+        },
+    }
+}
+
+fn encode_body(body: &[u8]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(body.len() + 1);
+    v.push(FORMAT_VERSION);
+    v.extend_from_slice(body);
+    v
+}
