@@ -93,6 +93,26 @@ async fn front(config: SmtpConfig, fail: bool) -> Front {
     front_with_tls(config, fail, None).await
 }
 
+/// The context of a test front door: domains `example.test` and `Other.Example.`, node 7.
+fn context(
+    config: SmtpConfig,
+    recorder: &Recorder,
+    tls: Option<Arc<mxraft_smtp::TlsStore>>,
+) -> Arc<SmtpContext<Recorder, Recorder>> {
+    let memory = config.max_message_memory;
+    Arc::new(SmtpContext {
+        config,
+        hostname: "mx.test".into(),
+        domains: DomainPolicy::new(["example.test", "Other.Example."]),
+        queue: recorder.clone(),
+        policy: recorder.clone(),
+        ids: IdGenerator::new(7),
+        node_id: 7,
+        tls,
+        memory: mxraft_smtp::memory::MessageMemory::new(memory),
+    })
+}
+
 async fn front_with_tls(
     config: SmtpConfig,
     fail: bool,
@@ -104,18 +124,7 @@ async fn front_with_tls(
         fail,
         ..Recorder::default()
     };
-    let memory = config.max_message_memory;
-    let ctx = Arc::new(SmtpContext {
-        config,
-        hostname: "mx.test".into(),
-        domains: DomainPolicy::new(["example.test", "Other.Example."]),
-        queue: recorder.clone(),
-        policy: recorder.clone(),
-        ids: IdGenerator::new(7),
-        node_id: 7,
-        tls,
-        memory: mxraft_smtp::memory::MessageMemory::new(memory),
-    });
+    let ctx = context(config, &recorder, tls);
     let stop = CancellationToken::new();
     tokio::spawn(mxraft_smtp::serve(listener, None, ctx, stop.clone()));
     Front {
@@ -717,17 +726,7 @@ async fn implicit_tls_listener_handshakes_before_the_greeting() {
     let implicit = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = implicit.local_addr().expect("addr");
     let recorder = Recorder::default();
-    let ctx = Arc::new(SmtpContext {
-        config: SmtpConfig::default(),
-        hostname: "mx.test".into(),
-        domains: DomainPolicy::new(["example.test"]),
-        queue: recorder.clone(),
-        policy: recorder.clone(),
-        ids: IdGenerator::new(7),
-        node_id: 7,
-        tls: Some(tls),
-        memory: mxraft_smtp::memory::MessageMemory::new(1 << 30),
-    });
+    let ctx = context(SmtpConfig::default(), &recorder, Some(tls));
     let stop = CancellationToken::new();
     tokio::spawn(mxraft_smtp::serve(plain, Some(implicit), ctx, stop.clone()));
     let mut c = Client::connect_tls(addr).await.expect("TLS from the start");
@@ -796,17 +795,7 @@ async fn a_full_queue_answers_452_at_mail() {
         full: true,
         ..Recorder::default()
     };
-    let ctx = Arc::new(SmtpContext {
-        config: SmtpConfig::default(),
-        hostname: "mx.test".into(),
-        domains: DomainPolicy::new(["example.test"]),
-        queue: recorder.clone(),
-        policy: recorder,
-        ids: IdGenerator::new(7),
-        node_id: 7,
-        tls: None,
-        memory: mxraft_smtp::memory::MessageMemory::new(1 << 30),
-    });
+    let ctx = context(SmtpConfig::default(), &recorder, None);
     let stop = CancellationToken::new();
     tokio::spawn(mxraft_smtp::serve(listener, None, ctx, stop.clone()));
     let mut c = ehlo(addr).await;
@@ -822,17 +811,7 @@ async fn a_full_queue_answers_452_at_mail() {
 /// every timeout then fires at its exact virtual instant, however loaded the machine is.
 async fn piped(config: SmtpConfig) -> (Client, Recorder) {
     let recorder = Recorder::default();
-    let ctx = Arc::new(SmtpContext {
-        config,
-        hostname: "mx.test".into(),
-        domains: DomainPolicy::new(["example.test"]),
-        queue: recorder.clone(),
-        policy: recorder.clone(),
-        ids: IdGenerator::new(7),
-        node_id: 7,
-        tls: None,
-        memory: mxraft_smtp::memory::MessageMemory::new(1 << 30),
-    });
+    let ctx = context(config, &recorder, None);
     let (client_io, server_io) = tokio::io::duplex(1 << 20);
     let peer: SocketAddr = "192.0.2.7:40000".parse().expect("addr");
     tokio::spawn(mxraft_smtp::serve_connection(

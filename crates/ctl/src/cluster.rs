@@ -51,103 +51,14 @@ pub(crate) async fn run(
     client: &mut Client,
     access: &crate::access::Access,
     output: Output,
-    mut out: &mut impl Write,
+    out: &mut impl Write,
 ) -> anyhow::Result<()> {
     match cmd {
         ClusterCommand::Status => {
-            let s = client
-                .cluster_status(ClusterStatusRequest {})
-                .await?
-                .into_inner();
-            if output == Output::Json {
-                let v = json!({
-                    "leader_id": s.leader_id,
-                    "node_id": s.node_id,
-                    "term": s.term,
-                    "state": s.state,
-                    "last_log_index": s.last_log_index,
-                    "committed_index": s.committed_index,
-                    "applied_index": s.applied_index,
-                    "members": s.members.iter().map(|m| json!({
-                        "id": m.id,
-                        "role": m.role,
-                        "smtp_addr": m.smtp_addr,
-                        "admin_addr": m.admin_addr,
-                        "cluster_addr": m.cluster_addr,
-                        "matched_index": m.matched_index,
-                    })).collect::<Vec<_>>(),
-                });
-                writeln!(out, "{}", serde_json::to_string_pretty(&v)?)?;
-            } else {
-                let leader = s
-                    .leader_id
-                    .map(|l| l.to_string())
-                    .unwrap_or_else(|| "none".into());
-                writeln!(
-                    out,
-                    "leader: {leader}   term: {}   answered by: node {} ({})",
-                    s.term, s.node_id, s.state
-                )?;
-                writeln!(
-                    out,
-                    "log: last {}   committed {}   applied {}\n",
-                    s.last_log_index, s.committed_index, s.applied_index
-                )?;
-                let mut rows = vec![
-                    vec!["NODE", "ROLE", "SMTP", "ADMIN", "CLUSTER", "MATCHED"]
-                        .into_iter()
-                        .map(String::from)
-                        .collect::<Vec<_>>(),
-                ];
-                for m in &s.members {
-                    rows.push(vec![
-                        m.id.to_string(),
-                        m.role.clone(),
-                        m.smtp_addr.clone(),
-                        m.admin_addr.clone(),
-                        m.cluster_addr.clone(),
-                        m.matched_index
-                            .map(|i| i.to_string())
-                            .unwrap_or_else(|| "-".into()),
-                    ]);
-                }
-                print_table(&mut out, &rows)?;
-            }
+            status(client, output, out).await?;
         }
         ClusterCommand::Join(args) => {
-            let req = match (&args.node_endpoint, args.id, &args.cluster_addr) {
-                (Some(ep), _, _) => {
-                    let info = access
-                        .connect(ep)?
-                        .node_info(NodeInfoRequest {})
-                        .await?
-                        .into_inner();
-                    ClusterJoinRequest {
-                        node_id: info.node_id,
-                        cluster_addr: info.cluster_addr,
-                        smtp_addr: info.smtp_addr,
-                        admin_addr: info.admin_addr,
-                        pristine: !info.initialized,
-                    }
-                }
-                (None, Some(id), Some(addr)) => ClusterJoinRequest {
-                    node_id: id,
-                    cluster_addr: addr.clone(),
-                    smtp_addr: args.smtp_addr.clone(),
-                    admin_addr: args.admin_addr.clone(),
-                    pristine: false,
-                },
-                _ => {
-                    anyhow::bail!("give the new node's admin endpoint, or --id and --cluster-addr")
-                }
-            };
-            let id = req.node_id;
-            client.cluster_join(req).await?;
-            if output == Output::Json {
-                writeln!(out, "{}", json!({"joined": id}))?;
-            } else {
-                writeln!(out, "node {id} joined the cluster as a voter")?;
-            }
+            join(client, access, output, out, args).await?;
         }
         ClusterCommand::Remove { id } => {
             client
@@ -159,6 +70,115 @@ pub(crate) async fn run(
                 writeln!(out, "node {id} removed from the cluster")?;
             }
         }
+    }
+    Ok(())
+}
+
+async fn status(
+    client: &mut Client,
+    output: Output,
+    mut out: &mut impl Write,
+) -> anyhow::Result<()> {
+    let s = client
+        .cluster_status(ClusterStatusRequest {})
+        .await?
+        .into_inner();
+    if output == Output::Json {
+        let v = json!({
+            "leader_id": s.leader_id,
+            "node_id": s.node_id,
+            "term": s.term,
+            "state": s.state,
+            "last_log_index": s.last_log_index,
+            "committed_index": s.committed_index,
+            "applied_index": s.applied_index,
+            "members": s.members.iter().map(|m| json!({
+                "id": m.id,
+                "role": m.role,
+                "smtp_addr": m.smtp_addr,
+                "admin_addr": m.admin_addr,
+                "cluster_addr": m.cluster_addr,
+                "matched_index": m.matched_index,
+            })).collect::<Vec<_>>(),
+        });
+        writeln!(out, "{}", serde_json::to_string_pretty(&v)?)?;
+    } else {
+        let leader = s
+            .leader_id
+            .map(|l| l.to_string())
+            .unwrap_or_else(|| "none".into());
+        writeln!(
+            out,
+            "leader: {leader}   term: {}   answered by: node {} ({})",
+            s.term, s.node_id, s.state
+        )?;
+        writeln!(
+            out,
+            "log: last {}   committed {}   applied {}\n",
+            s.last_log_index, s.committed_index, s.applied_index
+        )?;
+        let mut rows = vec![
+            vec!["NODE", "ROLE", "SMTP", "ADMIN", "CLUSTER", "MATCHED"]
+                .into_iter()
+                .map(String::from)
+                .collect::<Vec<_>>(),
+        ];
+        for m in &s.members {
+            rows.push(vec![
+                m.id.to_string(),
+                m.role.clone(),
+                m.smtp_addr.clone(),
+                m.admin_addr.clone(),
+                m.cluster_addr.clone(),
+                m.matched_index
+                    .map(|i| i.to_string())
+                    .unwrap_or_else(|| "-".into()),
+            ]);
+        }
+        print_table(&mut out, &rows)?;
+    }
+    Ok(())
+}
+
+async fn join(
+    client: &mut Client,
+    access: &crate::access::Access,
+    output: Output,
+    out: &mut impl Write,
+    args: JoinArgs,
+) -> anyhow::Result<()> {
+    let req = match (&args.node_endpoint, args.id, &args.cluster_addr) {
+        (Some(ep), _, _) => {
+            let info = access
+                .connect(ep)?
+                .node_info(NodeInfoRequest {})
+                .await?
+                .into_inner();
+            ClusterJoinRequest {
+                node_id: info.node_id,
+                cluster_addr: info.cluster_addr,
+                smtp_addr: info.smtp_addr,
+                admin_addr: info.admin_addr,
+                pristine: !info.initialized,
+            }
+        }
+        (None, Some(id), Some(addr)) => ClusterJoinRequest {
+            node_id: id,
+            cluster_addr: addr.clone(),
+            smtp_addr: args.smtp_addr.clone(),
+            admin_addr: args.admin_addr.clone(),
+            pristine: false,
+        },
+        _ => {
+            anyhow::bail!("give the new node's admin endpoint, or --id and --cluster-addr")
+        }
+    };
+    let id = req.node_id;
+    client.cluster_join(req).await?;
+    if output == Output::Json {
+        writeln!(out, "{}", json!({"joined": id}))?;
+    } else {
+        writeln!(out, "node {id} joined the cluster as a voter")?;
     }
     Ok(())
 }

@@ -104,75 +104,85 @@ pub(crate) async fn run(
             }
         }
         RecipientsCommand::Import { file, replace } => {
-            let text = if file.as_os_str() == "-" {
-                std::io::read_to_string(std::io::stdin())?
-            } else {
-                std::fs::read_to_string(&file)
-                    .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", file.display()))?
-            };
-            // Normalized as the server stores entries (A-label domains), so `--replace`
-            // compares like with like.
-            let mut wanted = std::collections::BTreeSet::new();
-            for (n, line) in text.lines().enumerate() {
-                let Some(entry) = line
-                    .split('#')
-                    .next()
-                    .and_then(|l| l.split_whitespace().next())
-                else {
-                    continue;
-                };
-                let normalized =
-                mxraft_queue::recipients::normalize_entry(entry).ok_or_else(|| {
-                    anyhow::anyhow!(
-                        "{}:{}: {entry:?} is neither user@domain nor @domain; nothing was changed",
-                        file.display(),
-                        n + 1
-                    )
-                })?;
-                wanted.insert(normalized);
-            }
-            let mut added = 0;
-            let list: Vec<String> = wanted.iter().cloned().collect();
-            for chunk in list.chunks(10_000) {
-                added += client
-                    .recipients_add(RecipientsChangeRequest {
-                        entries: chunk.to_vec(),
-                    })
-                    .await?
-                    .into_inner()
-                    .changed;
-            }
-            let mut removed = 0;
-            if replace {
-                let current = list_recipients(client, String::new(), consistency(false)).await?;
-                let stale: Vec<String> = current
-                    .into_iter()
-                    .filter(|e| !wanted.contains(e))
-                    .collect();
-                for chunk in stale.chunks(10_000) {
-                    removed += client
-                        .recipients_remove(RecipientsChangeRequest {
-                            entries: chunk.to_vec(),
-                        })
-                        .await?
-                        .into_inner()
-                        .changed;
-                }
-            }
-            if output == Output::Json {
-                writeln!(
-                    out,
-                    "{}",
-                    json!({"entries": wanted.len(), "added": added, "removed": removed})
-                )?;
-            } else {
-                writeln!(
-                    out,
-                    "{} entries in the file: {added} added, {removed} removed",
-                    wanted.len()
-                )?;
-            }
+            import(client, output, out, file, replace).await?;
         }
+    }
+    Ok(())
+}
+
+async fn import(
+    client: &mut Client,
+    output: Output,
+    out: &mut impl Write,
+    file: std::path::PathBuf,
+    replace: bool,
+) -> anyhow::Result<()> {
+    let text = if file.as_os_str() == "-" {
+        std::io::read_to_string(std::io::stdin())?
+    } else {
+        std::fs::read_to_string(&file)
+            .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", file.display()))?
+    };
+    // Normalized as the server stores entries (A-label domains), so `--replace`
+    // compares like with like.
+    let mut wanted = std::collections::BTreeSet::new();
+    for (n, line) in text.lines().enumerate() {
+        let Some(entry) = line
+            .split('#')
+            .next()
+            .and_then(|l| l.split_whitespace().next())
+        else {
+            continue;
+        };
+        let normalized = mxraft_queue::recipients::normalize_entry(entry).ok_or_else(|| {
+            anyhow::anyhow!(
+                "{}:{}: {entry:?} is neither user@domain nor @domain; nothing was changed",
+                file.display(),
+                n + 1
+            )
+        })?;
+        wanted.insert(normalized);
+    }
+    let mut added = 0;
+    let list: Vec<String> = wanted.iter().cloned().collect();
+    for chunk in list.chunks(10_000) {
+        added += client
+            .recipients_add(RecipientsChangeRequest {
+                entries: chunk.to_vec(),
+            })
+            .await?
+            .into_inner()
+            .changed;
+    }
+    let mut removed = 0;
+    if replace {
+        let current = list_recipients(client, String::new(), consistency(false)).await?;
+        let stale: Vec<String> = current
+            .into_iter()
+            .filter(|e| !wanted.contains(e))
+            .collect();
+        for chunk in stale.chunks(10_000) {
+            removed += client
+                .recipients_remove(RecipientsChangeRequest {
+                    entries: chunk.to_vec(),
+                })
+                .await?
+                .into_inner()
+                .changed;
+        }
+    }
+    if output == Output::Json {
+        writeln!(
+            out,
+            "{}",
+            json!({"entries": wanted.len(), "added": added, "removed": removed})
+        )?;
+    } else {
+        writeln!(
+            out,
+            "{} entries in the file: {added} added, {removed} removed",
+            wanted.len()
+        )?;
     }
     Ok(())
 }

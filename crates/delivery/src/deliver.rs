@@ -230,96 +230,9 @@ impl Delivery {
         reports: &mpsc::UnboundedSender<MessageReport>,
         cutoff: &Cutoff,
     ) {
-        let dest = &claim.destination;
-        let addrs = match self.resolve_route(dest).await {
-            Ok(a) => a,
-            Err(e) => {
-                warn!(error = %e, "no route");
-                let outcome = match &e {
-                    RouteError::Permanent(_) => AttemptOutcome::Failed { reply: e.reply() },
-                    RouteError::Temporary(_) => AttemptOutcome::Deferred { reply: e.reply() },
-                };
-                self.report_all(claim, remaining, reports, &outcome);
-                if matches!(e, RouteError::Temporary(_)) {
-                    self.mark_down(dest, e.reply()).await;
-                }
-                return;
-            }
-        };
-
-        let timeouts = self.config.timeouts();
-        let mut last_error = String::new();
-        let mut conn = None;
-        for (host, addr) in &addrs {
-            if cutoff.reason().is_some() {
-                return;
-            }
-            match Connection::open(
-                *addr,
-                host,
-                &self.hostname,
-                self.tls.as_ref(),
-                &timeouts,
-                cutoff,
-            )
-            .await
-            {
-                Ok(c) => {
-                    conn = Some(c);
-                    break;
-                }
-                Err(ClientError::Tls(e)) => {
-                    // Opportunistic TLS failed: try the same host in plain text.
-                    warn!(host = %host, addr = %addr, error = %e, "TLS failed; retrying without TLS");
-                    match Connection::open(*addr, host, &self.hostname, None, &timeouts, cutoff)
-                        .await
-                    {
-                        Ok(c) => {
-                            conn = Some(c);
-                            break;
-                        }
-                        Err(ClientError::Cut(why)) => return count_cut(why),
-                        Err(e) => last_error = format!("{host}[{addr}]: {e}"),
-                    }
-                }
-                Err(ClientError::Cut(why)) => return count_cut(why),
-                Err(e) => last_error = format!("{host}[{addr}]: {e}"),
-            }
-        }
-        let Some(mut conn) = conn else {
-            info!(error = %last_error, "primary not reachable");
-            let reply = format!("4.4.1 {last_error}");
-            self.report_all(
-                claim,
-                remaining,
-                reports,
-                &AttemptOutcome::Deferred {
-                    reply: reply.clone(),
-                },
-            );
-            self.mark_down(dest, reply).await;
+        let Some(mut conn) = self.connect(claim, remaining, reports, cutoff).await else {
             return;
         };
-        debug!(host = %conn.host, addr = %conn.addr, tls = conn.is_tls(), "connected");
-        let known_up = {
-            let sm = self.node.state_machine();
-            let live = sm.read();
-            live.queue().destination(dest).is_some_and(|d| d.up)
-        };
-        if !known_up {
-            // Record that the primary answers (a new destination, or one believed down).
-            let cmd = QueueCommand::SetDestination {
-                destination: dest.clone(),
-                up: true,
-                at_ms: self.node.clock().now_ms(),
-                probed: false,
-                error: None,
-            };
-            if let Err(e) = self.node.propose(cmd).await {
-                debug!(error = %e, "destination state not recorded");
-            }
-        }
-
         for &id in &claim.ids {
             if let Some(why) = cutoff.reason() {
                 count_cut(why);
@@ -334,105 +247,114 @@ impl Delivery {
                 forget(remaining, id);
                 continue;
             };
-            let indexes: Vec<usize> = message
-                .recipients
-                .iter()
-                .enumerate()
-                .filter(|(_, r)| r.is_pending() && &r.destination() == dest)
-                .map(|(i, _)| i)
-                .collect();
-            let mut content = message.trace_header.clone().into_bytes();
-            content.extend_from_slice(&body);
-            let needs_smtputf8 = message.params.smtputf8
-                || !message.sender.is_ascii()
-                || indexes
-                    .iter()
-                    .any(|&i| !message.recipients[i].address.is_ascii());
-            let outgoing = Outgoing {
-                sender: &message.sender,
-                params: &message.params,
-                recipients: indexes
-                    .iter()
-                    .map(|&i| {
-                        (
-                            message.recipients[i].address.as_str(),
-                            &message.recipients[i].params,
-                        )
-                    })
-                    .collect(),
-                content: &content,
-                needs_smtputf8,
-            };
-            let result = conn.send(&outgoing).await;
-            if let Err(ClientError::Cut(why)) = &result {
-                count_cut(*why);
-                if conn.in_doubt() {
-                    // The final dot went out: the primary may have the message. It is
-                    // retried later, so a duplicate is possible; loss is not.
-                    warn!(queue_id = %id, reason = ?why, "cut off waiting for the reply to the final dot");
-                    let reply = format!(
-                        "4.4.2 {}[{}]: no reply to the end of data before the claim ended",
-                        conn.host, conn.addr
-                    );
-                    let _ = reports.send(MessageReport {
-                        id,
-                        recipients: indexes
-                            .iter()
-                            .map(|&i| {
-                                (
-                                    i as u32,
-                                    AttemptOutcome::Deferred {
-                                        reply: reply.clone(),
-                                    },
-                                )
-                            })
-                            .collect(),
-                    });
+            match send_message(&mut conn, &claim.destination, &message, &body).await {
+                Sent::Reported(report, broken) => {
+                    let _ = reports.send(report);
                     forget(remaining, id);
-                } else {
-                    info!(queue_id = %id, reason = ?why, "transaction aborted before its end; the message stays queued");
+                    if let Some(e) = broken {
+                        warn!(error = %e, "connection lost; releasing the rest");
+                        return;
+                    }
                 }
-                conn.abort().await;
-                return;
-            }
-            let (outcomes, broken) = match result {
-                Ok(results) => (
-                    results
-                        .into_iter()
-                        .map(|r| match r {
-                            RcptResult::Delivered(reply) => AttemptOutcome::Delivered { reply },
-                            RcptResult::Failed(reply) => AttemptOutcome::Failed { reply },
-                            RcptResult::Deferred(reply) => AttemptOutcome::Deferred { reply },
-                        })
-                        .collect::<Vec<_>>(),
-                    None,
-                ),
-                Err(e) => {
-                    // The outcome is unknown: retry later (a duplicate is possible, loss is not).
-                    let reply = format!("4.4.2 {}[{}]: {e}", conn.host, conn.addr);
-                    (
-                        vec![AttemptOutcome::Deferred { reply }; indexes.len()],
-                        Some(e),
-                    )
+                Sent::Cut(report) => {
+                    if let Some(report) = report {
+                        let _ = reports.send(report);
+                        forget(remaining, id);
+                    }
+                    conn.abort().await;
+                    return;
                 }
-            };
-            outcomes.iter().for_each(count_outcome);
-            let delivered = outcomes
-                .iter()
-                .filter(|o| matches!(o, AttemptOutcome::Delivered { .. }))
-                .count();
-            debug!(queue_id = %id, delivered, of = indexes.len(), "attempt done");
-            let _ = reports.send(MessageReport {
-                id,
-                recipients: indexes.iter().map(|&i| i as u32).zip(outcomes).collect(),
-            });
-            forget(remaining, id);
-            if let Some(e) = broken {
-                warn!(error = %e, "connection lost; releasing the rest");
-                return;
             }
         }
         conn.quit().await;
+    }
+
+    /// Resolves the claim's destination and connects to the first host that answers (with
+    /// STARTTLS when offered, in plain text when that fails). When none does, every message
+    /// of the claim is deferred and the destination marked down; when one does, it is marked
+    /// up.
+    async fn connect(
+        &self,
+        claim: &ClaimView,
+        remaining: &Remaining,
+        reports: &mpsc::UnboundedSender<MessageReport>,
+        cutoff: &Cutoff,
+    ) -> Option<Connection> {
+        let dest = &claim.destination;
+        let addrs = match self.resolve_route(dest).await {
+            Ok(a) => a,
+            Err(e) => {
+                warn!(error = %e, "no route");
+                let outcome = match &e {
+                    RouteError::Permanent(_) => AttemptOutcome::Failed { reply: e.reply() },
+                    RouteError::Temporary(_) => AttemptOutcome::Deferred { reply: e.reply() },
+                };
+                self.report_all(claim, remaining, reports, &outcome);
+                if matches!(e, RouteError::Temporary(_)) {
+                    self.mark_down(dest, e.reply()).await;
+                }
+                return None;
+            }
+        };
+        let timeouts = self.config.timeouts();
+        let mut last_error = String::new();
+        for (host, addr) in &addrs {
+            if cutoff.reason().is_some() {
+                return None;
+            }
+            let tls = self.tls.as_ref();
+            let mut opened =
+                Connection::open(*addr, host, &self.hostname, tls, &timeouts, cutoff).await;
+            if let Err(ClientError::Tls(e)) = &opened {
+                // Opportunistic TLS failed: try the same host in plain text.
+                warn!(host = %host, addr = %addr, error = %e, "TLS failed; retrying without TLS");
+                opened =
+                    Connection::open(*addr, host, &self.hostname, None, &timeouts, cutoff).await;
+            }
+            match opened {
+                Ok(conn) => {
+                    debug!(host = %conn.host, addr = %conn.addr, tls = conn.is_tls(), "connected");
+                    self.mark_up(dest).await;
+                    return Some(conn);
+                }
+                Err(ClientError::Cut(why)) => {
+                    count_cut(why);
+                    return None;
+                }
+                Err(e) => last_error = format!("{host}[{addr}]: {e}"),
+            }
+        }
+        info!(error = %last_error, "primary not reachable");
+        let reply = format!("4.4.1 {last_error}");
+        let outcome = AttemptOutcome::Deferred {
+            reply: reply.clone(),
+        };
+        self.report_all(claim, remaining, reports, &outcome);
+        self.mark_down(dest, reply).await;
+        None
+    }
+
+    /// Records that the primary answers, unless it is already known to (a new destination,
+    /// or one believed down).
+    async fn mark_up(&self, dest: &str) {
+        let known_up = {
+            let sm = self.node.state_machine();
+            let live = sm.read();
+            live.queue().destination(dest).is_some_and(|d| d.up)
+        };
+        if known_up {
+            return;
+        }
+        let cmd = QueueCommand::SetDestination {
+            destination: dest.to_owned(),
+            up: true,
+            at_ms: self.node.clock().now_ms(),
+            probed: false,
+            error: None,
+        };
+        if let Err(e) = self.node.propose(cmd).await {
+            debug!(error = %e, "destination state not recorded");
+        }
     }
 
     /// The message and its body, if it is still claimed under `token` here.
@@ -519,4 +441,96 @@ fn count_outcome(outcome: &AttemptOutcome) {
         AttemptOutcome::Deferred { .. } => "deferred",
     };
     metrics::counter!("mxraft_delivery_attempts_total", "result" => result).increment(1);
+}
+
+/// What one message's transaction came to.
+enum Sent {
+    /// Every recipient attempted has a result; the error, if the connection broke after it.
+    Reported(MessageReport, Option<ClientError>),
+    /// The cutoff passed during the transaction; a report when the outcome is in doubt (the
+    /// final dot went out), none when the transaction was aborted before its end.
+    Cut(Option<MessageReport>),
+}
+
+/// Sends `message` to its pending recipients at `dest` over `conn`.
+async fn send_message(
+    conn: &mut Connection,
+    dest: &str,
+    message: &mxraft_queue::Message,
+    body: &[u8],
+) -> Sent {
+    let id = message.id;
+    let indexes: Vec<usize> = message
+        .recipients
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| r.is_pending() && r.destination() == dest)
+        .map(|(i, _)| i)
+        .collect();
+    let mut content = message.trace_header.clone().into_bytes();
+    content.extend_from_slice(body);
+    let needs_smtputf8 = message.params.smtputf8
+        || !message.sender.is_ascii()
+        || indexes
+            .iter()
+            .any(|&i| !message.recipients[i].address.is_ascii());
+    let outgoing = Outgoing {
+        sender: &message.sender,
+        params: &message.params,
+        recipients: indexes
+            .iter()
+            .map(|&i| {
+                let r = &message.recipients[i];
+                (r.address.as_str(), &r.params)
+            })
+            .collect(),
+        content: &content,
+        needs_smtputf8,
+    };
+    let report = |outcomes: Vec<AttemptOutcome>| MessageReport {
+        id,
+        recipients: indexes.iter().map(|&i| i as u32).zip(outcomes).collect(),
+    };
+    let deferred = |reply: String| vec![AttemptOutcome::Deferred { reply }; indexes.len()];
+    match conn.send(&outgoing).await {
+        Err(ClientError::Cut(why)) => {
+            count_cut(why);
+            if !conn.in_doubt() {
+                info!(queue_id = %id, reason = ?why, "transaction aborted before its end; the message stays queued");
+                return Sent::Cut(None);
+            }
+            // The final dot went out: the primary may have the message. It is retried later,
+            // so a duplicate is possible; loss is not.
+            warn!(queue_id = %id, reason = ?why, "cut off waiting for the reply to the final dot");
+            let reply = format!(
+                "4.4.2 {}[{}]: no reply to the end of data before the claim ended",
+                conn.host, conn.addr
+            );
+            Sent::Cut(Some(report(deferred(reply))))
+        }
+        Err(e) => {
+            // The outcome is unknown: retry later (a duplicate is possible, loss is not).
+            let reply = format!("4.4.2 {}[{}]: {e}", conn.host, conn.addr);
+            let outcomes = deferred(reply);
+            outcomes.iter().for_each(count_outcome);
+            Sent::Reported(report(outcomes), Some(e))
+        }
+        Ok(results) => {
+            let outcomes: Vec<AttemptOutcome> = results
+                .into_iter()
+                .map(|r| match r {
+                    RcptResult::Delivered(reply) => AttemptOutcome::Delivered { reply },
+                    RcptResult::Failed(reply) => AttemptOutcome::Failed { reply },
+                    RcptResult::Deferred(reply) => AttemptOutcome::Deferred { reply },
+                })
+                .collect();
+            outcomes.iter().for_each(count_outcome);
+            let delivered = outcomes
+                .iter()
+                .filter(|o| matches!(o, AttemptOutcome::Delivered { .. }))
+                .count();
+            debug!(queue_id = %id, delivered, of = indexes.len(), "attempt done");
+            Sent::Reported(report(outcomes), None)
+        }
+    }
 }

@@ -62,19 +62,22 @@ pub fn render(
     content: Option<&[u8]>,
     ctx: &DsnContext<'_>,
 ) -> Vec<u8> {
+    let boundary = format!("{}/{}", ctx.dsn_id, ctx.reporting_mta);
+    let mut out = header_part(kind, message, ctx, &boundary);
+    human_part(&mut out, kind, message, indexes, reasons, ctx, &boundary);
+    status_part(&mut out, kind, message, indexes, reasons, ctx, &boundary);
+    let mut body = out.into_bytes();
+    returned_part(&mut body, message, content, &boundary);
+    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    body
+}
+
+/// The header section of the DSN message.
+fn header_part(kind: DsnKind, message: &Message, ctx: &DsnContext<'_>, boundary: &str) -> String {
     let mta = ctx.reporting_mta;
-    let boundary = format!("{}/{mta}", ctx.dsn_id);
-    let (subject, human) = match kind {
-        DsnKind::Failure => (
-            "Undelivered Mail Returned to Sender",
-            "Your message could not be delivered to one or more recipients.\r\n\
-             The reasons are below; the delivery report and your message are attached.",
-        ),
-        DsnKind::Delay => (
-            "Delayed Mail (still being retried)",
-            "Your message has not been delivered yet to the recipients below.\r\n\
-             Delivery is still being retried; you do not need to send it again.",
-        ),
+    let subject = match kind {
+        DsnKind::Failure => "Undelivered Mail Returned to Sender",
+        DsnKind::Delay => "Delayed Mail (still being retried)",
     };
     let mut out = String::with_capacity(2048);
     out.push_str(&format!(
@@ -90,23 +93,57 @@ pub fn render(
         "Content-Type: multipart/report; report-type=delivery-status;\r\n\tboundary=\"{boundary}\"\r\n"
     ));
     out.push_str("\r\nThis is a MIME-encapsulated delivery status notification.\r\n\r\n");
+    out
+}
 
+/// The part for people: what happened, and each recipient's reason.
+fn human_part(
+    out: &mut String,
+    kind: DsnKind,
+    message: &Message,
+    indexes: &[usize],
+    reasons: &[String],
+    ctx: &DsnContext<'_>,
+    boundary: &str,
+) {
+    let human = match kind {
+        DsnKind::Failure => {
+            "Your message could not be delivered to one or more recipients.\r\n\
+             The reasons are below; the delivery report and your message are attached."
+        }
+        DsnKind::Delay => {
+            "Your message has not been delivered yet to the recipients below.\r\n\
+             Delivery is still being retried; you do not need to send it again."
+        }
+    };
     out.push_str(&format!(
         "--{boundary}\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n"
     ));
     out.push_str(&format!(
-        "This is the mail system at host {mta}.\r\n\r\n{human}\r\n\r\n"
+        "This is the mail system at host {}.\r\n\r\n{human}\r\n\r\n",
+        ctx.reporting_mta
     ));
     for (i, &index) in indexes.iter().enumerate() {
         let rcpt = &message.recipients[index];
         out.push_str(&format!("<{}>: {}\r\n", rcpt.address, reasons[i]));
     }
     out.push_str("\r\n");
+}
 
+/// The `message/delivery-status` part (RFC 3464): per message, then per recipient.
+fn status_part(
+    out: &mut String,
+    kind: DsnKind,
+    message: &Message,
+    indexes: &[usize],
+    reasons: &[String],
+    ctx: &DsnContext<'_>,
+    boundary: &str,
+) {
     out.push_str(&format!(
         "--{boundary}\r\nContent-Type: message/delivery-status\r\n\r\n"
     ));
-    out.push_str(&format!("Reporting-MTA: dns; {mta}\r\n"));
+    out.push_str(&format!("Reporting-MTA: dns; {}\r\n", ctx.reporting_mta));
     if let Some(envid) = &message.params.envid {
         out.push_str(&format!("Original-Envelope-Id: {envid}\r\n"));
     }
@@ -114,13 +151,13 @@ pub fn render(
         "Arrival-Date: {}\r\n",
         rfc2822(message.received_at_ms)
     ));
+    let (action, default_status) = match kind {
+        DsnKind::Failure => ("failed", "5.0.0"),
+        DsnKind::Delay => ("delayed", "4.0.0"),
+    };
     for (i, &index) in indexes.iter().enumerate() {
         let rcpt = &message.recipients[index];
         let reason = &reasons[i];
-        let (action, default_status) = match kind {
-            DsnKind::Failure => ("failed", "5.0.0"),
-            DsnKind::Delay => ("delayed", "4.0.0"),
-        };
         let status = enhanced_status(reason).unwrap_or(default_status);
         out.push_str("\r\n");
         out.push_str(&format!("Final-Recipient: rfc822; {}\r\n", rcpt.address));
@@ -138,37 +175,28 @@ pub fn render(
         out.push_str(&format!("Last-Attempt-Date: {}\r\n", rfc2822(ctx.at_ms)));
     }
     out.push_str("\r\n");
+}
 
-    let mut body = out.into_bytes();
-    let full = message.params.ret == Some(Ret::Full);
-    match content {
-        Some(content) if full => {
-            body.extend_from_slice(
-                format!("--{boundary}\r\nContent-Type: message/rfc822\r\n\r\n").as_bytes(),
-            );
-            body.extend_from_slice(content);
-            if !content.ends_with(b"\r\n") {
-                body.extend_from_slice(b"\r\n");
-            }
-        }
-        Some(content) => {
-            let end = content
-                .windows(4)
-                .position(|w| w == b"\r\n\r\n")
-                .map(|p| p + 2)
-                .unwrap_or(content.len());
-            body.extend_from_slice(
-                format!("--{boundary}\r\nContent-Type: text/rfc822-headers\r\n\r\n").as_bytes(),
-            );
-            body.extend_from_slice(&content[..end]);
-            if !content[..end].ends_with(b"\r\n") {
-                body.extend_from_slice(b"\r\n");
-            }
-        }
-        None => {}
+/// The returned message: whole with `RET=FULL`, else its header section.
+fn returned_part(body: &mut Vec<u8>, message: &Message, content: Option<&[u8]>, boundary: &str) {
+    let Some(content) = content else {
+        return;
+    };
+    let (kind, returned) = if message.params.ret == Some(Ret::Full) {
+        ("message/rfc822", content)
+    } else {
+        let end = content
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .map(|p| p + 2)
+            .unwrap_or(content.len());
+        ("text/rfc822-headers", &content[..end])
+    };
+    body.extend_from_slice(format!("--{boundary}\r\nContent-Type: {kind}\r\n\r\n").as_bytes());
+    body.extend_from_slice(returned);
+    if !returned.ends_with(b"\r\n") {
+        body.extend_from_slice(b"\r\n");
     }
-    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
-    body
 }
 
 #[cfg(test)]

@@ -29,11 +29,6 @@ impl MessageId {
         MessageId((millis << 80) | (node << 64) | u128::from(seq))
     }
 
-    /// The id as a number.
-    pub fn as_u128(self) -> u128 {
-        self.0
-    }
-
     /// The id from its number.
     pub fn from_u128(raw: u128) -> Self {
         MessageId(raw)

@@ -421,33 +421,21 @@ impl Server {
         let background_stop = background.stop.clone();
         let failed = background.failed.clone();
 
-        let policy = FrontDoorPolicy::new(
-            NodeView {
-                node: node.clone(),
-                caches,
-            },
+        let smtp_stop = CancellationToken::new();
+        let front_door = FrontDoor {
+            node: &node,
+            caches,
             delivery,
             resolver,
-            front_door::policy_config(&config, &hostname),
-        );
-        let ctx = Arc::new(SmtpContext {
-            hostname,
-            config: config.smtp.clone(),
-            domains: DomainPolicy::new(config.domains.iter().map(|d| d.name.as_str())),
-            queue: RaftQueue { node: node.clone() },
-            policy,
-            ids: IdGenerator::new(id),
-            node_id: id,
             tls: credentials.smtp.clone(),
-            memory: mxraft_smtp::memory::MessageMemory::new(config.smtp.max_message_memory),
-        });
-        let smtp_stop = CancellationToken::new();
-        let smtp_task = tokio::spawn(mxraft_smtp::serve(
+        };
+        let smtp_task = front_door.serve(
+            &config,
+            hostname,
             listeners.smtp,
             listeners.smtp_tls,
-            ctx,
-            smtp_stop.clone(),
-        ));
+            &smtp_stop,
+        );
         let background = background.supervise(reloadable(&credentials));
         info!(addr = %addrs.smtp, domains = config.domains.len(), "SMTP accepting");
 
@@ -465,6 +453,55 @@ impl Server {
             failed,
             closed,
         })
+    }
+}
+
+/// What the SMTP front door is built from.
+struct FrontDoor<'a> {
+    node: &'a RaftNode,
+    caches: CacheWriter,
+    delivery: Arc<Delivery>,
+    resolver: Arc<dyn mxraft_dns::Resolver>,
+    tls: Option<Arc<mxraft_smtp::TlsStore>>,
+}
+
+impl FrontDoor<'_> {
+    /// Starts serving SMTP (and SMTP with implicit TLS) until `stop`.
+    fn serve(
+        self,
+        config: &Config,
+        hostname: String,
+        listener: TcpListener,
+        tls_listener: Option<TcpListener>,
+        stop: &CancellationToken,
+    ) -> JoinHandle<()> {
+        let node = self.node;
+        let policy = FrontDoorPolicy::new(
+            NodeView {
+                node: node.clone(),
+                caches: self.caches,
+            },
+            self.delivery,
+            self.resolver,
+            front_door::policy_config(config, &hostname),
+        );
+        let ctx = Arc::new(SmtpContext {
+            hostname,
+            config: config.smtp.clone(),
+            domains: DomainPolicy::new(config.domains.iter().map(|d| d.name.as_str())),
+            queue: RaftQueue { node: node.clone() },
+            policy,
+            ids: IdGenerator::new(config.node.id),
+            node_id: config.node.id,
+            tls: self.tls,
+            memory: mxraft_smtp::memory::MessageMemory::new(config.smtp.max_message_memory),
+        });
+        tokio::spawn(mxraft_smtp::serve(
+            listener,
+            tls_listener,
+            ctx,
+            stop.clone(),
+        ))
     }
 }
 

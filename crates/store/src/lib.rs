@@ -120,8 +120,3 @@ impl CloseWatch {
         self.0.strong_count() == 0
     }
 }
-
-/// Whether `data_dir` has never held a node: no Raft log database exists there.
-pub fn is_pristine(data_dir: &Path) -> bool {
-    !data_dir.join("raft").join("CURRENT").exists()
-}

@@ -56,14 +56,7 @@ impl QueueState {
         entries: Vec<String>,
         effects: &mut Effects<'_>,
     ) -> CommandResult {
-        let mut changed = 0;
-        for e in entries {
-            if self.recipients.insert(e.clone()) {
-                effects.changes.push(Change::RecipientEntry(e));
-                changed += 1;
-            }
-        }
-        CommandResult::Applied { changed }
+        self.change_recipients(entries, effects, |table, e| table.insert(e.clone()))
     }
 
     pub(super) fn remove_recipients(
@@ -71,9 +64,19 @@ impl QueueState {
         entries: Vec<String>,
         effects: &mut Effects<'_>,
     ) -> CommandResult {
+        self.change_recipients(entries, effects, |table, e| table.remove(e))
+    }
+
+    /// Applies `change` to the recipient table for each entry; those it changed are written.
+    fn change_recipients(
+        &mut self,
+        entries: Vec<String>,
+        effects: &mut Effects<'_>,
+        change: impl Fn(&mut std::collections::BTreeSet<String>, &String) -> bool,
+    ) -> CommandResult {
         let mut changed = 0;
         for e in entries {
-            if self.recipients.remove(&e) {
+            if change(&mut self.recipients, &e) {
                 effects.changes.push(Change::RecipientEntry(e));
                 changed += 1;
             }

@@ -48,28 +48,10 @@ impl<Q: MessageQueue, P: RecipientPolicy> Session<Q, P> {
             return self.refuse(Rule::TooManyRecipients, &[]);
         }
         let utf8 = tx.params.smtputf8;
-        let mut params = RcptParams::default();
-        for (key, value) in &args.params {
-            match (key.as_str(), value.as_deref()) {
-                ("NOTIFY", Some(v)) if self.esmtp && params.notify.is_none() => {
-                    match parse_notify(v) {
-                        Some(n) => params.notify = Some(n),
-                        None => {
-                            return self.refuse(Rule::BadParameter, &["NOTIFY"]);
-                        }
-                    }
-                }
-                ("ORCPT", Some(v)) if self.esmtp && params.orcpt.is_none() => {
-                    if v.len() > 500 || !valid_orcpt(v) {
-                        return self.refuse(Rule::BadParameter, &["ORCPT"]);
-                    }
-                    params.orcpt = Some(v.to_owned());
-                }
-                _ => {
-                    return self.refuse(Rule::UnsupportedOption, &[key]);
-                }
-            }
-        }
+        let params = match rcpt_params(&args, self.esmtp) {
+            Ok(p) => p,
+            Err((rule, arg)) => return self.refuse(rule, &[&arg]),
+        };
         let parsed = if utf8 {
             parse_mailbox_utf8(&args.address)
         } else {
@@ -99,39 +81,13 @@ impl<Q: MessageQueue, P: RecipientPolicy> Session<Q, P> {
             .map(|t| t.sender.clone())
             .unwrap_or_default();
         let helo = self.helo.clone().unwrap_or_default();
-        match self
+        let verdict = self
             .ctx
             .policy
             .check_recipient(self.peer.ip(), &helo, &sender, &address.to_lowercase())
-            .await
-        {
-            RcptCheck::Accept => {}
-            RcptCheck::AcceptTagged(field) => {
-                if let Some(tx) = self.tx.as_mut()
-                    && tx.extra_header.is_none()
-                {
-                    tx.extra_header = Some(field);
-                }
-            }
-            RcptCheck::SpfFail(why) => {
-                return self.refuse(Rule::Spf, &[&why]);
-            }
-            RcptCheck::Unknown => {
-                return self.refuse(Rule::UnknownRecipient, &[&args.address]);
-            }
-            RcptCheck::Greylisted => {
-                return self.refuse(Rule::Greylist, &[&args.address]);
-            }
-            RcptCheck::Blocked(zone) => {
-                return self.refuse(Rule::Dnsbl, &[&self.peer.ip().to_string(), &zone]);
-            }
-            RcptCheck::NotCurrent(why) => {
-                tracing::info!(rcpt = %args.address, reason = %why, "recipient not checked: this node is not current");
-                return self.refuse(Rule::NotCurrent, &[&args.address]);
-            }
-            RcptCheck::TryLater => {
-                return self.refuse(Rule::UnverifiedRecipient, &[&args.address]);
-            }
+            .await;
+        if let Some(flow) = self.apply_verdict(verdict, &args.address) {
+            return flow;
         }
         // The same recipient twice in one transaction is accepted once: queued twice, the
         // primary would get the message twice.
@@ -154,6 +110,57 @@ impl<Q: MessageQueue, P: RecipientPolicy> Session<Q, P> {
         }
         self.ok(Reply::new(250, "2.1.5", "Ok"))
     }
+
+    /// Acts on the policy's verdict: `None` when the recipient is accepted (a header field it
+    /// asks for is kept for the message), else the refusal.
+    fn apply_verdict(&mut self, verdict: RcptCheck, address: &str) -> Option<Flow> {
+        let (rule, arg) = match verdict {
+            RcptCheck::Accept => return None,
+            RcptCheck::AcceptTagged(field) => {
+                if let Some(tx) = self.tx.as_mut()
+                    && tx.extra_header.is_none()
+                {
+                    tx.extra_header = Some(field);
+                }
+                return None;
+            }
+            RcptCheck::Blocked(zone) => {
+                let client = self.peer.ip().to_string();
+                return Some(self.refuse(Rule::Dnsbl, &[&client, &zone]));
+            }
+            RcptCheck::NotCurrent(why) => {
+                tracing::info!(rcpt = %address, reason = %why, "recipient not checked: this node is not current");
+                (Rule::NotCurrent, address.to_owned())
+            }
+            RcptCheck::SpfFail(why) => (Rule::Spf, why),
+            RcptCheck::Unknown => (Rule::UnknownRecipient, address.to_owned()),
+            RcptCheck::Greylisted => (Rule::Greylist, address.to_owned()),
+            RcptCheck::TryLater => (Rule::UnverifiedRecipient, address.to_owned()),
+        };
+        Some(self.refuse(rule, &[&arg]))
+    }
+}
+
+/// The RCPT parameters (NOTIFY and ORCPT, with EHLO only), or the rule that refuses them and
+/// its argument.
+fn rcpt_params(args: &PathArgs, esmtp: bool) -> Result<RcptParams, (Rule, String)> {
+    let mut params = RcptParams::default();
+    for (key, value) in &args.params {
+        match (key.as_str(), value.as_deref()) {
+            ("NOTIFY", Some(v)) if esmtp && params.notify.is_none() => match parse_notify(v) {
+                Some(n) => params.notify = Some(n),
+                None => return Err((Rule::BadParameter, "NOTIFY".into())),
+            },
+            ("ORCPT", Some(v)) if esmtp && params.orcpt.is_none() => {
+                if v.len() > 500 || !valid_orcpt(v) {
+                    return Err((Rule::BadParameter, "ORCPT".into()));
+                }
+                params.orcpt = Some(v.to_owned());
+            }
+            _ => return Err((Rule::UnsupportedOption, key.clone())),
+        }
+    }
+    Ok(params)
 }
 
 #[cfg(test)]

@@ -121,11 +121,6 @@ impl Reply {
         (200..400).contains(&self.code)
     }
 
-    /// Whether the reply reports a client error or a failure (4xx or 5xx).
-    pub fn is_error(&self) -> bool {
-        self.code >= 400
-    }
-
     /// Whether the reply is a permanent failure (5xx).
     pub fn is_permanent(&self) -> bool {
         self.code >= 500

@@ -3,7 +3,8 @@
 //! One [`Connection`] carries several messages. Each message's envelope is pipelined (MAIL,
 //! every RCPT and DATA in one write) when the server offers PIPELINING, and the result is per
 //! recipient. The body goes out dot-stuffed with every line ending in CRLF: a bare CR or LF is
-//! never put on the wire.
+//! never put on the wire. The transaction of one message is in `send.rs`; the opportunistic
+//! TLS configuration in `tls.rs`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -14,8 +15,13 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::rustls;
 
-use mxraft_queue::{BodyType, MailParams, RcptParams};
-use mxraft_smtp::wire::{Reply, ReplyReader, encode_data, is_xtext};
+use mxraft_queue::{MailParams, RcptParams};
+use mxraft_smtp::wire::{Reply, ReplyReader};
+
+mod send;
+mod tls;
+
+pub use tls::opportunistic_tls;
 
 /// RFC 5321 §4.5.3.2 client timeouts.
 #[derive(Debug, Clone)]
@@ -241,68 +247,6 @@ pub struct Connection {
     pub addr: SocketAddr,
 }
 
-/// Opportunistic TLS accepts any certificate, as a backup MX relaying to its own primary does
-/// (Postfix's `smtp_tls_security_level = may`): encryption against passive eavesdropping, no
-/// authentication. The handshake signature is still checked against the presented key.
-#[derive(Debug)]
-struct AnyCertificate(Arc<rustls::crypto::CryptoProvider>);
-
-impl rustls::client::danger::ServerCertVerifier for AnyCertificate {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &rustls::pki_types::CertificateDer<'_>,
-        _intermediates: &[rustls::pki_types::CertificateDer<'_>],
-        _server_name: &rustls::pki_types::ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: rustls::pki_types::UnixTime,
-    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-        Ok(rustls::client::danger::ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &rustls::pki_types::CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &rustls::pki_types::CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
-}
-
-/// The TLS client configuration for opportunistic STARTTLS.
-pub fn opportunistic_tls() -> Result<Arc<rustls::ClientConfig>, rustls::Error> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()?
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider)))
-        .with_no_client_auth();
-    Ok(Arc::new(config))
-}
-
 impl Connection {
     /// Connects, reads the greeting, says EHLO (HELO if EHLO is refused), and upgrades with
     /// STARTTLS when offered and `tls` is given. Every wait of the session, from the connect
@@ -487,180 +431,6 @@ impl Connection {
                 Err(e) => return Err(ClientError::Protocol(e.to_string())),
             }
         }
-    }
-
-    /// Sends one message and returns the result of every recipient, in order.
-    pub async fn send(&mut self, msg: &Outgoing<'_>) -> Result<Vec<RcptResult>, ClientError> {
-        let n = msg.recipients.len();
-        let all = |r: RcptResult| vec![r; n];
-        let size = msg.content.len() as u64;
-        if let Some(limit) = self.ext.size
-            && limit > 0
-            && size > limit
-        {
-            return Ok(all(RcptResult::Failed(format!(
-                "552 5.3.4 message size {size} exceeds the primary's limit of {limit}"
-            ))));
-        }
-        if msg.needs_smtputf8 && !self.ext.smtputf8 {
-            return Ok(all(RcptResult::Failed(
-                "553 5.6.7 the message needs SMTPUTF8, which the primary does not offer".into(),
-            )));
-        }
-
-        let mut mail = format!("MAIL FROM:<{}>", msg.sender);
-        if self.ext.size.is_some() {
-            mail.push_str(&format!(" SIZE={size}"));
-        }
-        if msg.params.body == BodyType::EightBitMime && self.ext.eight_bit {
-            mail.push_str(" BODY=8BITMIME");
-        }
-        if msg.needs_smtputf8 {
-            mail.push_str(" SMTPUTF8");
-        }
-        if self.ext.dsn {
-            match msg.params.ret {
-                Some(mxraft_queue::Ret::Full) => mail.push_str(" RET=FULL"),
-                Some(mxraft_queue::Ret::Headers) => mail.push_str(" RET=HDRS"),
-                None => {}
-            }
-            if let Some(envid) = msg.params.envid.as_deref().filter(|e| is_xtext(e)) {
-                mail.push_str(&format!(" ENVID={envid}"));
-            }
-        }
-        let rcpts: Vec<String> = msg
-            .recipients
-            .iter()
-            .map(|(addr, params)| {
-                let mut line = format!("RCPT TO:<{addr}>");
-                if self.ext.dsn {
-                    if let Some(notify) = params.notify {
-                        line.push_str(&format!(" NOTIFY={}", notify.to_param()));
-                    }
-                    if let Some(orcpt) = params.orcpt.as_deref().filter(|o| is_xtext(o)) {
-                        line.push_str(&format!(" ORCPT={orcpt}"));
-                    }
-                }
-                line
-            })
-            .collect();
-
-        let (mail_reply, rcpt_replies, data_reply) = if self.ext.pipelining {
-            let mut batch = format!("{mail}\r\n");
-            for r in &rcpts {
-                batch.push_str(r);
-                batch.push_str("\r\n");
-            }
-            batch.push_str("DATA\r\n");
-            self.write(
-                batch.as_bytes(),
-                self.timeouts.command,
-                "pipelined envelope",
-            )
-            .await?;
-            let mail_reply = self.read_reply(self.timeouts.command, "MAIL").await?;
-            let mut rcpt_replies = Vec::with_capacity(n);
-            for _ in 0..n {
-                rcpt_replies.push(self.read_reply(self.timeouts.command, "RCPT").await?);
-            }
-            let data_reply = self.read_reply(self.timeouts.data_init, "DATA").await?;
-            (mail_reply, rcpt_replies, Some(data_reply))
-        } else {
-            let mail_reply = self.command(&mail, "MAIL").await?;
-            if !mail_reply.is_positive() {
-                (mail_reply, Vec::new(), None)
-            } else {
-                let mut rcpt_replies = Vec::with_capacity(n);
-                for r in &rcpts {
-                    rcpt_replies.push(self.command(r, "RCPT").await?);
-                }
-                let any = rcpt_replies.iter().any(Reply::is_positive);
-                let data_reply = if any {
-                    self.write(b"DATA\r\n", self.timeouts.command, "DATA")
-                        .await?;
-                    Some(self.read_reply(self.timeouts.data_init, "DATA").await?)
-                } else {
-                    None
-                };
-                (mail_reply, rcpt_replies, data_reply)
-            }
-        };
-
-        let failed_for = |reply: &Reply| {
-            if reply.code >= 500 {
-                RcptResult::Failed(reply.summary())
-            } else {
-                RcptResult::Deferred(reply.summary())
-            }
-        };
-        if !mail_reply.is_positive() {
-            if data_reply.as_ref().is_some_and(|r| r.code == 354) {
-                // A server that took DATA despite refusing MAIL gets an empty message.
-                self.write(b".\r\n", self.timeouts.data_block, "data")
-                    .await?;
-                self.read_reply(self.timeouts.data_done, "end of data")
-                    .await?;
-            }
-            self.rset().await?;
-            return Ok(all(failed_for(&mail_reply)));
-        }
-        let mut results: Vec<Option<RcptResult>> = rcpt_replies
-            .iter()
-            .map(|r| {
-                if r.is_positive() {
-                    None
-                } else {
-                    Some(failed_for(r))
-                }
-            })
-            .collect();
-        let accepted = results.iter().any(Option::is_none);
-        match data_reply {
-            Some(r) if r.code == 354 => {
-                let wire = encode_data(msg.content);
-                let (data, dot) = wire.split_at(wire.len() - 3);
-                for chunk in data.chunks(64 * 1024) {
-                    self.write(chunk, self.timeouts.data_block, "message data")
-                        .await?;
-                }
-                // The last moment to give up without a possible duplicate: the message is not
-                // complete until the dot.
-                if let Some(why) = self.cutoff.reason() {
-                    return Err(ClientError::Cut(why));
-                }
-                self.write(dot, self.timeouts.data_block, "end of data")
-                    .await?;
-                self.in_doubt = true;
-                let done = self
-                    .read_reply(self.timeouts.data_done, "end of data")
-                    .await?;
-                self.in_doubt = false;
-                let outcome = if done.is_positive() {
-                    RcptResult::Delivered(done.summary())
-                } else {
-                    failed_for(&done)
-                };
-                for slot in results.iter_mut().filter(|s| s.is_none()) {
-                    *slot = Some(outcome.clone());
-                }
-            }
-            Some(r) => {
-                for slot in results.iter_mut().filter(|s| s.is_none()) {
-                    *slot = Some(failed_for(&r));
-                }
-                self.rset().await?;
-            }
-            None => {
-                if accepted {
-                    return Err(ClientError::Protocol("no reply to DATA".into()));
-                }
-                self.rset().await?;
-            }
-        }
-        Ok(results
-            .into_iter()
-            .map(|r| r.unwrap_or(RcptResult::Deferred("4.4.0 no result".into())))
-            .collect())
     }
 
     /// Asks the server whether it would accept `rcpt` (an address verification, "SMTP
