@@ -7,14 +7,13 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::pin::Pin;
 
-use hickory_resolver::TokioResolver;
-use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolverConfig};
-use hickory_resolver::net::NetError;
-use hickory_resolver::net::runtime::TokioRuntimeProvider;
-use hickory_resolver::proto::rr::RData;
+#[cfg(feature = "hickory")]
+mod hickory;
+#[cfg(feature = "hickory")]
+pub use hickory::HickoryResolver;
 
 /// One MX record.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -72,132 +71,6 @@ pub trait Resolver: Send + Sync + 'static {
     fn addresses<'a>(&'a self, host: &'a str) -> BoxFuture<'a, Result<Vec<IpAddr>, DnsError>>;
     /// The TXT records of `name`, each as one string (its character-strings joined).
     fn txt<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<Vec<String>, DnsError>>;
-}
-
-fn classify(name: &str, e: &NetError) -> DnsError {
-    if e.is_nx_domain() {
-        DnsError::NxDomain(name.to_owned())
-    } else if e.is_no_records_found() {
-        DnsError::NoRecords(name.to_owned())
-    } else {
-        DnsError::Temporary(name.to_owned(), e.to_string())
-    }
-}
-
-fn fqdn(name: &str) -> String {
-    if name.ends_with('.') {
-        name.to_owned()
-    } else {
-        format!("{name}.")
-    }
-}
-
-/// The production resolver (hickory).
-pub struct HickoryResolver {
-    inner: TokioResolver,
-}
-
-impl HickoryResolver {
-    /// A resolver asking `name_servers` (UDP and TCP), or the system's (`/etc/resolv.conf`)
-    /// when the list is empty.
-    pub fn new(name_servers: &[SocketAddr]) -> Result<HickoryResolver, SetupError> {
-        let builder = if name_servers.is_empty() {
-            TokioResolver::builder_tokio()
-                .map_err(|e| SetupError(format!("cannot read the system DNS configuration: {e}")))?
-        } else {
-            let servers = name_servers
-                .iter()
-                .map(|addr| {
-                    let mut udp = ConnectionConfig::udp();
-                    udp.port = addr.port();
-                    let mut tcp = ConnectionConfig::tcp();
-                    tcp.port = addr.port();
-                    NameServerConfig::new(addr.ip(), true, vec![udp, tcp])
-                })
-                .collect();
-            TokioResolver::builder_with_config(
-                ResolverConfig::from_parts(None, vec![], servers),
-                TokioRuntimeProvider::default(),
-            )
-        };
-        let inner = builder
-            .build()
-            .map_err(|e| SetupError(format!("cannot build the DNS resolver: {e}")))?;
-        Ok(HickoryResolver { inner })
-    }
-}
-
-impl Resolver for HickoryResolver {
-    fn mx<'a>(&'a self, domain: &'a str) -> BoxFuture<'a, Result<Vec<Mx>, DnsError>> {
-        Box::pin(async move {
-            let lookup = self
-                .inner
-                .mx_lookup(fqdn(domain))
-                .await
-                .map_err(|e| classify(domain, &e))?;
-            let mut out = Vec::new();
-            for record in lookup.answers() {
-                if let RData::MX(mx) = &record.data {
-                    let host = mx.exchange.to_ascii();
-                    out.push(Mx {
-                        preference: mx.preference,
-                        host: host.trim_end_matches('.').to_ascii_lowercase(),
-                    });
-                }
-            }
-            if out.is_empty() {
-                return Err(DnsError::NoRecords(domain.to_owned()));
-            }
-            Ok(out)
-        })
-    }
-
-    fn txt<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<Vec<String>, DnsError>> {
-        Box::pin(self.txt_records(name))
-    }
-
-    fn addresses<'a>(&'a self, host: &'a str) -> BoxFuture<'a, Result<Vec<IpAddr>, DnsError>> {
-        Box::pin(async move {
-            if let Ok(ip) = host.parse::<IpAddr>() {
-                return Ok(vec![ip]);
-            }
-            let lookup = self
-                .inner
-                .lookup_ip(fqdn(host))
-                .await
-                .map_err(|e| classify(host, &e))?;
-            let ips: Vec<IpAddr> = lookup.iter().collect();
-            if ips.is_empty() {
-                return Err(DnsError::NoRecords(host.to_owned()));
-            }
-            Ok(ips)
-        })
-    }
-}
-
-impl HickoryResolver {
-    async fn txt_records(&self, name: &str) -> Result<Vec<String>, DnsError> {
-        let lookup = self
-            .inner
-            .txt_lookup(fqdn(name))
-            .await
-            .map_err(|e| classify(name, &e))?;
-        let mut out = Vec::new();
-        for record in lookup.answers() {
-            if let RData::TXT(txt) = &record.data {
-                let joined: Vec<u8> = txt
-                    .txt_data
-                    .iter()
-                    .flat_map(|part| part.iter().copied())
-                    .collect();
-                out.push(String::from_utf8_lossy(&joined).into_owned());
-            }
-        }
-        if out.is_empty() {
-            return Err(DnsError::NoRecords(name.to_owned()));
-        }
-        Ok(out)
-    }
 }
 
 /// A resolver answering from zone text, for tests and fixed setups. Lines look like

@@ -63,9 +63,17 @@ pub fn render(
     ctx: &DsnContext<'_>,
 ) -> Vec<u8> {
     let boundary = format!("{}/{}", ctx.dsn_id, ctx.reporting_mta);
+    let parts = Parts {
+        kind,
+        message,
+        indexes,
+        reasons,
+        ctx,
+        boundary: &boundary,
+    };
     let mut out = header_part(kind, message, ctx, &boundary);
-    human_part(&mut out, kind, message, indexes, reasons, ctx, &boundary);
-    status_part(&mut out, kind, message, indexes, reasons, ctx, &boundary);
+    parts.human(&mut out);
+    parts.status(&mut out);
     let mut body = out.into_bytes();
     returned_part(&mut body, message, content, &boundary);
     body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
@@ -96,85 +104,98 @@ fn header_part(kind: DsnKind, message: &Message, ctx: &DsnContext<'_>, boundary:
     out
 }
 
-/// The part for people: what happened, and each recipient's reason.
-fn human_part(
-    out: &mut String,
+/// What the parts of one DSN are made from.
+#[derive(Clone, Copy)]
+struct Parts<'a> {
     kind: DsnKind,
-    message: &Message,
-    indexes: &[usize],
-    reasons: &[String],
-    ctx: &DsnContext<'_>,
-    boundary: &str,
-) {
-    let human = match kind {
-        DsnKind::Failure => {
-            "Your message could not be delivered to one or more recipients.\r\n\
-             The reasons are below; the delivery report and your message are attached."
-        }
-        DsnKind::Delay => {
-            "Your message has not been delivered yet to the recipients below.\r\n\
-             Delivery is still being retried; you do not need to send it again."
-        }
-    };
-    out.push_str(&format!(
-        "--{boundary}\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n"
-    ));
-    out.push_str(&format!(
-        "This is the mail system at host {}.\r\n\r\n{human}\r\n\r\n",
-        ctx.reporting_mta
-    ));
-    for (i, &index) in indexes.iter().enumerate() {
-        let rcpt = &message.recipients[index];
-        out.push_str(&format!("<{}>: {}\r\n", rcpt.address, reasons[i]));
-    }
-    out.push_str("\r\n");
+    message: &'a Message,
+    indexes: &'a [usize],
+    reasons: &'a [String],
+    ctx: &'a DsnContext<'a>,
+    boundary: &'a str,
 }
 
-/// The `message/delivery-status` part (RFC 3464): per message, then per recipient.
-fn status_part(
-    out: &mut String,
-    kind: DsnKind,
-    message: &Message,
-    indexes: &[usize],
-    reasons: &[String],
-    ctx: &DsnContext<'_>,
-    boundary: &str,
-) {
-    out.push_str(&format!(
-        "--{boundary}\r\nContent-Type: message/delivery-status\r\n\r\n"
-    ));
-    out.push_str(&format!("Reporting-MTA: dns; {}\r\n", ctx.reporting_mta));
-    if let Some(envid) = &message.params.envid {
-        out.push_str(&format!("Original-Envelope-Id: {envid}\r\n"));
-    }
-    out.push_str(&format!(
-        "Arrival-Date: {}\r\n",
-        rfc2822(message.received_at_ms)
-    ));
-    let (action, default_status) = match kind {
-        DsnKind::Failure => ("failed", "5.0.0"),
-        DsnKind::Delay => ("delayed", "4.0.0"),
-    };
-    for (i, &index) in indexes.iter().enumerate() {
-        let rcpt = &message.recipients[index];
-        let reason = &reasons[i];
-        let status = enhanced_status(reason).unwrap_or(default_status);
-        out.push_str("\r\n");
-        out.push_str(&format!("Final-Recipient: rfc822; {}\r\n", rcpt.address));
-        if let Some(orcpt) = &rcpt.params.orcpt {
-            out.push_str(&format!("Original-Recipient: {orcpt}\r\n"));
+impl Parts<'_> {
+    /// The part for people: what happened, and each recipient's reason.
+    fn human(&self, out: &mut String) {
+        let Parts {
+            kind,
+            message,
+            indexes,
+            reasons,
+            ctx,
+            boundary,
+        } = *self;
+        let human = match kind {
+            DsnKind::Failure => {
+                "Your message could not be delivered to one or more recipients.\r\n\
+             The reasons are below; the delivery report and your message are attached."
+            }
+            DsnKind::Delay => {
+                "Your message has not been delivered yet to the recipients below.\r\n\
+             Delivery is still being retried; you do not need to send it again."
+            }
+        };
+        out.push_str(&format!(
+            "--{boundary}\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n"
+        ));
+        out.push_str(&format!(
+            "This is the mail system at host {}.\r\n\r\n{human}\r\n\r\n",
+            ctx.reporting_mta
+        ));
+        for (i, &index) in indexes.iter().enumerate() {
+            let rcpt = &message.recipients[index];
+            out.push_str(&format!("<{}>: {}\r\n", rcpt.address, reasons[i]));
         }
-        out.push_str(&format!("Action: {action}\r\nStatus: {status}\r\n"));
-        let is_smtp = reason
-            .get(..3)
-            .is_some_and(|c| c.bytes().all(|b| b.is_ascii_digit()));
-        let diag_type = if is_smtp { "smtp" } else { "x-mxraft" };
-        // A diagnostic is one header field: fold any line breaks away.
-        let diag = reason.replace(['\r', '\n'], " ");
-        out.push_str(&format!("Diagnostic-Code: {diag_type}; {diag}\r\n"));
-        out.push_str(&format!("Last-Attempt-Date: {}\r\n", rfc2822(ctx.at_ms)));
+        out.push_str("\r\n");
     }
-    out.push_str("\r\n");
+
+    /// The `message/delivery-status` part (RFC 3464): per message, then per recipient.
+    fn status(&self, out: &mut String) {
+        let Parts {
+            kind,
+            message,
+            indexes,
+            reasons,
+            ctx,
+            boundary,
+        } = *self;
+        out.push_str(&format!(
+            "--{boundary}\r\nContent-Type: message/delivery-status\r\n\r\n"
+        ));
+        out.push_str(&format!("Reporting-MTA: dns; {}\r\n", ctx.reporting_mta));
+        if let Some(envid) = &message.params.envid {
+            out.push_str(&format!("Original-Envelope-Id: {envid}\r\n"));
+        }
+        out.push_str(&format!(
+            "Arrival-Date: {}\r\n",
+            rfc2822(message.received_at_ms)
+        ));
+        let (action, default_status) = match kind {
+            DsnKind::Failure => ("failed", "5.0.0"),
+            DsnKind::Delay => ("delayed", "4.0.0"),
+        };
+        for (i, &index) in indexes.iter().enumerate() {
+            let rcpt = &message.recipients[index];
+            let reason = &reasons[i];
+            let status = enhanced_status(reason).unwrap_or(default_status);
+            out.push_str("\r\n");
+            out.push_str(&format!("Final-Recipient: rfc822; {}\r\n", rcpt.address));
+            if let Some(orcpt) = &rcpt.params.orcpt {
+                out.push_str(&format!("Original-Recipient: {orcpt}\r\n"));
+            }
+            out.push_str(&format!("Action: {action}\r\nStatus: {status}\r\n"));
+            let is_smtp = reason
+                .get(..3)
+                .is_some_and(|c| c.bytes().all(|b| b.is_ascii_digit()));
+            let diag_type = if is_smtp { "smtp" } else { "x-mxraft" };
+            // A diagnostic is one header field: fold any line breaks away.
+            let diag = reason.replace(['\r', '\n'], " ");
+            out.push_str(&format!("Diagnostic-Code: {diag_type}; {diag}\r\n"));
+            out.push_str(&format!("Last-Attempt-Date: {}\r\n", rfc2822(ctx.at_ms)));
+        }
+        out.push_str("\r\n");
+    }
 }
 
 /// The returned message: whole with `RET=FULL`, else its header section.
