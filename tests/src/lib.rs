@@ -8,6 +8,7 @@
 //! - [`fake_smtp`]: a scripted SMTP server standing in for a primary or a sender's server.
 
 pub mod fake_smtp;
+pub mod front;
 pub mod smtp;
 
 use std::collections::BTreeSet;
