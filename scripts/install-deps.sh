@@ -8,7 +8,8 @@
 #                                    modules (swaks --tls), Postfix's smtp-sink and smtp-source,
 #                                    curl
 #   scripts/install-deps.sh --test   also what tests/run.sh uses: dnsmasq, iproute2, python3,
-#                                    nftables, libfaketime (clock skew), the nightly toolchain
+#                                    nftables, libfaketime (clock skew), systemd-analyze (the
+#                                    unit file), the nightly toolchain
 #                                    and cargo-fuzz for the fuzz targets, and grpcurl (built
 #                                    with Go into ~/.cache/mxraft/bin)
 #
@@ -49,6 +50,7 @@ caps=(
     "2|dnsmasq|command -v dnsmasq || test -x /usr/sbin/dnsmasq"
     "2|iproute2|command -v ip || test -x /usr/sbin/ip || test -x /sbin/ip"
     "2|python3|command -v python3"
+    "2|systemd|systemd-analyze --version"
     "2|nftables|nft list tables"
     "2|faketime|lib=\$(compgen -G '/usr/lib/*/faketime/libfaketime.so.1' | head -n 1) && [[ \$(FAKETIME=-1d FAKETIME_DONT_FAKE_MONOTONIC=1 LD_PRELOAD=\$lib date +%s) -lt \$((\$(date +%s) - 3600)) ]]"
 )

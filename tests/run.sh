@@ -59,6 +59,9 @@ tests/blackbox/clock_skew.sh
 section "black-box: the SMTP front door (relay, recipients, limits, TLS, hostile input)"
 tests/blackbox/front_door.sh
 
+section "the systemd unit (systemd-analyze verify and security, its command lines)"
+tests/blackbox/systemd_unit.sh
+
 section "black-box: the secure cluster (mTLS, admin roles, partitions, a wiped bootstrap node, a full disk)"
 tests/blackbox/security.sh
 
