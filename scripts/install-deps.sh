@@ -9,7 +9,7 @@
 #                                    curl
 #   scripts/install-deps.sh --test   also what tests/run.sh uses: dnsmasq, iproute2, python3,
 #                                    nftables, libfaketime (clock skew), systemd-analyze (the
-#                                    unit file), the nightly toolchain
+#                                    unit file), umoci and runc (the image), the nightly toolchain
 #                                    and cargo-fuzz for the fuzz targets, and grpcurl (built
 #                                    with Go into ~/.cache/mxraft/bin)
 #
@@ -51,6 +51,9 @@ caps=(
     "2|iproute2|command -v ip || test -x /usr/sbin/ip || test -x /sbin/ip"
     "2|python3|command -v python3"
     "2|systemd|systemd-analyze --version"
+    "2|umoci|command -v umoci"
+    "2|runc|command -v runc || test -x /usr/sbin/runc"
+    "2|binutils|command -v strip"
     "2|nftables|nft list tables"
     "2|faketime|lib=\$(compgen -G '/usr/lib/*/faketime/libfaketime.so.1' | head -n 1) && [[ \$(FAKETIME=-1d FAKETIME_DONT_FAKE_MONOTONIC=1 LD_PRELOAD=\$lib date +%s) -lt \$((\$(date +%s) - 3600)) ]]"
 )

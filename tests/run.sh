@@ -62,6 +62,9 @@ tests/blackbox/front_door.sh
 section "the systemd unit (systemd-analyze verify and security, its command lines)"
 tests/blackbox/systemd_unit.sh
 
+section "the runtime image (umoci, run with runc: non-root, a one-node cluster takes mail)"
+tests/blackbox/image.sh
+
 section "black-box: the secure cluster (mTLS, admin roles, partitions, a wiped bootstrap node, a full disk)"
 tests/blackbox/security.sh
 
