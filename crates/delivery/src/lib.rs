@@ -121,14 +121,8 @@ impl Delivery {
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
         info!(node_id = self.node.id(), "delivery started");
         let mut metrics = self.node.raft().metrics();
-        let mut claims: JoinSet<u64> = JoinSet::new();
+        let mut claims = ClaimTasks::default();
         let mut probes: JoinSet<()> = JoinSet::new();
-        let mut active: BTreeSet<u64> = BTreeSet::new();
-        // Claims whose task has ended. A finished claim is never run again, even while this
-        // node has not yet applied the Report or Release that ends it: running it again would
-        // deliver its messages twice. Messages it left undelivered get a new claim (a new
-        // token) from the leader once it expires.
-        let mut finished: BTreeSet<u64> = BTreeSet::new();
         let mut leader_state = leader::LeaderState::default();
         let tick = Duration::from_millis(100);
         loop {
@@ -141,12 +135,9 @@ impl Delivery {
                     }
                 }
                 _ = tokio::time::sleep(tick) => {}
-                Some(done) = claims.join_next(), if !claims.is_empty() => {
+                Some(done) = claims.set.join_next(), if !claims.set.is_empty() => {
                     match done {
-                        Ok(token) => {
-                            active.remove(&token);
-                            finished.insert(token);
-                        }
+                        Ok(token) => claims.ended(token),
                         Err(e) if e.is_panic() => {
                             error!(error = %e, "a delivery task panicked; delivery stops on this node");
                             shutdown.cancel();
@@ -163,32 +154,7 @@ impl Delivery {
                     }
                 }
             }
-            // Claims granted to this node that are not being worked on yet. Whether a lease
-            // still runs is not judged here (this node's wall clock is not the leader's): the
-            // claim task renews first and learns it from the leader.
-            let mine: Vec<_> = {
-                let sm = self.node.state_machine();
-                let live = sm.read();
-                let all = live.queue().claims();
-                finished.retain(|t| all.iter().any(|c| c.token == *t));
-                all.into_iter()
-                    .filter(|c| {
-                        c.node == self.node.id()
-                            && !active.contains(&c.token)
-                            && !finished.contains(&c.token)
-                    })
-                    .collect()
-            };
-            for claim in mine {
-                active.insert(claim.token);
-                let this = self.clone();
-                let stop = shutdown.clone();
-                let token = claim.token;
-                claims.spawn(async move {
-                    this.run_claim(claim, stop).await;
-                    token
-                });
-            }
+            claims.start_new(&self, &shutdown);
             let is_leader = self.node.metrics().current_leader == Some(self.node.id());
             if is_leader {
                 self.dispatch(&mut leader_state).await;
@@ -200,21 +166,77 @@ impl Delivery {
         }
         shutdown.cancel();
         probes.abort_all();
-        if !claims.is_empty() {
-            info!(claims = claims.len(), "stopping deliveries in progress");
-            let drained = tokio::time::timeout(SHUTDOWN_BOUND, async {
-                while claims.join_next().await.is_some() {}
-            })
-            .await;
-            if drained.is_err() {
-                warn!(
-                    claims = claims.len(),
-                    "deliveries did not stop in time; aborting them"
-                );
-                claims.shutdown().await;
-            }
-        }
+        claims.stop().await;
         while probes.join_next().await.is_some() {}
         info!("delivery stopped");
+    }
+}
+
+/// The delivery tasks of the claims granted to this node, one per claim.
+#[derive(Default)]
+struct ClaimTasks {
+    set: JoinSet<u64>,
+    /// Claims with a running task.
+    active: BTreeSet<u64>,
+    /// Claims whose task has ended. A finished claim is never run again, even while this node
+    /// has not yet applied the Report or Release that ends it: running it again would deliver
+    /// its messages twice. Messages it left undelivered get a new claim (a new token) from the
+    /// leader once it expires.
+    finished: BTreeSet<u64>,
+}
+
+impl ClaimTasks {
+    fn ended(&mut self, token: u64) {
+        self.active.remove(&token);
+        self.finished.insert(token);
+    }
+
+    /// Starts a task for each claim granted to this node that is not being worked on yet.
+    /// Whether a lease still runs is not judged here (this node's wall clock is not the
+    /// leader's): the claim task renews first and learns it from the leader.
+    fn start_new(&mut self, delivery: &Arc<Delivery>, shutdown: &CancellationToken) {
+        let mine: Vec<_> = {
+            let sm = delivery.node.state_machine();
+            let live = sm.read();
+            let all = live.queue().claims();
+            self.finished.retain(|t| all.iter().any(|c| c.token == *t));
+            all.into_iter()
+                .filter(|c| {
+                    c.node == delivery.node.id()
+                        && !self.active.contains(&c.token)
+                        && !self.finished.contains(&c.token)
+                })
+                .collect()
+        };
+        for claim in mine {
+            self.active.insert(claim.token);
+            let this = delivery.clone();
+            let stop = shutdown.clone();
+            let token = claim.token;
+            self.set.spawn(async move {
+                this.run_claim(claim, stop).await;
+                token
+            });
+        }
+    }
+
+    /// Waits (at most [`SHUTDOWN_BOUND`]) for the tasks, cut short by the shutdown, to
+    /// release their claims; aborts what is left.
+    async fn stop(mut self) {
+        if self.set.is_empty() {
+            return;
+        }
+        info!(claims = self.set.len(), "stopping deliveries in progress");
+        let drained = tokio::time::timeout(SHUTDOWN_BOUND, async {
+            while self.set.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            warn!(
+                claims = self.set.len(),
+                "deliveries did not stop in time; aborting them"
+            );
+            self.set.shutdown().await;
+        }
     }
 }
