@@ -27,6 +27,10 @@ pub struct Recorder {
 }
 
 impl MessageQueue for Recorder {
+    fn now_ms(&self) -> u64 {
+        mxraft_cluster::now_ms()
+    }
+
     async fn commit(&self, message: Enqueue) -> Result<(), CommitError> {
         if self.fail {
             return Err(CommitError("no quorum".into()));

@@ -48,10 +48,7 @@ impl Client {
 
     /// Connects and reads the greeting, which must be 220.
     pub async fn connect(addr: SocketAddr) -> anyhow::Result<Client> {
-        let stream = TcpStream::connect(addr)
-            .await
-            .with_context(|| format!("connect to {addr}"))?;
-        let mut c = Client::from_stream(Box::new(stream));
+        let mut c = Client::connect_unchecked(addr).await?;
         c.expect_greeting().await?;
         Ok(c)
     }

@@ -105,7 +105,6 @@ fn header_part(kind: DsnKind, message: &Message, ctx: &DsnContext<'_>, boundary:
 }
 
 /// What the parts of one DSN are made from.
-#[derive(Clone, Copy)]
 struct Parts<'a> {
     kind: DsnKind,
     message: &'a Message,
@@ -118,15 +117,8 @@ struct Parts<'a> {
 impl Parts<'_> {
     /// The part for people: what happened, and each recipient's reason.
     fn human(&self, out: &mut String) {
-        let Parts {
-            kind,
-            message,
-            indexes,
-            reasons,
-            ctx,
-            boundary,
-        } = *self;
-        let human = match kind {
+        let boundary = self.boundary;
+        let human = match self.kind {
             DsnKind::Failure => {
                 "Your message could not be delivered to one or more recipients.\r\n\
              The reasons are below; the delivery report and your message are attached."
@@ -141,43 +133,39 @@ impl Parts<'_> {
         ));
         out.push_str(&format!(
             "This is the mail system at host {}.\r\n\r\n{human}\r\n\r\n",
-            ctx.reporting_mta
+            self.ctx.reporting_mta
         ));
-        for (i, &index) in indexes.iter().enumerate() {
-            let rcpt = &message.recipients[index];
-            out.push_str(&format!("<{}>: {}\r\n", rcpt.address, reasons[i]));
+        for (i, &index) in self.indexes.iter().enumerate() {
+            let rcpt = &self.message.recipients[index];
+            out.push_str(&format!("<{}>: {}\r\n", rcpt.address, self.reasons[i]));
         }
         out.push_str("\r\n");
     }
 
     /// The `message/delivery-status` part (RFC 3464): per message, then per recipient.
     fn status(&self, out: &mut String) {
-        let Parts {
-            kind,
-            message,
-            indexes,
-            reasons,
-            ctx,
-            boundary,
-        } = *self;
+        let boundary = self.boundary;
         out.push_str(&format!(
             "--{boundary}\r\nContent-Type: message/delivery-status\r\n\r\n"
         ));
-        out.push_str(&format!("Reporting-MTA: dns; {}\r\n", ctx.reporting_mta));
-        if let Some(envid) = &message.params.envid {
+        out.push_str(&format!(
+            "Reporting-MTA: dns; {}\r\n",
+            self.ctx.reporting_mta
+        ));
+        if let Some(envid) = &self.message.params.envid {
             out.push_str(&format!("Original-Envelope-Id: {envid}\r\n"));
         }
         out.push_str(&format!(
             "Arrival-Date: {}\r\n",
-            rfc2822(message.received_at_ms)
+            rfc2822(self.message.received_at_ms)
         ));
-        let (action, default_status) = match kind {
+        let (action, default_status) = match self.kind {
             DsnKind::Failure => ("failed", "5.0.0"),
             DsnKind::Delay => ("delayed", "4.0.0"),
         };
-        for (i, &index) in indexes.iter().enumerate() {
-            let rcpt = &message.recipients[index];
-            let reason = &reasons[i];
+        for (i, &index) in self.indexes.iter().enumerate() {
+            let rcpt = &self.message.recipients[index];
+            let reason = &self.reasons[i];
             let status = enhanced_status(reason).unwrap_or(default_status);
             out.push_str("\r\n");
             out.push_str(&format!("Final-Recipient: rfc822; {}\r\n", rcpt.address));
@@ -192,7 +180,10 @@ impl Parts<'_> {
             // A diagnostic is one header field: fold any line breaks away.
             let diag = reason.replace(['\r', '\n'], " ");
             out.push_str(&format!("Diagnostic-Code: {diag_type}; {diag}\r\n"));
-            out.push_str(&format!("Last-Attempt-Date: {}\r\n", rfc2822(ctx.at_ms)));
+            out.push_str(&format!(
+                "Last-Attempt-Date: {}\r\n",
+                rfc2822(self.ctx.at_ms)
+            ));
         }
         out.push_str("\r\n");
     }

@@ -89,11 +89,7 @@ pub trait MessageQueue: Send + Sync + 'static {
     }
 
     /// The node's clock, in milliseconds since the epoch: the receive time of messages.
-    fn now_ms(&self) -> u64 {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64)
-    }
+    fn now_ms(&self) -> u64;
 
     /// Commits the message; `Ok` means it is durable on a majority of the cluster.
     fn commit(&self, message: Enqueue) -> impl Future<Output = Result<(), CommitError>> + Send;

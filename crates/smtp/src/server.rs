@@ -151,7 +151,9 @@ async fn refuse_connection(
 ) {
     let reply = rule.reply(args);
     info_span!("smtp", client = %peer).in_scope(|| rule.note(&reply));
-    let _ = stream.write_all(format!("{reply}\r\n").as_bytes()).await;
+    let mut out = Vec::new();
+    reply.write_to(&mut out);
+    let _ = stream.write_all(&out).await;
 }
 
 /// A session's share of the limits (`max_sessions`, `max_sessions_per_client`), given back on

@@ -42,7 +42,7 @@ impl<Q: MessageQueue, P: RecipientPolicy> Session<Q, P> {
         }
         if self.tx.as_ref().is_some_and(|tx| tx.over_memory) {
             self.tx = None;
-            return self.refuse_over_memory();
+            return self.refuse(Rule::MemoryAtEnd, &[]);
         }
         if sink.flaws().too_big {
             self.tx = None;

@@ -102,7 +102,7 @@ impl<Q: MessageQueue, P: RecipientPolicy> Session<Q, P> {
         decoder: DataDecoder,
     ) -> Flow {
         if tx.over_memory {
-            return self.refuse_over_memory();
+            return self.refuse(Rule::MemoryAtEnd, &[]);
         }
         let flaws = decoder.flaws();
         if flaws.too_big {

@@ -291,11 +291,6 @@ impl<Q: MessageQueue, P: RecipientPolicy> Session<Q, P> {
         Flow::Continue
     }
 
-    /// Refuses a message that outgrew the node's message memory (the transaction is over).
-    pub(super) fn refuse_over_memory(&mut self) -> Flow {
-        self.refuse(Rule::MemoryAtEnd, &[])
-    }
-
     async fn flush(&mut self) -> std::io::Result<()> {
         if !self.out.is_empty() {
             self.io.write_all(&self.out).await?;
