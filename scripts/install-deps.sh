@@ -10,8 +10,10 @@
 #   scripts/install-deps.sh --test   also what tests/run.sh uses: dnsmasq, iproute2, python3,
 #                                    nftables, libfaketime (clock skew), systemd-analyze (the
 #                                    unit file), umoci and runc (the image), the nightly toolchain
-#                                    and cargo-fuzz for the fuzz targets, and grpcurl (built
-#                                    with Go into ~/.cache/mxraft/bin)
+#                                    and cargo-fuzz for the fuzz targets, grpcurl, helm and
+#                                    kubeconform (built with Go into ~/.cache/mxraft/bin), the
+#                                    Kubernetes 1.34 JSON schemas (from PyPI's
+#                                    kubernetes-validate) and PyYAML for the chart's tests
 #
 # Packages already present are left alone; nothing is started (Postfix is installed with the
 # "No configuration" answer, for its tools only). Needs root or sudo when something is missing.
@@ -117,5 +119,38 @@ if ((level >= 2)); then
         GOBIN=$HOME/.cache/mxraft/bin go install github.com/fullstorydev/grpcurl/cmd/grpcurl@v1.9.4
     fi
     "$grpcurl" -version >/dev/null 2>&1 || { say "grpcurl does not run: GOBIN=$HOME/.cache/mxraft/bin go install github.com/fullstorydev/grpcurl/cmd/grpcurl@v1.9.4"; exit 1; }
+    # The chart's tools: helm and kubeconform, from the Go module proxy.
+    # helm's default Kubernetes version (for `helm template` and `helm install --dry-run`) is
+    # set at link time, as its own Makefile does: 1.34, the release the suite tests against.
+    helm_ldflags="-s -w"
+    for v in helm.sh/helm/v3/pkg/chartutil helm.sh/helm/v3/pkg/lint/rules; do
+        helm_ldflags+=" -X $v.k8sVersionMajor=1 -X $v.k8sVersionMinor=34"
+    done
+    for tool in "helm|helm.sh/helm/v3/cmd/helm@v3.22.0|version --short|$helm_ldflags" \
+        "kubeconform|github.com/yannh/kubeconform/cmd/kubeconform@v0.7.0|-v|-s -w"; do
+        IFS='|' read -r name module probe ldflags <<<"$tool"
+        # shellcheck disable=SC2086
+        if ! "$HOME/.cache/mxraft/bin/$name" $probe >/dev/null 2>&1; then
+            say "building $name into $HOME/.cache/mxraft/bin"
+            GOBIN=$HOME/.cache/mxraft/bin go install -ldflags "$ldflags" "$module"
+        fi
+        # shellcheck disable=SC2086
+        "$HOME/.cache/mxraft/bin/$name" $probe >/dev/null 2>&1 || { say "$name does not run: GOBIN=$HOME/.cache/mxraft/bin go install $module"; exit 1; }
+    done
+    # Offline Kubernetes schemas for kubeconform.
+    schemas=$HOME/.cache/mxraft/k8s-schemas/v1.34.0
+    if [[ ! -f $schemas/statefulset-apps-v1.json ]]; then
+        say "preparing the Kubernetes 1.34 schemas (kubernetes-validate from PyPI)"
+        wheels=$(mktemp -d)
+        python3 -m pip download -q --no-deps kubernetes-validate==1.37.0 -d "$wheels"
+        python3 "$(dirname "${BASH_SOURCE[0]}")/../tests/k8s/prepare_schemas.py" "$wheels"/kubernetes_validate-*.whl 1.34.0 "$schemas"
+        rm -rf "$wheels"
+    fi
+    [[ -f $schemas/statefulset-apps-v1.json ]] || { say "no Kubernetes schemas in $schemas"; exit 1; }
+    if ! python3 -c 'import yaml' >/dev/null 2>&1; then
+        say "installing PyYAML"
+        python3 -m pip install -q PyYAML==6.0.3
+    fi
+    python3 -c 'import yaml' >/dev/null 2>&1 || { say "PyYAML does not import: python3 -m pip install PyYAML"; exit 1; }
 fi
 exit 0

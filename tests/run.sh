@@ -5,7 +5,18 @@
 #   of the cargo-fuzz targets.
 # Builds in release mode into $CARGO_TARGET_DIR (default ~/.cache/mxraft/target), shared with
 # deploy/local/up.sh, so RocksDB is compiled once.
+#
+#   tests/run.sh          the suite
+#   tests/run.sh --k8s    also the chart on a real Kubernetes control plane (tests/k8s/cluster.sh;
+#                         its first run builds Kubernetes from source, docs/kubernetes.md#tests)
 set -euo pipefail
+
+k8s=0
+case "${1:-}" in
+    "") ;;
+    --k8s) k8s=1 ;;
+    *) echo "run.sh: unknown option $1; use --k8s" >&2; exit 2 ;;
+esac
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
@@ -67,5 +78,16 @@ tests/blackbox/image.sh
 
 section "black-box: the secure cluster (mTLS, admin roles, partitions, a wiped bootstrap node, a full disk)"
 tests/blackbox/security.sh
+
+section "three hosts in network namespaces: deploy/examples, the unit's command line, a host cut off and back"
+tests/blackbox/multi_host.sh
+
+section "the Helm chart (helm lint, kubeconform, unit tests, rendered configs through mxraftd --check-config)"
+tests/k8s/chart.sh
+
+if ((k8s)); then
+    section "the chart on a real Kubernetes 1.34 control plane"
+    tests/k8s/cluster.sh
+fi
 
 section "all tests passed in $((SECONDS - start)) s"

@@ -211,6 +211,16 @@ sort -o "$dir/acked" "$dir/acked"
 for admin in 7002 7003 7004; do
     diff "$dir/acked" <(ids "$admin") >/dev/null || fail "queue on $admin differs after the replacement"
 done
+
+step "cluster remove --above 3 removes node 4, the only member above 3, and never every member"
+out=$("$ctl" --endpoint 127.0.0.1:7002 cluster remove --above 3) || fail "cluster remove --above 3"
+[[ $out == "node 4 removed from the cluster" ]] || fail "cluster remove --above 3 said: $out"
+for _ in $(seq 1 100); do [[ $(voters 7002) == "[2,3]" ]] && break; sleep 0.1; done
+[[ $(voters 7002) == "[2,3]" ]] || fail "voters after remove --above 3: $(voters 7002)"
+out=$("$ctl" --endpoint 127.0.0.1:7002 cluster remove --above 3) || fail "a second remove --above 3"
+[[ $out == "no member has an id above 3" ]] || fail "a second remove --above 3 said: $out"
+out=$("$ctl" --endpoint 127.0.0.1:7002 cluster remove --above 1 2>&1) && fail "remove --above 1 removed every member"
+grep -q "nothing would be left" <<<"$out" || fail "remove --above 1 said: $out"
 kill "$node4_pid"
 wait "$node4_pid" 2>/dev/null || true
 node4_pid=""

@@ -22,6 +22,9 @@ pub struct ClusterConfig {
     /// on one node (the same one on every start, as Kubernetes does with pod 0). Ignored once
     /// the node holds Raft state.
     pub bootstrap: bool,
+    /// The id of the node that bootstraps, as `bootstrap = true` on that node only: lets every
+    /// node share one file (Kubernetes sets it to 1, pod 0).
+    pub bootstrap_id: Option<u64>,
     /// Cluster addresses (`host:port`) of the other nodes. A pristine node asks them whether a
     /// cluster exists, and joins it through them.
     pub peers: Vec<String>,
@@ -70,6 +73,7 @@ impl Default for ClusterConfig {
             advertise: None,
             insecure_plaintext: false,
             bootstrap: false,
+            bootstrap_id: None,
             peers: Vec::new(),
             join: Vec::new(),
             max_staleness: Duration::from_secs(6),
@@ -87,11 +91,21 @@ impl Default for ClusterConfig {
 }
 
 impl ClusterConfig {
-    /// Every other node this one knows of: `peers`, then `join`, without repeats.
+    /// Whether node `id` bootstraps: `bootstrap`, or `bootstrap_id` names it.
+    pub fn bootstraps(&self, id: u64) -> bool {
+        self.bootstrap || self.bootstrap_id == Some(id)
+    }
+
+    /// Every other node this one knows of: `peers`, then `join`, without repeats and without
+    /// this node's own address (a list shared by all nodes names each of them).
     pub fn known_peers(&self) -> Vec<String> {
+        let own = self
+            .advertise
+            .clone()
+            .unwrap_or_else(|| self.listen.to_string());
         let mut all: Vec<String> = Vec::new();
         for p in self.peers.iter().chain(&self.join) {
-            if !all.contains(p) {
+            if *p != own && !all.contains(p) {
                 all.push(p.clone());
             }
         }
@@ -100,6 +114,16 @@ impl ClusterConfig {
 
     /// Checks the values that serde cannot; errors name the key.
     pub fn validate(&self) -> Result<(), InvalidConfig> {
+        if self.bootstrap && self.bootstrap_id.is_some() {
+            return Err(InvalidConfig::new(
+                "cluster.bootstrap and cluster.bootstrap_id are exclusive: set one",
+            ));
+        }
+        if self.bootstrap_id == Some(0) {
+            return Err(InvalidConfig::new(
+                "cluster.bootstrap_id must be a positive node id",
+            ));
+        }
         if self.heartbeat_interval.is_zero() {
             return Err(InvalidConfig::new(
                 "cluster.heartbeat_interval must be greater than zero",

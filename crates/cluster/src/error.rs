@@ -78,8 +78,9 @@ pub enum SettleError {
     /// This node is a voter but its data directory is empty: it lost its votes and log.
     #[error(
         "node {id} is a voter of cluster {cluster} but this data directory is empty: it lost its \
-         votes and log, so it must not take part under id {id}; stop it, `mxraftctl cluster \
-         remove {id}`, and start the replacement under a new node.id"
+         votes and log, so it must not take part under id {id}; `mxraftctl cluster remove {id}` \
+         through another node, then this node joins as a new member (or start the replacement \
+         under a new node.id)"
     )]
     LostVoter {
         /// This node.

@@ -17,7 +17,7 @@ use rcgen::{
     Issuer, KeyPair, KeyUsagePurpose, SanType,
 };
 
-use mxraft_proto::identity::{Role, node_uri, role_uri};
+use mxraft_proto::identity::{Role, node_id_of_hostname, node_uri, own_hostname, role_uri};
 
 /// The certificate commands.
 // The variants are the command names (`cert create-ca`, `cert create-node`, ...).
@@ -37,11 +37,19 @@ pub enum CertCommand {
         #[arg(long, default_value_t = 3650)]
         days: u32,
     },
-    /// Make a node certificate: `node<ID>.pem` and `node<ID>-key.pem`.
+    /// Make a node certificate: `node<ID>.pem` and `node<ID>-key.pem` (or `<NAME>.pem` and
+    /// `<NAME>-key.pem` with --file-name).
     CreateNode {
         /// The node id the certificate binds.
-        #[arg(long)]
-        id: u64,
+        #[arg(long, required_unless_present = "id_from_hostname")]
+        id: Option<u64>,
+        /// Take the id from this host's name, as mxraftd's `node.id_from_hostname` does: the
+        /// ordinal suffix plus one (pod `mxraft-0` is node 1). For a Kubernetes init container.
+        #[arg(long, conflicts_with = "id")]
+        id_from_hostname: bool,
+        /// The files' name without `.pem`, instead of `node<ID>`.
+        #[arg(long, value_name = "NAME")]
+        file_name: Option<String>,
         /// Host names the node is reached at (for mxraftctl's host-name check).
         #[arg(long = "dns")]
         dns: Vec<String>,
@@ -76,6 +84,9 @@ pub struct LeafArgs {
     /// Validity in days.
     #[arg(long, default_value_t = 825)]
     days: u32,
+    /// Replace existing files instead of refusing to (e.g. an init container that runs again).
+    #[arg(long)]
+    replace: bool,
 }
 
 /// The token commands.
@@ -95,7 +106,19 @@ fn parse_role(s: &str) -> Result<Role, String> {
 
 /// Writes `contents` to a new file; `secret` files get mode 0600.
 fn write_new(path: &Path, contents: &str, secret: bool) -> anyhow::Result<()> {
+    write_file(path, contents, secret, false)
+}
+
+/// Writes `contents` to `path`, a new file unless `replace`; `secret` files get mode 0600.
+fn write_file(path: &Path, contents: &str, secret: bool, replace: bool) -> anyhow::Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
+    if replace {
+        match std::fs::remove_file(path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e).with_context(|| format!("cannot replace {}", path.display())),
+        }
+    }
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);
     if secret {
@@ -122,7 +145,13 @@ fn load_ca(ca_dir: &Path) -> anyhow::Result<Issuer<'static, KeyPair>> {
         .with_context(|| format!("cannot read the CA certificate {}", cert.display()))?;
     let key_pem = std::fs::read_to_string(&key)
         .with_context(|| format!("cannot read the CA key {}", key.display()))?;
-    let key = KeyPair::from_pem(&key_pem).context("the CA key does not parse")?;
+    let key = KeyPair::from_pem(&key_pem).with_context(|| {
+        format!(
+            "the CA key {} does not parse: it must be an unencrypted PKCS#8 key \
+             (-----BEGIN PRIVATE KEY-----; convert with `openssl pkcs8 -topk8 -nocrypt`)",
+            key.display()
+        )
+    })?;
     Issuer::from_ca_cert_pem(&cert_pem, key).context("the CA certificate does not parse")
 }
 
@@ -142,8 +171,8 @@ fn create_leaf(
     std::fs::create_dir_all(out_dir)?;
     let cert_path = out_dir.join(format!("{stem}.pem"));
     let key_path = out_dir.join(format!("{stem}-key.pem"));
-    write_new(&key_path, &key.serialize_pem(), true)?;
-    write_new(&cert_path, &cert.pem(), false)?;
+    write_file(&key_path, &key.serialize_pem(), true, leaf.replace)?;
+    write_file(&cert_path, &cert.pem(), false, leaf.replace)?;
     Ok((cert_path, key_path))
 }
 
@@ -176,7 +205,26 @@ pub fn run_cert(command: CertCommand, out: &mut impl Write) -> anyhow::Result<()
                 key_path.display()
             )?;
         }
-        CertCommand::CreateNode { id, dns, ip, leaf } => {
+        CertCommand::CreateNode {
+            id,
+            id_from_hostname,
+            file_name,
+            dns,
+            ip,
+            leaf,
+        } => {
+            let id = match id {
+                Some(id) => id,
+                None => {
+                    debug_assert!(id_from_hostname);
+                    let hostname = own_hostname().context("cannot read the host name")?;
+                    node_id_of_hostname(&hostname).with_context(|| {
+                        format!(
+                            "the host name {hostname:?} does not end in -<ordinal>; give --id instead"
+                        )
+                    })?
+                }
+            };
             if id == 0 {
                 bail!("--id must be a positive node id");
             }
@@ -203,7 +251,8 @@ pub fn run_cert(command: CertCommand, out: &mut impl Write) -> anyhow::Result<()
                 ExtendedKeyUsagePurpose::ServerAuth,
                 ExtendedKeyUsagePurpose::ClientAuth,
             ];
-            let (cert, key) = create_leaf(params, &leaf, &format!("node{id}"))?;
+            let stem = file_name.unwrap_or_else(|| format!("node{id}"));
+            let (cert, key) = create_leaf(params, &leaf, &stem)?;
             writeln!(
                 out,
                 "wrote {} and {} for node {id}",

@@ -19,10 +19,15 @@ pub(crate) enum ClusterCommand {
     Status,
     /// Add a node: give its admin endpoint, or its id and addresses.
     Join(JoinArgs),
-    /// Remove a node from the cluster.
+    /// Remove a node from the cluster, or with --above every member whose id is above N.
     Remove {
         /// The node id.
-        id: u64,
+        #[arg(required_unless_present = "above", conflicts_with = "above")]
+        id: Option<u64>,
+        /// Remove every member with an id above N, highest first: what scaling a StatefulSet
+        /// down to N pods needs (pod N-1 is node N). Members at or below N are kept.
+        #[arg(long, value_name = "N")]
+        above: Option<u64>,
     },
 }
 
@@ -60,18 +65,58 @@ pub(crate) async fn run(
         ClusterCommand::Join(args) => {
             join(client, access, output, out, args).await?;
         }
-        ClusterCommand::Remove { id } => {
-            client
-                .cluster_remove(ClusterRemoveRequest { node_id: id })
-                .await?;
+        ClusterCommand::Remove { id, above } => {
+            let ids = match (id, above) {
+                (Some(id), _) => vec![id],
+                (None, Some(n)) => members_above(client, n).await?,
+                (None, None) => unreachable!("clap requires an id or --above"),
+            };
+            for &id in &ids {
+                client
+                    .cluster_remove(ClusterRemoveRequest { node_id: id })
+                    .await?;
+                if output == Output::Table {
+                    writeln!(out, "node {id} removed from the cluster")?;
+                }
+            }
             if output == Output::Json {
-                writeln!(out, "{}", json!({"removed": id}))?;
-            } else {
-                writeln!(out, "node {id} removed from the cluster")?;
+                if id.is_some() {
+                    writeln!(out, "{}", json!({"removed": ids[0]}))?;
+                } else {
+                    writeln!(out, "{}", json!({"removed": ids}))?;
+                }
+            } else if ids.is_empty() {
+                writeln!(
+                    out,
+                    "no member has an id above {}",
+                    above.unwrap_or_default()
+                )?;
             }
         }
     }
     Ok(())
+}
+
+/// The members with an id above `n`, highest first. Refuses to name every member.
+async fn members_above(client: &mut Client, n: u64) -> anyhow::Result<Vec<u64>> {
+    if n == 0 {
+        anyhow::bail!("--above must be at least 1: a cluster keeps at least one member");
+    }
+    let s = client
+        .cluster_status(ClusterStatusRequest {})
+        .await?
+        .into_inner();
+    let mut ids: Vec<u64> = s
+        .members
+        .iter()
+        .map(|m| m.id)
+        .filter(|&id| id > n)
+        .collect();
+    if ids.len() == s.members.len() {
+        anyhow::bail!("every member has an id above {n}; nothing would be left");
+    }
+    ids.sort_unstable_by(|a, b| b.cmp(a));
+    Ok(ids)
 }
 
 async fn status(

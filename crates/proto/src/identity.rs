@@ -82,6 +82,24 @@ impl std::fmt::Display for CertIdentity {
     }
 }
 
+/// The node id of a host named `<name>-<ordinal>`, as a StatefulSet names its pods: the
+/// ordinal plus one (pod `mxraft-0` is node 1). `None` without such a suffix.
+pub fn node_id_of_hostname(hostname: &str) -> Option<u64> {
+    hostname
+        .rsplit_once('-')
+        .map(|(_, n)| n)
+        .filter(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+        .and_then(|n| n.parse::<u64>().ok())
+        .and_then(|n| n.checked_add(1))
+}
+
+/// This machine's (or pod's) host name.
+pub fn own_hostname() -> std::io::Result<String> {
+    Ok(std::fs::read_to_string("/proc/sys/kernel/hostname")?
+        .trim()
+        .to_owned())
+}
+
 /// The URI naming node `id`.
 pub fn node_uri(id: u64) -> String {
     format!("{NODE_URI_PREFIX}{id}")

@@ -21,6 +21,9 @@ struct Args {
     /// Overrides `node.data_dir` from the configuration file.
     #[arg(long, value_name = "DIR")]
     data_dir: Option<PathBuf>,
+    /// This node's id, in place of `node.id` (or `node.id_from_hostname`) in the file.
+    #[arg(long, value_name = "ID")]
+    node_id: Option<u64>,
     /// Check the configuration and exit.
     #[arg(long, alias = "check-config")]
     check: bool,
@@ -42,7 +45,7 @@ fn init_logging(config: &Config) {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let mut config = match Config::load(&args.config) {
+    let mut config = match Config::load_with(&args.config, args.node_id) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("mxraftd: {e}");

@@ -221,14 +221,15 @@ async fn start_raft(
 
 /// A pristine node bootstraps or joins; one with Raft state carries on.
 async fn settle(node: &RaftNode, config: &Config) {
+    let bootstrap = config.cluster.bootstraps(config.node.id);
     if node.is_initialized().await {
-        if config.cluster.bootstrap {
+        if bootstrap {
             info!("data directory holds raft state; cluster.bootstrap ignored");
         }
     } else {
         let peers = config.cluster.known_peers();
-        info!(bootstrap = config.cluster.bootstrap, peers = ?peers, "pristine node: settling its membership");
-        node.settle_membership(config.cluster.bootstrap, peers);
+        info!(bootstrap, peers = ?peers, "pristine node: settling its membership");
+        node.settle_membership(bootstrap, peers);
     }
 }
 

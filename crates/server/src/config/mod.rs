@@ -77,8 +77,13 @@ pub struct MetricsConfig {
 #[serde(deny_unknown_fields)]
 pub struct NodeConfig {
     /// This node's id: a positive integer, unique in the cluster and never reused by a node
-    /// that lost its data.
+    /// that lost its data. Required unless `id_from_hostname` is set.
+    #[serde(default)]
     pub id: u64,
+    /// Take the id from the host name's ordinal suffix, plus one: on Kubernetes the pod
+    /// `mxraft-0` of a StatefulSet is node 1, `mxraft-2` node 3. Instead of `id`.
+    #[serde(default)]
+    pub id_from_hostname: bool,
     /// Where the Raft log, the queue and the snapshots are kept.
     pub data_dir: PathBuf,
 }
@@ -154,6 +159,59 @@ impl RoleName {
             RoleName::Admin => mxraft_proto::identity::Role::Admin,
         }
     }
+}
+
+/// Replaces each `${NAME}` in `text` with `lookup(NAME)`; `$${` stands for a literal `${`.
+/// An unset variable is an error with its line (from 1) and name.
+pub fn expand_env(
+    text: &str,
+    lookup: impl Fn(&str) -> Option<String>,
+) -> Result<String, (usize, String)> {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find('$') {
+        out.push_str(&rest[..at]);
+        let tail = &rest[at..];
+        if let Some(after) = tail.strip_prefix("$${") {
+            out.push_str("${");
+            rest = after;
+            continue;
+        }
+        let Some(body) = tail.strip_prefix("${") else {
+            out.push('$');
+            rest = &tail[1..];
+            continue;
+        };
+        let name_len = body
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(body.len());
+        let name = &body[..name_len];
+        let line = text[..text.len() - tail.len()].matches('\n').count() + 1;
+        if name.is_empty()
+            || !body[name_len..].starts_with('}')
+            || name.starts_with(|c: char| c.is_ascii_digit())
+        {
+            // Not a variable reference: kept as written.
+            out.push('$');
+            rest = &tail[1..];
+            continue;
+        }
+        let value = lookup(name).ok_or_else(|| (line, name.to_owned()))?;
+        out.push_str(&value);
+        rest = &body[name_len + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+/// The node id of `hostname`: its ordinal suffix plus one, or an error naming the key.
+pub fn id_from_hostname(hostname: &str) -> Result<u64, String> {
+    mxraft_proto::identity::node_id_of_hostname(hostname).ok_or_else(|| {
+        format!(
+            "node.id_from_hostname: the host name {hostname:?} does not end in -<ordinal> \
+             (as a StatefulSet's pods do); set node.id instead"
+        )
+    })
 }
 
 /// Whether `host` (an address or `localhost`) is on this machine only.
@@ -266,6 +324,18 @@ pub enum ConfigError {
         /// What is wrong, with the key and position.
         message: String,
     },
+    /// `${NAME}` names an environment variable that is not set.
+    #[error(
+        "{path}: line {line}: environment variable {name} is not set (write a literal `${{` as `$${{`)"
+    )]
+    Unset {
+        /// The file.
+        path: PathBuf,
+        /// The line, from 1.
+        line: usize,
+        /// The variable.
+        name: String,
+    },
     /// A value is out of range or inconsistent.
     #[error("{path}: {message}")]
     Invalid {
@@ -277,16 +347,54 @@ pub enum ConfigError {
 }
 
 impl Config {
-    /// Reads, parses and validates a configuration file.
+    /// Reads, parses and validates a configuration file, with `${NAME}` replaced by the
+    /// environment variable `NAME` and the node id taken from the host name when
+    /// `node.id_from_hostname` is set.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        Self::load_with(path, None)
+    }
+
+    /// [`load`](Self::load), with `node_id` (when given) in place of the file's node id.
+    pub fn load_with(path: &Path, node_id: Option<u64>) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_path_buf(),
             source,
         })?;
-        let config = Self::parse(&text).map_err(|e| ConfigError::Parse {
+        let text = expand_env(&text, |name| std::env::var(name).ok()).map_err(|(line, name)| {
+            ConfigError::Unset {
+                path: path.to_path_buf(),
+                line,
+                name,
+            }
+        })?;
+        let mut config = Self::parse(&text).map_err(|e| ConfigError::Parse {
             path: path.to_path_buf(),
             message: e.to_string().trim_end().to_owned(),
         })?;
+        let invalid = |message: String| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            message,
+        };
+        match node_id {
+            Some(id) => {
+                config.node.id = id;
+                config.node.id_from_hostname = false;
+            }
+            None if config.node.id_from_hostname => {
+                if config.node.id != 0 {
+                    return Err(invalid(
+                        "node.id and node.id_from_hostname are exclusive: set one".into(),
+                    ));
+                }
+                let hostname = mxraft_proto::identity::own_hostname().map_err(|e| {
+                    invalid(format!(
+                        "node.id_from_hostname: cannot read the host name: {e}"
+                    ))
+                })?;
+                config.node.id = id_from_hostname(&hostname).map_err(invalid)?;
+            }
+            None => {}
+        }
         config.validate().map_err(|e| ConfigError::Invalid {
             path: path.to_path_buf(),
             message: e.0,
@@ -482,6 +590,100 @@ mod tests {
     }
 
     /// Every configuration shipped in the repository parses and validates.
+    #[test]
+    fn environment_variables_are_expanded_and_an_unset_one_is_named() {
+        let env = |name: &str| match name {
+            "POD_NAME" => Some("mxraft-2".to_owned()),
+            "NS" => Some("mail".to_owned()),
+            _ => None,
+        };
+        assert_eq!(
+            expand_env("a = \"${POD_NAME}.h.${NS}.svc:7100\"", env).expect("expands"),
+            "a = \"mxraft-2.h.mail.svc:7100\""
+        );
+        // `$${` is a literal `${`; a `$` that starts no reference is kept.
+        assert_eq!(
+            expand_env("x = \"$${NS} $5 ${} $NS ${1A}\"", env).expect("expands"),
+            "x = \"${NS} $5 ${} $NS ${1A}\""
+        );
+        assert_eq!(
+            expand_env("a = 1\n\nb = \"${MISSING}\"", env),
+            Err((3, "MISSING".to_owned()))
+        );
+    }
+
+    #[test]
+    fn the_node_id_comes_from_the_ordinal_suffix() {
+        assert_eq!(id_from_hostname("mxraft-0"), Ok(1));
+        assert_eq!(id_from_hostname("my-mx-backup-12"), Ok(13));
+        for bad in [
+            "mxraft",
+            "mxraft-",
+            "mxraft-x1",
+            "node3",
+            "mxraft-99999999999999999999",
+        ] {
+            let err = id_from_hostname(bad).expect_err(bad);
+            assert!(err.contains("node.id_from_hostname"), "{err}");
+        }
+    }
+
+    #[test]
+    fn a_shared_file_bootstraps_one_node_and_skips_its_own_peer_entry() {
+        let text = r#"
+            [node]
+            id_from_hostname = true
+            data_dir = "/var/lib/mxraft"
+            [tls]
+            ca_file = "/etc/mxraft/ca.pem"
+            cert_file = "/etc/mxraft/node.pem"
+            key_file = "/etc/mxraft/node-key.pem"
+            [cluster]
+            listen = "0.0.0.0:7100"
+            advertise = "${MXRAFT_TEST_POD}.peers:7100"
+            bootstrap_id = 1
+            peers = ["m-0.peers:7100", "m-1.peers:7100", "m-2.peers:7100"]
+            [[domains]]
+            name = "example.com"
+            primary = "mail.example.com:25"
+        "#;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("mxraftd.toml");
+        let pod1 = expand_env(text, |_| Some("m-1".into())).expect("expands");
+        std::fs::write(&path, &pod1).expect("write");
+        // The file's id_from_hostname gives way to an explicit id.
+        let c = Config::load_with(&path, Some(2)).expect("valid");
+        assert_eq!(c.node.id, 2);
+        assert!(!c.cluster.bootstraps(2));
+        assert!(c.cluster.bootstraps(1));
+        assert_eq!(
+            c.cluster.known_peers(),
+            ["m-0.peers:7100", "m-2.peers:7100"]
+        );
+        // Without an id, the host name must provide one; this one's may not.
+        std::fs::write(
+            &path,
+            pod1.replace("bootstrap_id = 1", "bootstrap_id = 1\nbootstrap = true"),
+        )
+        .expect("write");
+        let err = Config::load_with(&path, Some(1)).expect_err("both bootstrap keys");
+        assert!(err.to_string().contains("cluster.bootstrap_id"), "{err}");
+        std::fs::write(
+            &path,
+            pod1.replace("id_from_hostname = true", "id = 1\nid_from_hostname = true"),
+        )
+        .expect("write");
+        let err = Config::load(&path).expect_err("both id keys");
+        assert!(err.to_string().contains("node.id_from_hostname"), "{err}");
+        std::fs::write(&path, text).expect("write");
+        let err = Config::load(&path).expect_err("MXRAFT_TEST_POD unset");
+        assert!(
+            err.to_string()
+                .contains("environment variable MXRAFT_TEST_POD is not set"),
+            "{err}"
+        );
+    }
+
     #[test]
     fn shipped_configs_are_valid() {
         // At run time, so a test binary reused from another clone reads this clone's files.

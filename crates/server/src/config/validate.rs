@@ -20,7 +20,9 @@ impl Config {
     /// The node section and the per-subsystem checks of `[smtp]` and `[cluster]`.
     fn validate_node(&self) -> Result<(), InvalidConfig> {
         if self.node.id == 0 {
-            return Err(InvalidConfig::new("node.id must be a positive integer"));
+            return Err(InvalidConfig::new(
+                "node.id must be a positive integer (or set node.id_from_hostname = true)",
+            ));
         }
         if self.node.id >= mxraft_queue::DSN_NODE {
             return Err(InvalidConfig::new(format!(
