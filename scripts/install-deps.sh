@@ -14,6 +14,10 @@
 #                                    kubeconform (built with Go into ~/.cache/mxraft/bin), the
 #                                    Kubernetes 1.34 JSON schemas (from PyPI's
 #                                    kubernetes-validate) and PyYAML for the chart's tests
+#   scripts/install-deps.sh --k8s    also what the real-cluster test (tests/k8s/cluster.sh)
+#                                    uses: containerd, the CNI plugins, etcd, conntrack (the
+#                                    Kubernetes binaries are built by tests/k8s/kube.sh);
+#                                    tests/run.sh installs this level
 #
 # Packages already present are left alone; nothing is started (Postfix is installed with the
 # "No configuration" answer, for its tools only). Needs root or sudo when something is missing.
@@ -24,7 +28,8 @@ case "${1:-}" in
     "") ;;
     --try) level=1 ;;
     --test) level=2 ;;
-    *) echo "install-deps: unknown option ${1}; use --try or --test" >&2; exit 2 ;;
+    --k8s) level=3 ;;
+    *) echo "install-deps: unknown option ${1}; use --try, --test or --k8s" >&2; exit 2 ;;
 esac
 
 say() { echo "install-deps: $*" >&2; }
@@ -57,6 +62,11 @@ caps=(
     "2|runc|runc --version && runc list"
     "2|binutils|command -v strip"
     "2|nftables|nft list tables"
+    "3|containerd|containerd --version && ctr --version"
+    "3|containernetworking-plugins|test -x /usr/lib/cni/bridge && test -x /usr/lib/cni/host-local && test -x /usr/lib/cni/portmap && test -x /usr/lib/cni/loopback"
+    "3|etcd-server|etcd --version"
+    "3|conntrack|command -v conntrack || test -x /usr/sbin/conntrack"
+    "2|util-linux|command -v nsenter && command -v unshare && command -v setpriv"
     "2|faketime|lib=\$(compgen -G '/usr/lib/*/faketime/libfaketime.so.1' | head -n 1) && [[ \$(FAKETIME=-1d FAKETIME_DONT_FAKE_MONOTONIC=1 LD_PRELOAD=\$lib date +%s) -lt \$((\$(date +%s) - 3600)) ]]"
 )
 

@@ -1,22 +1,12 @@
 #!/usr/bin/env bash
 # Installs what is missing and runs the whole mxraft test suite:
 #   formatting and lints, unit tests, openraft's storage suite, in-process cluster tests,
-#   the black-box tests of deploy/local with swaks, smtp-source and smtp-sink, and short runs
-#   of the cargo-fuzz targets.
+#   the black-box tests of deploy/local with swaks, smtp-source and smtp-sink, short runs of
+#   the cargo-fuzz targets, the systemd unit and the image, three hosts in network namespaces,
+#   the Helm chart's static tests, and the chart on a real Kubernetes control plane.
 # Builds in release mode into $CARGO_TARGET_DIR (default ~/.cache/mxraft/target), shared with
 # deploy/local/up.sh, so RocksDB is compiled once.
-#
-#   tests/run.sh          the suite
-#   tests/run.sh --k8s    also the chart on a real Kubernetes control plane (tests/k8s/cluster.sh;
-#                         its first run builds Kubernetes from source, docs/kubernetes.md#tests)
 set -euo pipefail
-
-k8s=0
-case "${1:-}" in
-    "") ;;
-    --k8s) k8s=1 ;;
-    *) echo "run.sh: unknown option $1; use --k8s" >&2; exit 2 ;;
-esac
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
@@ -26,7 +16,7 @@ start=$SECONDS
 section() { echo; echo "=== $* ($((SECONDS - start)) s)"; }
 
 section "dependencies"
-scripts/install-deps.sh --test
+scripts/install-deps.sh --k8s
 
 section "cargo fmt --check"
 cargo fmt --all --check
@@ -85,9 +75,7 @@ tests/blackbox/multi_host.sh
 section "the Helm chart (helm lint, kubeconform, unit tests, rendered configs through mxraftd --check-config)"
 tests/k8s/chart.sh
 
-if ((k8s)); then
-    section "the chart on a real Kubernetes 1.34 control plane"
-    tests/k8s/cluster.sh
-fi
+section "the chart on a real Kubernetes 1.34 control plane (its first run builds Kubernetes, ~9 min)"
+tests/k8s/cluster.sh
 
 section "all tests passed in $((SECONDS - start)) s"

@@ -76,6 +76,9 @@ umoci config --image "$out:$tag" \
     --config.env PATH=/usr/local/bin \
     --config.label "org.opencontainers.image.title=mxraft" \
     --config.label "org.opencontainers.image.version=$version"
+# A second name, the bare tag, for importers that prepend the repository
+# (ctr images import --base-name docker.io/library/mxraft).
+umoci tag --image "$out:$tag" "$version"
 umoci gc --layout "$out"
 archive="$(dirname "$out")/mxraft-$version.oci.tar"
 tar -C "$out" -cf "$archive" .
@@ -83,6 +86,7 @@ say "$tag in $out ($(du -sh "$out" | cut -f1)); archive $archive"
 
 if ((import)); then
     command -v ctr >/dev/null || { say "ctr not found (apt-get install containerd)"; exit 1; }
-    ctr -n k8s.io images import --base-name "docker.io/library/mxraft" "$archive"
+    # The kubelet asks for the normalized name, docker.io/library/mxraft:<version>.
+    ctr -n k8s.io images import --base-name docker.io/library/mxraft "$archive"
     say "imported into containerd (namespace k8s.io)"
 fi

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds what the real-cluster test (tests/k8s/cluster.sh) runs, into a cache outside the clone
 # that only the first run pays for:
-#   kube-apiserver, kube-controller-manager, kube-scheduler, kubelet and kube-proxy 1.34.4
+#   kube-apiserver, kube-controller-manager, kube-scheduler, kubelet, kube-proxy and kubectl 1.34.4
 #   from the Go module proxy (the wrapper module in tests/k8s/kube), CoreDNS, and the pause
 #   binary every pod sandbox runs (from the Kubernetes sources, as a static C program).
 #
@@ -15,14 +15,30 @@ bin=$HOME/.cache/mxraft/kube/$kube_version/bin
 say() { echo "kube: $*" >&2; }
 mkdir -p "$bin"
 
+# The version the binaries report (to each other, kubectl and helm) is set at link time, as
+# Kubernetes' own build does.
+minor=${kube_version#v1.}
+minor=${minor%%.*}
+ldflags="-s -w"
+for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+    ldflags+=" -X $pkg.gitVersion=$kube_version -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor"
+    ldflags+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=1970-01-01T00:00:00Z"
+done
+version_of() { # what a binary says its version is
+    if [[ $1 == kubectl ]]; then
+        "$bin/kubectl" version --client 2>/dev/null | sed -n 's/^Client Version: /Kubernetes /p'
+    else
+        "$bin/$1" --version 2>/dev/null
+    fi
+}
 missing=()
-for cmd in kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy; do
-    [[ -x $bin/$cmd ]] || missing+=("k8s.io/kubernetes/cmd/$cmd")
+for cmd in kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kubectl; do
+    [[ $(version_of "$cmd") == "Kubernetes $kube_version" ]] || missing+=("k8s.io/kubernetes/cmd/$cmd")
 done
 if ((${#missing[@]})); then
     say "building ${missing[*]##*/} $kube_version (once; about 8 minutes on 2 cores)"
     start=$SECONDS
-    (cd "$here/kube" && GOFLAGS=-mod=mod CGO_ENABLED=0 go build -trimpath -ldflags='-s -w' -o "$bin/" "${missing[@]}")
+    (cd "$here/kube" && GOFLAGS=-mod=mod CGO_ENABLED=0 go build -trimpath -ldflags="$ldflags" -o "$bin/" "${missing[@]}")
     say "built in $((SECONDS - start)) s"
 fi
 if [[ ! -x $bin/coredns ]]; then
@@ -34,8 +50,8 @@ if [[ ! -x $bin/pause ]]; then
     [[ -f $src ]] || (cd "$here/kube" && go mod download k8s.io/kubernetes)
     cc -O2 -static -DVERSION="$kube_version" -o "$bin/pause" "$src"
 fi
-for cmd in kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy; do
-    "$bin/$cmd" --version >/dev/null || { say "$bin/$cmd does not run"; exit 1; }
+for cmd in kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kubectl; do
+    [[ $(version_of "$cmd") == "Kubernetes $kube_version" ]] || { say "$bin/$cmd does not run or is not $kube_version"; exit 1; }
 done
 "$bin/coredns" -version >/dev/null || { say "$bin/coredns does not run"; exit 1; }
 echo "$bin"

@@ -4,7 +4,8 @@
 
 Each message has a unique Message-ID <P-i@mxraft.test>. A message is retried (a new connection
 each time) on a refused connection, a timeout or a 4xx reply, up to R times, a second apart;
-its id goes to OUT (one per line) once it got a 250 after the data. --until sends until FILE
+its id goes to OUT (one per line) once it got a 250 after the data, and every attempt's id to
+OUT.attempts (an attempt cut off after the data may have been queued without its 250). --until sends until FILE
 exists. Prints "sent N acknowledged A attempts T max_gap_ms G" where G is the longest time
 between two acknowledgements, and exits 1 if a message was never acknowledged.
 """
@@ -41,10 +42,12 @@ def main():
     last = time.monotonic()
     max_gap = 0.0
     i = 0
-    with open(a.out, "a") as out:
+    with open(a.out, "a") as out, open(a.out + ".attempts", "a") as tried:
         while (a.count is not None and i < a.count) or (a.until and not os.path.exists(a.until)):
             for attempt in range(a.retries + 1):
                 attempts += 1
+                tried.write(f"{a.prefix}-{i}\n")
+                tried.flush()
                 try:
                     send(a.host, a.port, a.prefix, i)
                 except (OSError, smtplib.SMTPException) as e:

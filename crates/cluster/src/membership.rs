@@ -121,7 +121,7 @@ impl RaftNode {
                         return Err(MembershipError::Refused(format!(
                             "node {id} is already a member but now has an empty data directory; a node that \
                              lost its data must not rejoin under its old id: `mxraftctl cluster remove {id}`, \
-                             then join it under a new id"
+                             then it joins as a new member (or join the replacement under a new id)"
                         )));
                     }
                     if voters.contains(&id) {
