@@ -6,8 +6,8 @@
 # examples' comments say. The nodes join by the documented procedure (node 1 bootstraps once
 # nodes 2 and 3 answer). Mail to every node is queued; host 3's link is taken down while mail
 # goes on to hosts 1 and 2, and brought back: host 3 catches up, and once the primary
-# (mail.example.com, an smtp-sink on the bridge, named by dnsmasq) is up, every acknowledged message arrives
-# exactly once.
+# (mail.example.com, an smtp-sink on the bridge, named by dnsmasq) is up, every acknowledged
+# message arrives, none more often than it was sent.
 #
 # Needs root (network and mount namespaces).
 set -euo pipefail
@@ -111,7 +111,20 @@ wait_for() {
 voters() { in_hub "$ctl" --endpoint "10.0.0.1$1:7001" --ca-file "$dir/ca/ca.pem" --token-file "$dir/admin.token" cluster status -o json | jq -r '[.members[] | select(.role != "learner") | .id] | sort | join(" ")'; }
 has_voters() { [[ $(voters "$1") == "$2" ]]; }
 queued() { in_hub "$ctl" --endpoint "10.0.0.1$1:7001" --ca-file "$dir/ca/ca.pem" --token-file "$dir/admin.token" queue stats --local -o json | jq .messages; }
-all_queued() { local want=$1 h; shift; for h in "$@"; do [[ $(queued "$h") == "$want" ]] || return 1; done; }
+all_queued() { # the listed hosts hold the same number of messages, between $1 and $2
+    local low=$1 high=$2 h n first="" ok=0
+    shift 2
+    for h in "$@"; do
+        n=$(queued "$h")
+        echo "host $h: $n (acknowledged $low, attempts $high)"
+        [[ -z $first ]] && first=$n
+        [[ $n =~ ^[0-9]+$ && $n == "$first" && $n -ge $low && $n -le $high ]] || ok=1
+    done
+    return $ok
+}
+# Acknowledged messages and attempts so far: a sender that got no answer after the data sends
+# again, and both copies may have been queued.
+counts() { echo "$(wc -l <"$acked") $(wc -l <"$acked.attempts")"; }
 
 # The bridge's DNS server: mail.example.com, the primary of the examples' domains.
 in_hub dnsmasq --keep-in-foreground --no-resolv --no-hosts --bind-interfaces --listen-address=10.0.0.1 \
@@ -132,7 +145,8 @@ for h in 1 2 3; do
     in_hub python3 "$root/tests/k8s/mailer.py" "10.0.0.1$h" 25 "$acked" --prefix "host$h" --count 10 --retries 5 >/dev/null ||
         fail "mail to host $h was not acknowledged"
 done
-wait_for 30 "30 messages on every host" all_queued 30 1 2 3
+wait_for 30 "the 30 messages on every host" all_queued $(counts) 1 2 3
+before=$(queued 1)
 
 step "host 3's link down: hosts 1 and 2 go on taking mail"
 ip -n "$hub" link set "${tag}v3" down
@@ -141,25 +155,31 @@ for h in 1 2; do
         fail "mail to host $h during the split was not acknowledged"
 done
 total=$(wc -l <"$acked")
-wait_for 30 "$total messages on hosts 1 and 2" all_queued "$total" 1 2
-[[ $(ip netns exec "$tag"3 "$ctl" --endpoint 10.0.0.13:7001 --ca-file "$dir/ca/ca.pem" --token-file "$dir/admin.token" queue stats --local -o json | jq .messages) == 30 ]] ||
-    fail "host 3, cut off, holds other than the 30 messages of before"
+wait_for 30 "$total messages on hosts 1 and 2" all_queued $(counts) 1 2
+[[ $(ip netns exec "$tag"3 "$ctl" --endpoint 10.0.0.13:7001 --ca-file "$dir/ca/ca.pem" --token-file "$dir/admin.token" queue stats --local -o json | jq .messages) == "$before" ]] ||
+    fail "host 3, cut off, holds other than the $before messages of before"
 
 step "host 3's link back: it catches up"
 ip -n "$hub" link set "${tag}v3" up
-wait_for 60 "$total messages on every host" all_queued "$total" 1 2 3
+wait_for 60 "$total messages on every host" all_queued $(counts) 1 2 3
 has_voters 3 "1 2 3" || fail "voters after the heal: $(voters 3)"
 
-step "the primary comes up: every acknowledged message arrives, once"
+step "the primary comes up: every acknowledged message arrives, none more often than it was sent"
 chmod 711 "$dir"
 mkdir -p "$dir/mail"
 chmod 777 "$dir/mail"
 in_hub "$smtp_sink" -u nobody -d "$dir/mail/%M." 10.0.0.1:25 64 >"$dir/sink.log" 2>&1 &
 pids+=($!)
-wait_for 90 "every queue empty" all_queued 0 1 2 3
+wait_for 90 "every queue empty" all_queued 0 0 1 2 3
 delivered=$(grep -h -o 'Message-ID: <[^@]*@mxraft.test>' "$dir"/mail/* | sed 's/Message-ID: <//; s/@mxraft.test>//' | sort)
-[[ $(sort "$acked") == "$delivered" ]] || {
-    diff <(sort "$acked") <(echo "$delivered") | head >&2
-    fail "the delivered messages are not the acknowledged ones, once each"
-}
-echo "multi-host: $total messages acknowledged across a split of host 3, $total delivered once each"
+# Every acknowledged message arrives; one that arrives more than once was sent more than once
+# (a sender that got no answer after the data retries, and both copies may have been queued).
+missing=$(comm -23 <(sort -u "$acked") <(echo "$delivered" | sort -u))
+[[ -z $missing ]] || fail "acknowledged but never delivered: $(echo "$missing" | head -n 5 | tr '\n' ' ')"
+while read -r count id; do
+    tries=$(grep -cx "$id" "$acked.attempts")
+    ((count <= tries)) || fail "$id delivered $count times but sent $tries times"
+done < <(echo "$delivered" | uniq -c)
+unknown=$(comm -13 <(sort -u "$acked.attempts") <(echo "$delivered" | sort -u))
+[[ -z $unknown ]] || fail "delivered but never sent: $unknown"
+echo "multi-host: $total messages acknowledged across a split of host 3; $(echo "$delivered" | wc -l) deliveries, each acknowledged message at least once, none more often than it was sent"
