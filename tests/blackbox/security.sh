@@ -74,7 +74,7 @@ payload='{"payload": "AAEC"}'
 call() { # $1 = port, $2 = method, $3 = request JSON, then grpcurl's TLS options
     timeout 20 "$grpcurl" "${proto[@]}" "${@:4}" -max-time 10 -d "$3" "127.0.0.1:$1" "mxraft.cluster.v1.Cluster/$2" 2>&1
 }
-methods=(Propose Vote AppendEntries InstallSnapshot ChangeMembership)
+methods=(Propose Vote AppendEntries InstallSnapshot ChangeMembership TransferLeader)
 request() {
     case $1 in
         Propose) echo '{"command": "AAEC"}' ;;

@@ -401,3 +401,76 @@ async fn membership_changes_through_the_admin_api() -> anyhow::Result<()> {
     send_through(&cluster, via, 2, 0).await?;
     cluster.shutdown().await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_hands_over_before_it_stops() -> anyhow::Result<()> {
+    let mut cluster = TestCluster::start(3, ClusterOptions::default()).await?;
+    let leader = cluster.wait_for_leader().await?;
+    let mut all: BTreeSet<String> = send_through(&cluster, leader, 3, 5000)
+        .await?
+        .into_iter()
+        .collect();
+
+    phase("a follower has nothing to hand over");
+    let follower = cluster
+        .running()
+        .into_iter()
+        .find(|id| *id != leader)
+        .unwrap_or(1);
+    let term = cluster.node(leader).node().metrics().current_term;
+    assert_eq!(
+        cluster
+            .node(follower)
+            .node()
+            .hand_over_leadership(Duration::from_secs(3))
+            .await,
+        None
+    );
+    assert_eq!(cluster.node(leader).node().metrics().current_term, term);
+
+    phase("the leader, still running and sending heartbeats, hands over to a voter");
+    // No election timeout can pass while the leader heartbeats: a change now is the handover.
+    let new = cluster
+        .node(leader)
+        .node()
+        .hand_over_leadership(Duration::from_secs(3))
+        .await
+        .expect("the leadership moved");
+    assert_ne!(new, leader);
+    let old_view = cluster.node(leader).node().metrics();
+    assert_eq!(old_view.current_leader, Some(new));
+    assert_ne!(old_view.state, openraft::ServerState::Leader);
+    assert!(
+        old_view.current_term > term,
+        "a new term: {}",
+        old_view.current_term
+    );
+    assert_eq!(cluster.wait_for_leader().await?, new);
+
+    phase("the old leader still takes mail, through the new one; then it stops in order");
+    all.extend(send_through(&cluster, leader, 3, 6000).await?);
+    let term = cluster.node(new).node().metrics().current_term;
+    cluster.stop(new).await?;
+    // The stop returned after the handover: a survivor already leads, in the next term.
+    let leading: Vec<u64> = cluster
+        .running()
+        .into_iter()
+        .filter(|id| cluster.node(*id).node().metrics().state == openraft::ServerState::Leader)
+        .collect();
+    assert_eq!(
+        leading.len(),
+        1,
+        "a survivor leads as soon as the stop returns"
+    );
+    assert_eq!(
+        cluster.node(leading[0]).node().metrics().current_term,
+        term + 1
+    );
+    for id in cluster.running() {
+        all.extend(send_through(&cluster, id, 1, 7000 + id as usize).await?);
+    }
+    for id in cluster.running() {
+        assert_queue_on(&cluster, id, &all).await?;
+    }
+    cluster.shutdown().await
+}

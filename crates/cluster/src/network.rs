@@ -15,7 +15,8 @@ use openraft::error::{
 use openraft::network::{RPCOption, RPCTypes, RaftNetworkFactory};
 use openraft::raft::StreamAppendResult;
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderRequest,
+    TransferLeaderResponse, VoteRequest, VoteResponse,
 };
 use openraft::{OptionalSend, RaftNetworkV2};
 use tokio::sync::mpsc;
@@ -356,6 +357,23 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
             .unary(RPCTypes::Vote, payload, &option, |mut c, r| async move {
                 c.vote(r).await
             })
+            .await?;
+        decode_reply(&reply)
+    }
+
+    async fn transfer_leader(
+        &mut self,
+        rpc: TransferLeaderRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<TransferLeaderResponse<TypeConfig>, RPCError<TypeConfig>> {
+        let payload = mxraft_queue::encode(&rpc);
+        let reply = self
+            .unary(
+                RPCTypes::TransferLeader,
+                payload,
+                &option,
+                |mut c, r| async move { c.transfer_leader(r).await },
+            )
             .await?;
         decode_reply(&reply)
     }

@@ -12,7 +12,7 @@ use std::pin::Pin;
 
 use futures::{Stream, StreamExt};
 use openraft::error::RaftError;
-use openraft::raft::{AppendEntriesRequest, VoteRequest};
+use openraft::raft::{AppendEntriesRequest, TransferLeaderRequest, VoteRequest};
 use openraft::storage::Snapshot;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{info, warn};
@@ -305,6 +305,21 @@ impl Cluster for ClusterService {
         let rpc: VoteRequest<TypeConfig> = decode(&request.into_inner().payload)?;
         caller.speaks_for(voter_of(&rpc.vote), "pre-vote request")?;
         Ok(payload(&node.raft().pre_vote(rpc).await))
+    }
+
+    async fn transfer_leader(
+        &self,
+        request: Request<RaftPayload>,
+    ) -> Result<Response<RaftPayload>, Status> {
+        let (caller, node) = self.admit_raft(&request)?;
+        let rpc: TransferLeaderRequest<TypeConfig> = decode(&request.into_inner().payload)?;
+        caller.speaks_for(voter_of(rpc.from_leader()), "leadership transfer")?;
+        let reply: Result<_, RaftError<TypeConfig>> = node
+            .raft()
+            .handle_transfer_leader(rpc)
+            .await
+            .map_err(RaftError::Fatal);
+        Ok(payload(&reply))
     }
 
     async fn install_snapshot(

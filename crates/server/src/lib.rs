@@ -114,6 +114,11 @@ impl RunningServer {
             self.delivery_task.abort();
         }
         let _ = self.delivery_task.await;
+        if !grace.is_zero() {
+            // Sessions and deliveries are done with their commits (claims released): a leader
+            // hands over now, so the others do not wait out an election timeout.
+            self.node.hand_over_leadership(Duration::from_secs(3)).await;
+        }
         self.background_stop.cancel();
         for task in self.background {
             task.abort();
