@@ -8,7 +8,8 @@
 #                                    modules (swaks --tls), Postfix's smtp-sink and smtp-source,
 #                                    curl
 #   scripts/install-deps.sh --test   also what tests/run.sh uses: dnsmasq, iproute2, python3,
-#                                    nftables, libfaketime (clock skew), systemd-analyze (the
+#                                    nftables, libfaketime (clock skew), FUSE (the fault
+#                                    harness's chaosfs), systemd-analyze (the
 #                                    unit file), umoci and runc (the image), the nightly toolchain
 #                                    and cargo-fuzz for the fuzz targets, grpcurl, helm and
 #                                    kubeconform (built with Go into ~/.cache/mxraft/bin), the
@@ -62,6 +63,7 @@ caps=(
     "2|runc|runc --version && runc list"
     "2|binutils|command -v strip"
     "2|nftables|nft list tables"
+    "2|fuse3|test -c /dev/fuse && grep -qw fuse /proc/filesystems"
     "3|containerd|ctr --version && containerd config default | grep -q 'io.containerd.grpc.v1.cri'"
     "3|containernetworking-plugins|for p in bridge host-local portmap loopback; do CNI_COMMAND=VERSION /usr/lib/cni/\$p | grep -q 1.0.0 || exit 1; done"
     "3|etcd-server|etcd --version"

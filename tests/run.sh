@@ -3,7 +3,8 @@
 #   formatting and lints, unit tests, openraft's storage suite, in-process cluster tests,
 #   the black-box tests of deploy/local with swaks, smtp-source and smtp-sink, short runs of
 #   the cargo-fuzz targets, the systemd unit and the image, three hosts in network namespaces,
-#   the Helm chart's static tests, and the chart on a real Kubernetes control plane.
+#   the fault-injection harness (tests/chaos), the Helm chart's static tests, and the chart on
+#   a real Kubernetes control plane.
 # Builds in release mode into $CARGO_TARGET_DIR (default ~/.cache/mxraft/target), shared with
 # deploy/local/up.sh, so RocksDB is compiled once.
 set -euo pipefail
@@ -48,7 +49,7 @@ done
 rm -f "$fuzz_log"
 
 section "black-box: deploy/local"
-cargo build --release --locked -p mxraftd -p mxraftctl
+cargo build --release --locked -p mxraftd -p mxraftctl -p mxraft-chaosfs
 tests/blackbox/local_cluster.sh
 
 section "black-box: flush to the primary (smtp-sink)"
@@ -71,6 +72,9 @@ tests/blackbox/security.sh
 
 section "three hosts in network namespaces: deploy/examples, the unit's command line, a host cut off and back"
 tests/blackbox/multi_host.sh
+
+section "fault injection: kills, pauses, partitions, power cuts, clock jumps, a full disk, a replaced node; the negative controls"
+MXRAFT_PREBUILT=1 tests/chaos/run.sh
 
 section "the Helm chart (helm lint, kubeconform, unit tests, rendered configs through mxraftd --check-config)"
 tests/k8s/chart.sh

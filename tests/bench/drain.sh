@@ -33,13 +33,6 @@ trap cleanup EXIT
 
 bench_prepare
 
-start_sink() {
-    "$smtp_sink" -u nobody 127.0.0.1:2500 256 &
-    sink_pid=$!
-    for _ in $(seq 1 100); do (exec 3<>/dev/tcp/127.0.0.1/2500) 2>/dev/null && return 0; sleep 0.05; done
-}
-stop_sink() { kill "$sink_pid" 2>/dev/null || true; wait "$sink_pid" 2>/dev/null || true; sink_pid=""; }
-
 echo "== mxraft: 3-node local cluster, $messages messages queued while the primary is down"
 "$root/deploy/local/up.sh" >"$work/up.log" 2>&1 || { cat "$work/up.log"; exit 1; }
 run_load "$messages" "$size" 20 2525 2526 2527 >/dev/null

@@ -49,6 +49,14 @@ run_load() {
     since "$t0"
 }
 
+# The primary of the local cluster's domain: smtp-sink on 127.0.0.1:2500 ($sink_pid).
+start_sink() {
+    "$smtp_sink" -u nobody 127.0.0.1:2500 256 &
+    sink_pid=$!
+    for _ in $(seq 1 100); do (exec 3<>/dev/tcp/127.0.0.1/2500) 2>/dev/null && return 0; sleep 0.05; done
+}
+stop_sink() { kill "$sink_pid" 2>/dev/null || true; wait "$sink_pid" 2>/dev/null || true; sink_pid=""; }
+
 # Starts Postfix as a backup MX for example.test on 127.0.0.1:2600. $1 is extra main.cf text.
 pf_start() {
     mkdir -p "$pf/etc" "$pf/queue" "$pf/data"

@@ -84,6 +84,16 @@ done
 step "new mail is accepted while node $leader is down"
 for n in "${survivors[@]}"; do send "252$((4 + n))" "after$n" "$((900 + n))"; done
 
+step "the new leader retries node $leader at its backoff's pace, not in a busy loop"
+# Node $leader refuses connections at once; each retry logs a warning. Five seconds of them
+# must stay a handful (a busy loop wrote tens of thousands of lines a second).
+log=$dir/node$new_leader.log
+before=$(wc -l <"$log")
+sleep 5
+added=$(($(wc -l <"$log") - before))
+((added < 100)) || fail "node $new_leader logged $added lines in 5 s while node $leader was down: $(tail -n 2 "$log")"
+echo "node $new_leader: $added log lines in 5 s"
+
 step "up.sh restarts the killed node, which catches up"
 local_up "$dir/up2.log" "second up.sh failed"
 grep -q "started node $leader" "$dir/up2.log" || fail "up.sh did not restart node $leader"

@@ -5,6 +5,7 @@ use tonic::{Request, Response, Status};
 use mxraft_proto::admin::{
     ClusterJoinReply, ClusterJoinRequest, ClusterRemoveReply, ClusterRemoveRequest,
     ClusterStatusReply, ClusterStatusRequest, Member, NodeInfoReply, NodeInfoRequest,
+    StateDigestReply, StateDigestRequest,
 };
 use mxraft_proto::identity::Role;
 use mxraft_store::NodeInfo;
@@ -86,5 +87,24 @@ pub(crate) async fn node_info(
         smtp_addr: info.smtp_addr.clone(),
         admin_addr: info.admin_addr.clone(),
         initialized: node.is_initialized().await,
+    }))
+}
+
+pub(crate) async fn state_digest(
+    svc: &AdminService,
+    request: Request<StateDigestRequest>,
+) -> Result<Response<StateDigestReply>, Status> {
+    svc.auth.authorize(&request, Role::Read, "state digest")?;
+    let node = svc.node()?;
+    let digest = node
+        .state_machine()
+        .digest_async()
+        .await
+        .map_err(|e| Status::internal(format!("cannot read the state machine: {e}")))?;
+    Ok(Response::new(StateDigestReply {
+        node_id: node.id(),
+        applied_index: digest.applied_index,
+        sha256: digest.sha256,
+        records: digest.records,
     }))
 }

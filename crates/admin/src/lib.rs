@@ -29,6 +29,7 @@ use mxraft_proto::admin::{
     NodeInfoReply, NodeInfoRequest, QueueActionReply, QueueFlushRequest, QueueIdRequest,
     QueueListRequest, QueueShowReply, QueueShowRequest, QueueStatsReply, QueueStatsRequest,
     QueuedMessage, ReadConsistency, RecipientEntry, RecipientsChangeRequest, RecipientsListRequest,
+    StateDigestReply, StateDigestRequest,
 };
 use mxraft_queue::{CommandResult, MessageId, QueueCommand};
 
@@ -158,6 +159,13 @@ impl Admin for AdminService {
         request: Request<NodeInfoRequest>,
     ) -> Result<Response<NodeInfoReply>, Status> {
         cluster::node_info(self, request).await
+    }
+
+    async fn state_digest(
+        &self,
+        request: Request<StateDigestRequest>,
+    ) -> Result<Response<StateDigestReply>, Status> {
+        cluster::state_digest(self, request).await
     }
 
     type QueueListStream = MessageStream;

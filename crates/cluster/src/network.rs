@@ -320,11 +320,20 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         St: Stream<Item = AppendEntriesRequest<TypeConfig>> + OptionalSend + Unpin + 'static,
     {
         Box::pin(async move {
+            // openraft waits out its replication backoff while it produces a request, so take
+            // the first one before connecting: a peer that refuses connections at once (down,
+            // or no route to it) is then tried at the backoff's pace instead of in a busy loop.
+            let mut input = input;
+            let Some(first) = input.next().await else {
+                return Ok(Box::pin(futures::stream::empty()) as BoxStream<'s, _>);
+            };
             self.peers.reachable().map_err(to_rpc_error)?;
             let mut client = self.client.clone().map_err(to_rpc_error)?;
-            let requests = input.map(|req| RaftPayload {
-                payload: mxraft_queue::encode(&req).into(),
-            });
+            let requests = futures::stream::iter([first])
+                .chain(input)
+                .map(|req| RaftPayload {
+                    payload: mxraft_queue::encode(&req).into(),
+                });
             let request = self.peers.request(requests, Some(self.target), None);
             let ttl = option.soft_ttl();
             let response = match tokio::time::timeout(ttl, client.stream_append(request)).await {

@@ -7,6 +7,7 @@ use serde_json::json;
 
 use mxraft_proto::admin::{
     ClusterJoinRequest, ClusterRemoveRequest, ClusterStatusRequest, NodeInfoRequest,
+    StateDigestRequest,
 };
 
 use crate::Output;
@@ -29,6 +30,9 @@ pub(crate) enum ClusterCommand {
         #[arg(long, value_name = "N")]
         above: Option<u64>,
     },
+    /// This node's digest of its replicated state on disk, with the log index it is of: two
+    /// nodes at the same index must show the same digest.
+    Digest,
 }
 
 #[derive(Debug, Args)]
@@ -64,6 +68,27 @@ pub(crate) async fn run(
         }
         ClusterCommand::Join(args) => {
             join(client, access, output, out, args).await?;
+        }
+        ClusterCommand::Digest => {
+            let d = client
+                .state_digest(StateDigestRequest {})
+                .await?
+                .into_inner();
+            if output == Output::Json {
+                let v = json!({
+                    "node_id": d.node_id,
+                    "applied_index": d.applied_index,
+                    "sha256": d.sha256,
+                    "records": d.records,
+                });
+                writeln!(out, "{v}")?;
+            } else {
+                writeln!(
+                    out,
+                    "node {} at index {}: sha256 {} ({} records)",
+                    d.node_id, d.applied_index, d.sha256, d.records
+                )?;
+            }
         }
         ClusterCommand::Remove { id, above } => {
             let ids = match (id, above) {

@@ -19,6 +19,8 @@ use crate::config::{self, Config};
 /// Accepted messages go to Raft: committed on a majority before the `250`.
 pub(crate) struct RaftQueue {
     pub(crate) node: RaftNode,
+    /// `testing.ack_before_commit`: answer before the commit (loses mail; tests only).
+    pub(crate) ack_before_commit: bool,
 }
 
 impl MessageQueue for RaftQueue {
@@ -33,6 +35,13 @@ impl MessageQueue for RaftQueue {
     }
 
     async fn commit(&self, message: Enqueue) -> Result<(), CommitError> {
+        if self.ack_before_commit {
+            let node = self.node.clone();
+            tokio::spawn(async move {
+                let _ = node.propose(QueueCommand::Enqueue(message)).await;
+            });
+            return Ok(());
+        }
         match self.node.propose(QueueCommand::Enqueue(message)).await {
             Ok(CommandResult::Enqueued { .. }) => Ok(()),
             Ok(other) => Err(CommitError(format!("unexpected result {other:?}"))),

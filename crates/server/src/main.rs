@@ -27,6 +27,10 @@ struct Args {
     /// Check the configuration and exit.
     #[arg(long, alias = "check-config")]
     check: bool,
+    /// Allow the `[testing]` modes, which lose acknowledged mail; only the fault-injection
+    /// tests' negative controls use them.
+    #[arg(long)]
+    unsafe_testing: bool,
 }
 
 fn init_logging(config: &Config) {
@@ -55,6 +59,10 @@ fn main() -> ExitCode {
     if let Some(dir) = args.data_dir {
         config.node.data_dir = dir;
     }
+    if let Err(e) = config.testing.check(args.unsafe_testing) {
+        eprintln!("mxraftd: {}: {e}", args.config.display());
+        return ExitCode::from(2);
+    }
     if args.check {
         println!("{}: ok", args.config.display());
         return ExitCode::SUCCESS;
@@ -71,7 +79,10 @@ fn main() -> ExitCode {
         }
     };
     runtime.block_on(async move {
-        let mut options = mxraftd::StartOptions::default();
+        let mut options = mxraftd::StartOptions {
+            unsafe_testing: args.unsafe_testing,
+            ..mxraftd::StartOptions::default()
+        };
         if config.metrics.listen.is_some() {
             match metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder() {
                 Ok(handle) => {

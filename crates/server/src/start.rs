@@ -34,6 +34,8 @@ pub struct StartOptions {
     pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
     /// The node's wall clock (the system clock; tests shift it).
     pub clock: mxraft_cluster::Clock,
+    /// Allow the `[testing]` modes that lose acknowledged mail (`--unsafe-testing`).
+    pub unsafe_testing: bool,
 }
 
 /// The name of this machine, for the SMTP greeting when `smtp.hostname` is not set.
@@ -193,7 +195,11 @@ async fn start_raft(
     clock: mxraft_cluster::Clock,
 ) -> anyhow::Result<(RaftNode, Vec<CloseWatch>)> {
     let data_dir = &config.node.data_dir;
-    let stores = Stores::open(data_dir, StoreOptions::default())
+    let store_options = StoreOptions {
+        skip_log_fsync: config.testing.skip_log_fsync,
+        ..StoreOptions::default()
+    };
+    let stores = Stores::open(data_dir, store_options)
         .with_context(|| format!("cannot open the data directory {}", data_dir.display()))?;
     let closed = vec![
         stores.log.closed_watch(),
@@ -365,6 +371,13 @@ impl Server {
         options: StartOptions,
     ) -> anyhow::Result<RunningServer> {
         config.validate()?;
+        config.testing.check(options.unsafe_testing)?;
+        for key in config.testing.enabled() {
+            warn!(
+                key,
+                "UNSAFE: {key} is set; this node loses acknowledged mail (fault-injection tests only)"
+            );
+        }
         let id = config.node.id;
         let credentials = Credentials::load(&config)?;
         let listeners = Listeners::bind(&config).await?;
@@ -490,7 +503,10 @@ impl FrontDoor<'_> {
             hostname,
             config: config.smtp.clone(),
             domains: DomainPolicy::new(config.domains.iter().map(|d| d.name.as_str())),
-            queue: RaftQueue { node: node.clone() },
+            queue: RaftQueue {
+                node: node.clone(),
+                ack_before_commit: config.testing.ack_before_commit,
+            },
             policy,
             ids: IdGenerator::new(config.node.id),
             node_id: config.node.id,

@@ -46,6 +46,8 @@ struct Inner {
     flusher: Mutex<Option<mpsc::Sender<IOFlushed<TypeConfig>>>>,
     flusher_thread: Mutex<Option<JoinHandle<()>>>,
     read_budget: usize,
+    /// Whether writes are fsynced (always, but for the fault tests' negative control).
+    sync: bool,
 }
 
 impl Drop for Inner {
@@ -74,9 +76,9 @@ fn index_of(key: &[u8]) -> std::io::Result<u64> {
     Ok(u64::from_be_bytes(bytes))
 }
 
-fn sync_write() -> WriteOptions {
+fn sync_write(sync: bool) -> WriteOptions {
     let mut w = WriteOptions::default();
-    w.set_sync(true);
+    w.set_sync(sync);
     w
 }
 
@@ -84,6 +86,17 @@ impl LogStore {
     /// Opens or creates the log database at `path`. `read_budget` bounds the bytes returned by
     /// one replication read.
     pub fn open(path: &Path, read_budget: usize) -> Result<LogStore, OpenError> {
+        let options = crate::StoreOptions {
+            replication_read_budget: read_budget,
+            ..crate::StoreOptions::default()
+        };
+        Self::open_with(path, &options)
+    }
+
+    /// Opens or creates the log database at `path` with these options.
+    pub fn open_with(path: &Path, options: &crate::StoreOptions) -> Result<LogStore, OpenError> {
+        let read_budget = options.replication_read_budget;
+        let sync = !options.skip_log_fsync;
         fsutil::create_dir_all(path)?;
         let mut db_opts = Options::default();
         db_opts.create_if_missing(true);
@@ -117,7 +130,7 @@ impl LogStore {
         let flusher_db = db.clone();
         let thread = std::thread::Builder::new()
             .name("raft-log-flush".into())
-            .spawn(move || flush_loop(&flusher_db, &rx))
+            .spawn(move || flush_loop(&flusher_db, &rx, sync))
             .map_err(|e| fsutil::io_err("cannot start the log flusher for", path, e))?;
         info!(path = %path.display(), "raft log opened");
         Ok(LogStore {
@@ -126,6 +139,7 @@ impl LogStore {
                 flusher: Mutex::new(Some(tx)),
                 flusher_thread: Mutex::new(Some(thread)),
                 read_budget,
+                sync,
             }),
         })
     }
@@ -155,7 +169,7 @@ impl LogStore {
         batch.put_cf(cf, KEY_CLUSTER_ID, mxraft_queue::encode(&id.to_owned()));
         self.inner
             .db
-            .write_opt(batch, &sync_write())
+            .write_opt(batch, &sync_write(self.inner.sync))
             .map_err(io_error)
     }
 
@@ -218,7 +232,8 @@ impl LogStore {
 
     async fn write_synced(&self, batch: WriteBatch) -> std::io::Result<()> {
         let db = self.inner.db.clone();
-        tokio::task::spawn_blocking(move || db.write_opt(batch, &sync_write()))
+        let options = sync_write(self.inner.sync);
+        tokio::task::spawn_blocking(move || db.write_opt(batch, &options))
             .await
             .map_err(io_error)?
             .map_err(io_error)
@@ -226,12 +241,13 @@ impl LogStore {
 }
 
 /// The flusher: waits for callbacks, fsyncs the WAL once for all that are queued, then
-/// completes them in the order they were submitted.
-fn flush_loop(db: &DB, rx: &mpsc::Receiver<IOFlushed<TypeConfig>>) {
+/// completes them in the order they were submitted. Without `sync` (the fault tests' negative
+/// control) it completes them without any fsync.
+fn flush_loop(db: &DB, rx: &mpsc::Receiver<IOFlushed<TypeConfig>>, sync: bool) {
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
         batch.extend(rx.try_iter());
-        let result = db.flush_wal(true);
+        let result = if sync { db.flush_wal(true) } else { Ok(()) };
         if let Err(e) = &result {
             error!(error = %e, "fsync of the raft log failed; this node stops writing");
         }

@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use mxraft_queue::InvalidConfig;
 use serde::Deserialize;
 
 use mxraft_cluster::ClusterConfig;
@@ -61,6 +62,46 @@ pub struct Config {
     /// The Prometheus metrics endpoint.
     #[serde(default)]
     pub metrics: MetricsConfig,
+    /// Unsafe modes for the fault-injection tests' negative controls.
+    #[serde(default)]
+    pub testing: TestingConfig,
+}
+
+/// The `[testing]` section: modes that lose acknowledged mail on purpose, so that the
+/// fault-injection harness can show that it notices. `mxraftd` refuses to start with any of
+/// them unless it is given `--unsafe-testing`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TestingConfig {
+    /// Answer `250` at the end of data before the message is committed.
+    pub ack_before_commit: bool,
+    /// Never fsync the Raft log (or the vote): an entry counts as durable once written.
+    pub skip_log_fsync: bool,
+}
+
+impl TestingConfig {
+    /// The keys set, as `testing.<key>`.
+    pub fn enabled(&self) -> Vec<&'static str> {
+        let mut keys = Vec::new();
+        if self.ack_before_commit {
+            keys.push("testing.ack_before_commit");
+        }
+        if self.skip_log_fsync {
+            keys.push("testing.skip_log_fsync");
+        }
+        keys
+    }
+
+    /// Refuses the unsafe modes unless `allowed` (the `--unsafe-testing` flag).
+    pub fn check(&self, allowed: bool) -> Result<(), InvalidConfig> {
+        match self.enabled().first() {
+            Some(key) if !allowed => Err(InvalidConfig(format!(
+                "{key} = true loses acknowledged mail: it exists only for the fault-injection \
+                 tests, and mxraftd refuses it unless started with --unsafe-testing"
+            ))),
+            _ => Ok(()),
+        }
+    }
 }
 
 /// The `[metrics]` section.
@@ -463,6 +504,24 @@ mod tests {
             Duration::from_secs(14 * 86400)
         );
         assert_eq!(c.log.format, LogFormat::Text);
+    }
+
+    #[test]
+    fn the_unsafe_testing_modes_need_the_flag() {
+        let c = Config::parse(MINIMAL).expect("parses");
+        assert!(c.testing.enabled().is_empty());
+        c.testing.check(false).expect("nothing unsafe");
+        for key in ["ack_before_commit", "skip_log_fsync"] {
+            let c =
+                Config::parse(&format!("{MINIMAL}\n[testing]\n{key} = true\n")).expect("parses");
+            let err = c
+                .testing
+                .check(false)
+                .expect_err("refused without the flag");
+            assert!(err.to_string().contains(&format!("testing.{key}")), "{err}");
+            assert!(err.to_string().contains("--unsafe-testing"), "{err}");
+            c.testing.check(true).expect("allowed with the flag");
+        }
     }
 
     #[test]

@@ -34,8 +34,11 @@ use tracing::{info, warn};
 use mxraft_queue::{MessageId, QueueState};
 
 mod apply;
+mod digest;
 mod load;
 mod persist;
+
+pub use digest::StateDigest;
 
 use apply::{APPLY_PIECE_BYTES, entry_bytes};
 use load::{cf, gen_dir};
@@ -53,6 +56,17 @@ const CF_RECIPIENTS: &str = "recipients";
 const CF_VERIFIED: &str = "verified";
 const CF_GREYLIST: &str = "greylist";
 const CF_RECENT: &str = "recent";
+/// Every column family of the state machine, in the order digests read them.
+const COLUMN_FAMILIES: [&str; 8] = [
+    CF_META,
+    CF_MESSAGES,
+    CF_BODIES,
+    CF_DESTINATIONS,
+    CF_RECIPIENTS,
+    CF_VERIFIED,
+    CF_GREYLIST,
+    CF_RECENT,
+];
 const KEY_APPLIED: &[u8] = b"last_applied";
 const KEY_MEMBERSHIP: &[u8] = b"membership";
 const CURRENT_FILE: &str = "CURRENT";
@@ -100,22 +114,8 @@ impl AppliedState {
 
 /// Reads the metadata a checkpoint holds, by opening it read-only.
 fn checkpoint_meta(db_path: &Path) -> std::io::Result<SnapshotMeta> {
-    let db = DB::open_cf_for_read_only(
-        &Options::default(),
-        db_path,
-        [
-            CF_META,
-            CF_MESSAGES,
-            CF_BODIES,
-            CF_DESTINATIONS,
-            CF_RECIPIENTS,
-            CF_VERIFIED,
-            CF_GREYLIST,
-            CF_RECENT,
-        ],
-        false,
-    )
-    .map_err(io_error)?;
+    let db = DB::open_cf_for_read_only(&Options::default(), db_path, COLUMN_FAMILIES, false)
+        .map_err(io_error)?;
     let meta = cf(&db, CF_META)?;
     let last_log_id = match db.get_pinned_cf(meta, KEY_APPLIED).map_err(io_error)? {
         Some(b) => mxraft_queue::decode::<Option<LogId>>(&b).map_err(io_error)?,
@@ -243,6 +243,21 @@ impl StateMachineStore {
         }
         let db = self.read().db.clone();
         Ok(read_body(&db, id)?.map(Bytes::from))
+    }
+
+    /// A digest of every record of the state machine on disk, with the applied index it is
+    /// of, to compare nodes (a blocking read).
+    pub fn digest(&self) -> std::io::Result<StateDigest> {
+        let db = self.read().db.clone();
+        digest::digest(&db)
+    }
+
+    /// [`StateMachineStore::digest`] on a blocking thread.
+    pub async fn digest_async(&self) -> std::io::Result<StateDigest> {
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || this.digest())
+            .await
+            .map_err(io_error)?
     }
 
     /// [`StateMachineStore::body`] on a blocking thread.
