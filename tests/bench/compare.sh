@@ -191,7 +191,7 @@ pf_forget
     echo "Written by \`tests/bench/compare.sh\` on $(date +%Y-%m-%d): $(nproc) cores, $(awk '/MemTotal/ { printf "%d", $2 / 1048576 }' /proc/meminfo) GiB,"
     echo "a disk doing $fsync_rate fsyncs/s, commit $(git -C "$root" rev-parse --short HEAD), in $(((SECONDS - start) / 60)) minutes."
     echo "mxraft is the local three-node cluster of \`deploy/local\` (mutual TLS, every \`250\` fsynced on"
-    echo "two of three nodes, all three on this one machine); Postfix $("$postfix_bin" -d mail_version 2>/dev/null | sed 's/.*= //' || echo)"
+    echo "two of three nodes, all three on this one machine); Postfix $(postconf -d mail_version 2>/dev/null | sed 's/.*= //')"
     echo "is one instance as backup MX for the same domain. Both run here side by side, in one run;"
     echo "the ratios are the figures to read. Messages come from Postfix's \`smtp-source\`."
     echo
