@@ -33,6 +33,10 @@ cleanup() {
     set +e
     for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null; done
     for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null; done
+    # What a backgrounded function started (the sink, through in_hub) is not in pids.
+    for ns in "$tag"1 "$tag"2 "$tag"3 "$hub"; do
+        ip netns pids "$ns" 2>/dev/null | xargs -r kill -9 2>/dev/null
+    done
     for h in 1 2 3; do ip netns del "$tag$h" 2>/dev/null; done
     ip netns del "$hub" 2>/dev/null
     for d in "${made_dirs[@]}"; do rmdir "$d" 2>/dev/null; done
