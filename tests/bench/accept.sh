@@ -35,10 +35,7 @@ trap cleanup EXIT
 bench_prepare
 
 echo "== disk: fsync rate (4 KiB O_DSYNC writes in $work)"
-dd_out=$(dd if=/dev/zero of="$work/fsync.probe" bs=4k count=2000 oflag=dsync 2>&1 | tail -n 1)
-dd_secs=$(sed -E 's/.* copied, ([0-9.,]+) s.*/\1/' <<<"$dd_out" | tr , .)
-fsync_rate=$(rate 2000 "$dd_secs")
-rm -f "$work/fsync.probe"
+fsync_rate=$(disk_fsync_rate)
 echo "fsyncs/s: $fsync_rate"
 
 echo "== mxraft: 3-node local cluster"

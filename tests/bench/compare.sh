@@ -31,13 +31,7 @@ source "$root/tests/bench/lib.sh"
 sink_pid=""
 start=$SECONDS
 
-cleanup() {
-    [[ -n $sink_pid ]] && kill "$sink_pid" 2>/dev/null || true
-    pf_cleanup
-    "$root/deploy/local/down.sh" >/dev/null 2>&1 || true
-    rm -rf "$work"
-}
-trap cleanup EXIT
+trap bench_cleanup EXIT
 
 bench_prepare
 declare -A fig
@@ -62,10 +56,7 @@ sizes=(10240 1048576)
 sessions=(1 20 100)
 
 echo "== disk: fsync rate (4 KiB O_DSYNC writes in $work)"
-dd_out=$(dd if=/dev/zero of="$work/fsync.probe" bs=4k count=2000 oflag=dsync 2>&1 | tail -n 1)
-dd_secs=$(sed -E 's/.* copied, ([0-9.,]+) s.*/\1/' <<<"$dd_out" | tr , .)
-fsync_rate=$(rate 2000 "$dd_secs")
-rm -f "$work/fsync.probe"
+fsync_rate=$(disk_fsync_rate)
 
 # --- acceptance and latency -------------------------------------------------------------------
 accept_mx() {

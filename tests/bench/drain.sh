@@ -23,13 +23,7 @@ export MXRAFT_LOCAL_DIR=$work/cluster
 source "$root/tests/bench/lib.sh"
 sink_pid=""
 
-cleanup() {
-    [[ -n $sink_pid ]] && kill "$sink_pid" 2>/dev/null || true
-    pf_cleanup
-    "$root/deploy/local/down.sh" >/dev/null 2>&1 || true
-    rm -rf "$work"
-}
-trap cleanup EXIT
+trap bench_cleanup EXIT
 
 bench_prepare
 

@@ -49,6 +49,23 @@ run_load() {
     since "$t0"
 }
 
+# The disk's own fsync rate: 4 KiB O_DSYNC writes in $work, per second.
+disk_fsync_rate() {
+    local out secs
+    out=$(dd if=/dev/zero of="$work/fsync.probe" bs=4k count=2000 oflag=dsync 2>&1 | tail -n 1)
+    secs=$(sed -E 's/.* copied, ([0-9.,]+) s.*/\1/' <<<"$out" | tr , .)
+    rm -f "$work/fsync.probe"
+    rate 2000 "$secs"
+}
+
+# The EXIT trap of a benchmark: stops the sink, Postfix and the local cluster, removes $work.
+bench_cleanup() {
+    [[ -n ${sink_pid:-} ]] && kill "$sink_pid" 2>/dev/null || true
+    pf_cleanup
+    "$root/deploy/local/down.sh" >/dev/null 2>&1 || true
+    rm -rf "$work"
+}
+
 # The primary of the local cluster's domain: smtp-sink on 127.0.0.1:2500 ($sink_pid).
 start_sink() {
     "$smtp_sink" -u nobody 127.0.0.1:2500 256 &
