@@ -9,7 +9,8 @@
 #                                    curl
 #   scripts/install-deps.sh --test   also what tests/run.sh uses: dnsmasq, iproute2, python3,
 #                                    nftables, libfaketime (clock skew), FUSE (the fault
-#                                    harness's chaosfs), systemd-analyze (the
+#                                    harness's chaosfs), promtool (Prometheus, for the
+#                                    alert rules and the dashboard), systemd-analyze (the
 #                                    unit file), umoci and runc (the image), the nightly toolchain
 #                                    and cargo-fuzz for the fuzz targets, grpcurl, helm and
 #                                    kubeconform (built with Go into ~/.cache/mxraft/bin), the
@@ -21,7 +22,8 @@
 #                                    tests/run.sh installs this level
 #
 # Packages already present are left alone; nothing is started (Postfix is installed with the
-# "No configuration" answer, for its tools only). Needs root or sudo when something is missing.
+# "No configuration" answer, for its tools only; services are kept from starting by a
+# policy-rc.d for the length of the install). Needs root or sudo when something is missing.
 set -euo pipefail
 
 level=0
@@ -64,6 +66,7 @@ caps=(
     "2|binutils|command -v strip"
     "2|nftables|nft list tables"
     "2|fuse3|test -c /dev/fuse && grep -qw fuse /proc/filesystems"
+    "2|prometheus|d=\$(mktemp -d) && printf 'groups: [{name: g, rules: [{alert: A, expr: up == 0}]}]\\n' >\$d/r.yml && promtool check rules \$d/r.yml; r=\$?; rm -rf \$d; exit \$r"
     "3|containerd|ctr --version && containerd config default | grep -q 'io.containerd.grpc.v1.cri'"
     "3|containernetworking-plugins|for p in bridge host-local portmap loopback; do CNI_COMMAND=VERSION /usr/lib/cni/\$p | grep -q 1.0.0 || exit 1; done"
     "3|etcd-server|etcd --version"
@@ -95,8 +98,21 @@ if ((${#missing[@]} > 0)); then
         # Postfix comes only for its tools: answer "No configuration" and never start it.
         echo "postfix postfix/main_mailer_type select No configuration" | "${sudo[@]}" debconf-set-selections
     fi
-    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -q >/dev/null
-    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
+    # Nothing installed here may start as a service (Prometheus would): without a policy that
+    # says so already, one refuses every start for the length of the install.
+    policy=/usr/sbin/policy-rc.d
+    own_policy=0
+    if [[ ! -e $policy ]]; then
+        printf '#!/bin/sh\nexit 101\n' | "${sudo[@]}" tee "$policy" >/dev/null
+        "${sudo[@]}" chmod 755 "$policy"
+        own_policy=1
+    fi
+    rc=0
+    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -q >/dev/null &&
+        "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null ||
+        rc=$?
+    ((own_policy == 0)) || "${sudo[@]}" rm -f "$policy"
+    ((rc == 0)) || { say "apt-get failed (status $rc) installing ${missing[*]}"; exit 1; }
 fi
 
 failed=0

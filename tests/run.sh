@@ -2,7 +2,8 @@
 # Installs what is missing and runs the whole mxraft test suite:
 #   formatting and lints, unit tests, openraft's storage suite, in-process cluster tests,
 #   the black-box tests of deploy/local with swaks, smtp-source and smtp-sink, short runs of
-#   the cargo-fuzz targets, the systemd unit and the image, three hosts in network namespaces,
+#   the cargo-fuzz targets, the operator's commands, the alert rules and the dashboard, the
+#   systemd unit and the image, three hosts in network namespaces,
 #   the fault-injection harness (tests/chaos), the Helm chart's static tests, and the chart on
 #   a real Kubernetes control plane.
 # Builds in release mode into $CARGO_TARGET_DIR (default ~/.cache/mxraft/target), shared with
@@ -69,6 +70,12 @@ tests/blackbox/image.sh
 
 section "black-box: the secure cluster (mTLS, admin roles, partitions, a wiped bootstrap node, a full disk)"
 tests/blackbox/security.sh
+
+section "black-box: the operator's commands (queue filters and bulk actions, shape, body, suspended destinations, leadership)"
+tests/blackbox/operations.sh
+
+section "the alert rules and the dashboard (promtool check and test rules, every query, every metric)"
+tests/monitoring/check.sh
 
 section "three hosts in network namespaces: deploy/examples, the unit's command line, a host cut off and back"
 tests/blackbox/multi_host.sh

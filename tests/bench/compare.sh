@@ -108,10 +108,7 @@ pf_forget
 echo "== mxraft: drain of $drain_messages messages"
 mx_fresh
 run_load "$drain_messages" 10240 20 2525 2526 2527 >/dev/null
-for _ in $(seq 1 300); do
-    "$ctl" destinations list -o json | jq -e '.[] | select(.name == "example.test" and .state == "down")' >/dev/null && break
-    sleep 0.1
-done
+wait_primary_down
 t0=$(now)
 start_sink
 for port in 7001 7002 7003; do

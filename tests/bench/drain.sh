@@ -32,10 +32,7 @@ echo "== mxraft: 3-node local cluster, $messages messages queued while the prima
 run_load "$messages" "$size" 20 2525 2526 2527 >/dev/null
 queued() { "$ctl" --endpoint "127.0.0.1:$1" queue stats --local -o json | jq .messages; }
 [[ $(queued 7001) -eq $messages ]] || { echo "mxraft queued $(queued 7001) of $messages" >&2; exit 1; }
-for _ in $(seq 1 300); do
-    "$ctl" destinations list -o json | jq -e '.[] | select(.name == "example.test" and .state == "down")' >/dev/null && break
-    sleep 0.1
-done
+wait_primary_down
 t0=$(now)
 start_sink
 first=""

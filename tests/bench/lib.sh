@@ -74,6 +74,15 @@ start_sink() {
 }
 stop_sink() { kill "$sink_pid" 2>/dev/null || true; wait "$sink_pid" 2>/dev/null || true; sink_pid=""; }
 
+# Waits (up to 30 s) until a delivery attempt has marked example.test down, so that a timed
+# drain starts from mail that waits for the primary. Needs $ctl.
+wait_primary_down() {
+    for _ in $(seq 1 300); do
+        "$ctl" destinations list -o json | jq -e '.[] | select(.name == "example.test" and .state == "down")' >/dev/null && return 0
+        sleep 0.1
+    done
+}
+
 # Starts Postfix as a backup MX for example.test on 127.0.0.1:2600. $1 is extra main.cf text.
 pf_start() {
     mkdir -p "$pf/etc" "$pf/queue" "$pf/data"

@@ -122,6 +122,7 @@ pub fn context(
         node_id: 7,
         tls,
         memory: mxraft_smtp::memory::MessageMemory::new(memory),
+        refusals: tokio::sync::broadcast::channel(64).0,
     })
 }
 

@@ -171,6 +171,7 @@ pub async fn queue_ids(
         .queue_list(QueueListRequest {
             limit: 0,
             consistency: consistency as i32,
+            filter: None,
         })
         .await?
         .into_inner();

@@ -7,6 +7,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use openraft::Instant as _;
+
 use mxraft_proto::admin::ReadConsistency;
 use mxraft_queue::{CommandResult, Enqueue, MailParams, MessageId, QueueCommand, RcptParams};
 use mxraft_tests::fake_smtp::{FakeOptions, FakeSmtp};
@@ -263,6 +265,27 @@ async fn shutdown_cuts_a_hanging_delivery_short_and_hands_the_claim_over() -> an
     // The first DATA hangs for two minutes; the lease is a minute.
     let (primary, mut cluster, holder) =
         hanging_delivery(Duration::from_secs(120), "60s", "5s").await?;
+
+    // The holder follows a new leader that has heard from it: until the holder's Raft stops,
+    // that leader counts it as healthy and could grant the released message straight back.
+    let leader = cluster.wait_for_leader().await?;
+    if leader == holder {
+        let to = holder % 3 + 1;
+        phase(&format!("leadership moves from the holder to node {to}"));
+        let now = cluster
+            .node(holder)
+            .node()
+            .transfer_leadership(Some(to), Duration::from_secs(10))
+            .await?;
+        assert_eq!(now, to);
+    }
+    wait_for("the holder heard from as a follower", WAIT, || async {
+        let leader = cluster.wait_for_leader().await.ok()?;
+        let m = cluster.node(leader).node().metrics();
+        let heard = m.heartbeat.as_ref()?.get(&holder)?.as_ref()?;
+        (heard.elapsed() < Duration::from_secs(1)).then_some(())
+    })
+    .await?;
 
     phase(&format!(
         "node {holder} is stopped in order while it delivers"

@@ -353,6 +353,7 @@ async fn admin_calls_need_a_token_with_the_right_role() -> anyhow::Result<()> {
     let list = || QueueListRequest {
         limit: 0,
         consistency: ReadConsistency::Local as i32,
+        filter: None,
     };
     let delete = || QueueIdRequest {
         id: MessageId::new(1_700_000_000_000, 1, 1).to_string(),

@@ -5,7 +5,7 @@ use tonic::{Request, Response, Status};
 use mxraft_proto::admin::{
     ClusterJoinReply, ClusterJoinRequest, ClusterRemoveReply, ClusterRemoveRequest,
     ClusterStatusReply, ClusterStatusRequest, Member, NodeInfoReply, NodeInfoRequest,
-    StateDigestReply, StateDigestRequest,
+    StateDigestReply, StateDigestRequest, TransferLeaderReply, TransferLeaderRequest,
 };
 use mxraft_proto::identity::Role;
 use mxraft_store::NodeInfo;
@@ -32,6 +32,7 @@ pub(crate) async fn status(
                 admin_addr: m.info.admin_addr,
                 cluster_addr: m.info.cluster_addr,
                 matched_index: m.matched_index,
+                last_contact_ms: m.last_contact_ms,
             })
             .collect(),
         last_log_index: s.last_log_index,
@@ -81,12 +82,38 @@ pub(crate) async fn node_info(
     svc.auth.authorize(&request, Role::Read, "node info")?;
     let node = svc.node()?;
     let info = node.info();
+    let disk = rustix::fs::statvfs(&svc.options.data_dir).ok().map(|s| {
+        (
+            s.f_bavail.saturating_mul(s.f_frsize),
+            s.f_blocks.saturating_mul(s.f_frsize),
+        )
+    });
     Ok(Response::new(NodeInfoReply {
         node_id: node.id(),
         cluster_addr: info.cluster_addr.clone(),
         smtp_addr: info.smtp_addr.clone(),
         admin_addr: info.admin_addr.clone(),
         initialized: node.is_initialized().await,
+        data_free_bytes: disk.map(|(free, _)| free),
+        data_total_bytes: disk.map(|(_, total)| total),
+    }))
+}
+
+/// Hands the leadership over, from the leader; any other node says which node leads.
+pub(crate) async fn transfer_leader(
+    svc: &AdminService,
+    request: Request<TransferLeaderRequest>,
+) -> Result<Response<TransferLeaderReply>, Status> {
+    svc.auth
+        .authorize(&request, Role::Admin, "cluster transfer-leader")?;
+    let target = request.into_inner().node_id;
+    let node = svc.node()?;
+    let leader_id = node
+        .transfer_leadership(target, svc.options.transfer_timeout)
+        .await?;
+    Ok(Response::new(TransferLeaderReply {
+        previous_leader_id: node.id(),
+        leader_id,
     }))
 }
 

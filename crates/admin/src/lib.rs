@@ -13,29 +13,40 @@
 //! gRPC status codes in one place per error type (the `From` impls in `mxraft-cluster`, and
 //! `queue::not_found`/`queue::bad_id` here). One file per service area: `cluster`, `queue`,
 //! `destinations`, `recipients`.
+//!
+//! `EventsWatch` streams what happens: the queue's events as this node applies them, its view
+//! of leadership and membership, and its own SMTP refusals (`events`).
+//!
+//! Actions on many messages (`QueueBulk`) choose their messages once, after a linearizable
+//! read, and commit them in batches; a dry run only counts them and needs the `read` role.
 
+use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::Stream;
+use futures::future::BoxFuture;
 use tonic::{Request, Response, Status};
 
 use mxraft_cluster::{RaftNode, WeakRaftNode};
 use mxraft_proto::admin::admin_server::{Admin, AdminServer};
 use mxraft_proto::admin::{
-    ClusterJoinReply, ClusterJoinRequest, ClusterRemoveReply, ClusterRemoveRequest,
-    ClusterStatusReply, ClusterStatusRequest, DestinationsListReply, DestinationsListRequest,
-    NodeInfoReply, NodeInfoRequest, QueueActionReply, QueueFlushRequest, QueueIdRequest,
-    QueueListRequest, QueueShowReply, QueueShowRequest, QueueStatsReply, QueueStatsRequest,
-    QueuedMessage, ReadConsistency, RecipientEntry, RecipientsChangeRequest, RecipientsListRequest,
-    StateDigestReply, StateDigestRequest,
+    BodyChunk, ClusterJoinReply, ClusterJoinRequest, ClusterRemoveReply, ClusterRemoveRequest,
+    ClusterStatusReply, ClusterStatusRequest, DestinationProbeReply, DestinationRequest,
+    DestinationsListReply, DestinationsListRequest, Event, EventsWatchRequest, NodeInfoReply,
+    NodeInfoRequest, QueueActionReply, QueueBodyRequest, QueueBulkReply, QueueBulkRequest,
+    QueueFlushRequest, QueueIdRequest, QueueListRequest, QueueShapeReply, QueueShapeRequest,
+    QueueShowReply, QueueShowRequest, QueueStatsReply, QueueStatsRequest, QueuedMessage,
+    ReadConsistency, RecipientEntry, RecipientsChangeRequest, RecipientsListRequest,
+    StateDigestReply, StateDigestRequest, TransferLeaderReply, TransferLeaderRequest,
 };
 use mxraft_queue::{CommandResult, MessageId, QueueCommand};
 
 pub mod auth;
 mod cluster;
 mod destinations;
+mod events;
 mod queue;
 mod recipients;
 
@@ -49,6 +60,20 @@ const LIST_PAGE: usize = 256;
 /// Describes a destination's route for the admin API (e.g. `127.0.0.1:2500` or `MX`).
 pub type RouteDescriber = Arc<dyn Fn(&str) -> String + Send + Sync>;
 
+/// What a probe of a destination's primary found, once committed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProbeOutcome {
+    /// Whether the primary answered.
+    pub up: bool,
+    /// Why not.
+    pub error: Option<String>,
+}
+
+/// Probes a destination's primary now and commits the result (`destinations probe`); the
+/// error is why the result could not be committed.
+pub type Prober =
+    Arc<dyn Fn(String) -> BoxFuture<'static, Result<ProbeOutcome, Status>> + Send + Sync>;
+
 /// Settings of the admin service.
 #[derive(Clone)]
 pub struct AdminOptions {
@@ -61,6 +86,14 @@ pub struct AdminOptions {
     /// Destinations listed even when nothing is queued for them (the protected domains and
     /// the configured routes).
     pub configured: Vec<String>,
+    /// Probes destinations on request; `None` where the node does not deliver.
+    pub prober: Option<Prober>,
+    /// The data directory, whose file system's free space `NodeInfo` reports.
+    pub data_dir: PathBuf,
+    /// How long `cluster transfer-leader` waits for the new leader.
+    pub transfer_timeout: Duration,
+    /// This node's SMTP refusals, for `events watch`; `None` where it serves no SMTP.
+    pub refusals: Option<tokio::sync::broadcast::Sender<mxraft_queue::Refusal>>,
 }
 
 /// The admin service of one node.
@@ -127,6 +160,12 @@ impl AdminService {
 
 /// A stream of recipient-table entries (`recipients list`).
 type EntryStream = Pin<Box<dyn Stream<Item = Result<RecipientEntry, Status>> + Send>>;
+
+/// A stream of body chunks (`queue body`).
+type BodyStream = Pin<Box<dyn Stream<Item = Result<BodyChunk, Status>> + Send>>;
+
+/// A stream of events (`events watch`).
+type EventStream = Pin<Box<dyn Stream<Item = Result<Event, Status>> + Send>>;
 
 /// A stream of queued messages (`queue list`).
 type MessageStream = Pin<Box<dyn Stream<Item = Result<QueuedMessage, Status>> + Send>>;
@@ -254,5 +293,65 @@ impl Admin for AdminService {
         request: Request<RecipientsListRequest>,
     ) -> Result<Response<Self::RecipientsListStream>, Status> {
         recipients::list(self, request).await
+    }
+
+    async fn queue_bulk(
+        &self,
+        request: Request<QueueBulkRequest>,
+    ) -> Result<Response<QueueBulkReply>, Status> {
+        queue::bulk(self, request).await
+    }
+
+    async fn queue_shape(
+        &self,
+        request: Request<QueueShapeRequest>,
+    ) -> Result<Response<QueueShapeReply>, Status> {
+        queue::shape(self, request).await
+    }
+
+    type QueueBodyStream = BodyStream;
+
+    async fn queue_body(
+        &self,
+        request: Request<QueueBodyRequest>,
+    ) -> Result<Response<Self::QueueBodyStream>, Status> {
+        queue::body(self, request).await
+    }
+
+    async fn destinations_suspend(
+        &self,
+        request: Request<DestinationRequest>,
+    ) -> Result<Response<QueueActionReply>, Status> {
+        destinations::suspend(self, request, true).await
+    }
+
+    async fn destinations_resume(
+        &self,
+        request: Request<DestinationRequest>,
+    ) -> Result<Response<QueueActionReply>, Status> {
+        destinations::suspend(self, request, false).await
+    }
+
+    async fn destinations_probe(
+        &self,
+        request: Request<DestinationRequest>,
+    ) -> Result<Response<DestinationProbeReply>, Status> {
+        destinations::probe(self, request).await
+    }
+
+    async fn cluster_transfer_leader(
+        &self,
+        request: Request<TransferLeaderRequest>,
+    ) -> Result<Response<TransferLeaderReply>, Status> {
+        cluster::transfer_leader(self, request).await
+    }
+
+    type EventsWatchStream = EventStream;
+
+    async fn events_watch(
+        &self,
+        request: Request<EventsWatchRequest>,
+    ) -> Result<Response<Self::EventsWatchStream>, Status> {
+        events::watch(self, request).await
     }
 }

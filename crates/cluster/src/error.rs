@@ -34,6 +34,36 @@ pub enum ProposeError {
     ClockSkew(String),
 }
 
+/// Leadership could not be handed over.
+#[derive(Debug, thiserror::Error)]
+pub enum TransferError {
+    /// This node does not lead; only the leader can hand leadership over.
+    #[error("node {node} is not the leader{}", leader.map(|l| format!("; node {l} is")).unwrap_or_default())]
+    NotLeader {
+        /// This node.
+        node: u64,
+        /// The leader it knows of.
+        leader: Option<u64>,
+    },
+    /// The target is not a voter of the cluster (or is this node).
+    #[error("node {0} is not a voter other than the leader")]
+    NoSuchVoter(u64),
+    /// The cluster has no other voter.
+    #[error("the cluster has no other voter to hand leadership to")]
+    Alone,
+    /// The target did not take over in time.
+    #[error("node {target} did not take over within {wait:?}")]
+    Timeout {
+        /// The node asked to take over.
+        target: u64,
+        /// How long was waited.
+        wait: std::time::Duration,
+    },
+    /// This node's Raft has stopped.
+    #[error("raft stopped: {0}")]
+    Stopped(String),
+}
+
 /// A linearizable read could not be ordered.
 #[derive(Debug, thiserror::Error)]
 pub enum ReadError {
@@ -124,6 +154,18 @@ impl From<ProposeError> for Status {
             ProposeError::Invalid(_) => Code::InvalidArgument,
             // A forwarded proposal refused for its clock: the proposer learns it by this code.
             ProposeError::ClockSkew(_) => Code::OutOfRange,
+        };
+        Status::new(code, e.to_string())
+    }
+}
+
+impl From<TransferError> for Status {
+    fn from(e: TransferError) -> Status {
+        let code = match e {
+            TransferError::NotLeader { .. } | TransferError::Alone => Code::FailedPrecondition,
+            TransferError::NoSuchVoter(_) => Code::InvalidArgument,
+            TransferError::Timeout { .. } => Code::DeadlineExceeded,
+            TransferError::Stopped(_) => Code::Unavailable,
         };
         Status::new(code, e.to_string())
     }

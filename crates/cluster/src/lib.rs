@@ -39,7 +39,7 @@ mod snapshot;
 
 pub use clock::{Clock, now_ms};
 pub use config::ClusterConfig;
-pub use error::{MembershipError, ProposeError, ReadError, SettleError, StartError};
+pub use error::{MembershipError, ProposeError, ReadError, SettleError, StartError, TransferError};
 pub use health::NotCurrent;
 pub use node::{
     MemberStatus, NodeSetup, NodeStatus, ProposalCheck, RaftNode, RefusedProposal, Role,

@@ -4,6 +4,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
+use openraft::Instant as _;
 use openraft::async_runtime::WatchReceiver;
 use openraft::{Config, RaftMetrics, ServerState, SnapshotPolicy};
 use tokio_util::sync::CancellationToken;
@@ -16,7 +17,7 @@ use mxraft_store::{LogStore, NodeInfo, StateMachineStore, TypeConfig};
 
 use crate::clock::Clock;
 use crate::config::ClusterConfig;
-use crate::error::StartError;
+use crate::error::{StartError, TransferError};
 use crate::health::Contact;
 use crate::network::{NetworkFactory, Peers};
 use crate::skew::ClockSkewed;
@@ -60,6 +61,9 @@ pub struct MemberStatus {
     pub info: NodeInfo,
     /// Highest log index replicated to it (known only on the leader).
     pub matched_index: Option<u64>,
+    /// How long ago the leader last heard from it, in milliseconds (known only on the leader;
+    /// 0 for the leader itself). `None` there: never heard from since this node leads.
+    pub last_contact_ms: Option<u64>,
 }
 
 /// This node's view of the cluster.
@@ -327,6 +331,8 @@ impl RaftNode {
         let membership = m.membership_config.membership();
         let voters: BTreeSet<u64> = membership.voter_ids().collect();
         let matched = m.replication.clone().unwrap_or_default();
+        let heartbeat = m.heartbeat.clone().unwrap_or_default();
+        let leading = m.current_leader == Some(self.core.id);
         let mut members: Vec<MemberStatus> = membership
             .nodes()
             .map(|(id, info)| MemberStatus {
@@ -339,9 +345,23 @@ impl RaftNode {
                     Role::Learner
                 },
                 info: info.clone(),
-                matched_index: matched
-                    .get(id)
-                    .map(|l| l.as_ref().map(|l| l.index).unwrap_or(0)),
+                matched_index: match matched.get(id) {
+                    Some(l) => Some(l.as_ref().map(|l| l.index).unwrap_or(0)),
+                    // The leader holds its own log, whether or not openraft lists it.
+                    None if leading && *id == self.core.id => m.last_log_index,
+                    None => None,
+                },
+                last_contact_ms: if !leading {
+                    None
+                } else if *id == self.core.id {
+                    Some(0)
+                } else {
+                    heartbeat
+                        .get(id)
+                        .cloned()
+                        .flatten()
+                        .map(|t| t.elapsed().as_millis() as u64)
+                },
             })
             .collect();
         members.sort_by_key(|s| (s.role == Role::Learner, s.id));
@@ -367,22 +387,51 @@ impl RaftNode {
     /// `wait` until the leadership has moved: a graceful stop then costs the cluster no
     /// election timeout. Returns the node that took over, if one did.
     pub async fn hand_over_leadership(&self, wait: Duration) -> Option<u64> {
+        match self.transfer_leadership(None, wait).await {
+            Ok(to) => Some(to),
+            Err(TransferError::NotLeader { .. } | TransferError::Alone) => None,
+            Err(e) => {
+                warn!(error = %e, "leadership not handed over; stopping anyway");
+                None
+            }
+        }
+    }
+
+    /// Asks `target` (or, when `None`, the most caught-up voter other than this node) to take
+    /// over the leadership, and waits up to `wait` until a node other than this one leads.
+    /// Only the leader can do this. Returns the new leader.
+    pub async fn transfer_leadership(
+        &self,
+        target: Option<u64>,
+        wait: Duration,
+    ) -> Result<u64, TransferError> {
         let m = self.metrics();
-        if m.current_leader != Some(self.core.id) {
-            return None;
+        let me = self.core.id;
+        if m.current_leader != Some(me) {
+            return Err(TransferError::NotLeader {
+                node: me,
+                leader: m.current_leader,
+            });
         }
         let matched = m.replication.clone().unwrap_or_default();
-        let target = m
+        let mut voters = m
             .membership_config
             .membership()
             .voter_ids()
-            .filter(|id| *id != self.core.id)
-            .max_by_key(|id| matched.get(id).cloned().flatten().map(|l| l.index))?;
-        if let Err(e) = self.core.raft.trigger().transfer_leader(target).await {
-            warn!(error = %e, "cannot hand leadership over");
-            return None;
-        }
-        let me = self.core.id;
+            .filter(|id| *id != me);
+        let target = match target {
+            Some(t) if voters.any(|v| v == t) => t,
+            Some(t) => return Err(TransferError::NoSuchVoter(t)),
+            None => voters
+                .max_by_key(|id| matched.get(id).cloned().flatten().map(|l| l.index))
+                .ok_or(TransferError::Alone)?,
+        };
+        self.core
+            .raft
+            .trigger()
+            .transfer_leader(target)
+            .await
+            .map_err(|e| TransferError::Stopped(e.to_string()))?;
         let moved = self
             .core
             .raft
@@ -394,16 +443,11 @@ impl RaftNode {
             .await;
         match moved {
             Ok(m) => {
-                info!(to = ?m.current_leader, "leadership handed over");
-                m.current_leader
+                let to = m.current_leader.unwrap_or(target);
+                info!(to, "leadership handed over");
+                Ok(to)
             }
-            Err(_) => {
-                warn!(
-                    to = target,
-                    "leadership not handed over in time; stopping anyway"
-                );
-                None
-            }
+            Err(_) => Err(TransferError::Timeout { target, wait }),
         }
     }
 

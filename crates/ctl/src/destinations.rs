@@ -1,11 +1,12 @@
-//! `mxraftctl destinations`: the state of every destination.
+//! `mxraftctl destinations`: the state of every destination; suspending and resuming delivery
+//! to one; probing one's primary now.
 
 use std::io::Write;
 
 use clap::Subcommand;
 use serde_json::{Value, json};
 
-use mxraft_proto::admin::DestinationsListRequest;
+use mxraft_proto::admin::{DestinationRequest, DestinationsListRequest};
 
 use crate::Output;
 use crate::access::{Client, consistency};
@@ -19,6 +20,23 @@ pub(crate) enum DestinationsCommand {
         #[arg(long)]
         local: bool,
     },
+    /// Stop delivering to a destination, cluster-wide: its mail is kept (and does not expire)
+    /// until it is resumed.
+    Suspend {
+        /// The destination (a domain).
+        domain: String,
+    },
+    /// Resume delivery to a suspended destination; its mail is due at once.
+    Resume {
+        /// The destination (a domain).
+        domain: String,
+    },
+    /// Probe a destination's primary now (connect, banner, EHLO, QUIT) from the node called,
+    /// and record what it found: a primary that answers gets its mail at once.
+    Probe {
+        /// The destination (a domain).
+        domain: String,
+    },
 }
 
 /// Runs one `destinations` command.
@@ -29,6 +47,47 @@ pub(crate) async fn run(
     mut out: &mut impl Write,
 ) -> anyhow::Result<()> {
     match cmd {
+        DestinationsCommand::Suspend { domain } => {
+            suspend(client, &mut out, output, domain, true).await?;
+        }
+        DestinationsCommand::Resume { domain } => {
+            suspend(client, &mut out, output, domain, false).await?;
+        }
+        DestinationsCommand::Probe { domain } => {
+            let r = client
+                .destinations_probe(DestinationRequest {
+                    name: domain.clone(),
+                })
+                .await?
+                .into_inner();
+            if output == Output::Json {
+                let v = json!({
+                    "destination": domain,
+                    "node_id": r.node_id,
+                    "up": r.up,
+                    "error": r.error,
+                    "elapsed_ms": r.elapsed_ms,
+                });
+                writeln!(out, "{v}")?;
+            } else if r.up {
+                writeln!(
+                    out,
+                    "{domain}: up (probed from node {} in {} ms)",
+                    r.node_id, r.elapsed_ms
+                )?;
+            } else {
+                writeln!(
+                    out,
+                    "{domain}: down (probed from node {} in {} ms): {}",
+                    r.node_id,
+                    r.elapsed_ms,
+                    r.error.as_deref().unwrap_or("no answer")
+                )?;
+            }
+            if !r.up {
+                anyhow::bail!("{domain} does not answer");
+            }
+        }
         DestinationsCommand::List { local } => {
             let r = client
                 .destinations_list(DestinationsListRequest {
@@ -49,6 +108,7 @@ pub(crate) async fn run(
                         "last_probe": d.last_probe_ms.map(rfc3339),
                         "last_error": d.last_error,
                         "queued": d.queued,
+                        "suspended_since": d.suspended_since_ms.map(rfc3339),
                         "oldest_received_at": d.oldest_received_at_ms.map(rfc3339),
                         "oldest_age_seconds": d.oldest_received_at_ms.map(|ms| {
                             (chrono::Utc::now().timestamp_millis().max(0) as u64).saturating_sub(ms) / 1000
@@ -75,7 +135,11 @@ pub(crate) async fn run(
                     rows.push(vec![
                         d.name.clone(),
                         d.route.clone(),
-                        d.state.clone(),
+                        if d.suspended_since_ms.is_some() {
+                            format!("{} (suspended)", d.state)
+                        } else {
+                            d.state.clone()
+                        },
                         d.queued.to_string(),
                         d.oldest_received_at_ms
                             .map(age)
@@ -89,6 +153,39 @@ pub(crate) async fn run(
                 print_table(&mut out, &rows)?;
             }
         }
+    }
+    Ok(())
+}
+
+/// Suspends or resumes delivery to `domain` and says what changed.
+async fn suspend(
+    client: &mut Client,
+    out: &mut impl Write,
+    output: Output,
+    domain: String,
+    suspend: bool,
+) -> anyhow::Result<()> {
+    let request = DestinationRequest {
+        name: domain.clone(),
+    };
+    let changed = if suspend {
+        client.destinations_suspend(request).await?
+    } else {
+        client.destinations_resume(request).await?
+    }
+    .into_inner()
+    .changed;
+    let verb = if suspend { "suspended" } else { "resumed" };
+    if output == Output::Json {
+        writeln!(
+            out,
+            "{}",
+            json!({"destination": domain, "suspended": suspend, "changed": changed > 0})
+        )?;
+    } else if changed > 0 {
+        writeln!(out, "delivery to {domain} {verb}")?;
+    } else {
+        writeln!(out, "delivery to {domain} was already {verb}")?;
     }
     Ok(())
 }

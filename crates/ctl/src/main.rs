@@ -7,6 +7,7 @@ mod access;
 mod cert;
 mod cluster;
 mod destinations;
+mod events;
 mod output;
 mod queue;
 mod recipients;
@@ -79,6 +80,9 @@ enum Command {
     /// Where queued mail goes, and whether it gets there.
     #[command(subcommand)]
     Destinations(destinations::DestinationsCommand),
+    /// What happens in the cluster, as it happens.
+    #[command(subcommand)]
+    Events(events::EventsCommand),
     /// The replicated recipient table of domains in `list` mode.
     #[command(subcommand)]
     Recipients(recipients::RecipientsCommand),
@@ -106,6 +110,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Queue(c) => queue::run(c, &mut client, output, &mut out).await,
         Command::Destinations(c) => destinations::run(c, &mut client, output, &mut out).await,
         Command::Recipients(c) => recipients::run(c, &mut client, output, &mut out).await,
+        Command::Events(c) => events::run(c, &mut client, &access, output, &mut out).await,
         // Handled before connecting.
         Command::Cert(_) | Command::Token(_) => Ok(()),
     }

@@ -24,6 +24,7 @@ pub(crate) fn message_json(m: &QueuedMessage) -> Value {
         "received_by": m.received_by,
         "claim_node": m.claim_node,
         "held": m.held,
+        "state": m.state,
         "recipients": m.recipients.iter().map(|r| json!({
             "address": r.address,
             "state": r.state,

@@ -396,14 +396,23 @@ impl Delivery {
             let Some(m) = live.queue().get(id) else {
                 continue;
             };
-            let recipients = m
+            let started = Instant::now();
+            let pending: Vec<(usize, &str)> = m
                 .recipients
                 .iter()
                 .enumerate()
                 .filter(|(_, r)| r.is_pending() && r.destination() == claim.destination)
-                .map(|(i, _)| (i as u32, outcome.clone()))
+                .map(|(i, r)| (i, r.address.as_str()))
+                .collect();
+            let outcomes = vec![outcome.clone(); pending.len()];
+            outcomes.iter().for_each(count_outcome);
+            let addresses: Vec<&str> = pending.iter().map(|(_, a)| *a).collect();
+            log_attempt(id, &m.sender, &addresses, "", &outcomes, started);
+            let recipients = pending
+                .iter()
+                .map(|(i, _)| *i as u32)
+                .zip(outcomes)
                 .collect::<Vec<_>>();
-            recipients.iter().for_each(|(_, o)| count_outcome(o));
             let _ = reports.send(MessageReport { id, recipients });
             forget(remaining, id);
         }
@@ -434,6 +443,40 @@ fn count_cut(why: CutReason) {
 }
 
 /// Counts one recipient's delivery attempt in `mxraft_delivery_attempts_total{result}`.
+/// The one line of a delivery attempt of message `id` to `recipients` (addresses), through
+/// `via` (`host[addr]`, empty when no host answered): what each recipient got, and the last
+/// reply, so a message can be followed across nodes by its id.
+fn log_attempt(
+    id: MessageId,
+    sender: &str,
+    recipients: &[&str],
+    via: &str,
+    outcomes: &[AttemptOutcome],
+    started: Instant,
+) {
+    let (mut delivered, mut deferred, mut failed) = (0usize, 0usize, 0usize);
+    for o in outcomes {
+        match o {
+            AttemptOutcome::Delivered { .. } => delivered += 1,
+            AttemptOutcome::Deferred { .. } => deferred += 1,
+            AttemptOutcome::Failed { .. } => failed += 1,
+        }
+    }
+    let reply = outcomes.last().map_or("", AttemptOutcome::reply);
+    info!(
+        queue_id = %id,
+        from = %sender,
+        to = %recipients.join(","),
+        via,
+        delivered,
+        deferred,
+        failed,
+        reply,
+        ms = started.elapsed().as_millis() as u64,
+        "delivery attempt"
+    );
+}
+
 fn count_outcome(outcome: &AttemptOutcome) {
     let result = match outcome {
         AttemptOutcome::Delivered { .. } => "delivered",
@@ -492,6 +535,22 @@ async fn send_message(
         recipients: indexes.iter().map(|&i| i as u32).zip(outcomes).collect(),
     };
     let deferred = |reply: String| vec![AttemptOutcome::Deferred { reply }; indexes.len()];
+    let started = Instant::now();
+    let via = format!("{}[{}]", conn.host, conn.addr);
+    let log = |outcomes: &[AttemptOutcome]| {
+        log_attempt(
+            id,
+            &message.sender,
+            &outgoing
+                .recipients
+                .iter()
+                .map(|(a, _)| *a)
+                .collect::<Vec<_>>(),
+            &via,
+            outcomes,
+            started,
+        )
+    };
     match conn.send(&outgoing).await {
         Err(ClientError::Cut(why)) => {
             count_cut(why);
@@ -506,13 +565,16 @@ async fn send_message(
                 "4.4.2 {}[{}]: no reply to the end of data before the claim ended",
                 conn.host, conn.addr
             );
-            Sent::Cut(Some(report(deferred(reply))))
+            let outcomes = deferred(reply);
+            log(&outcomes);
+            Sent::Cut(Some(report(outcomes)))
         }
         Err(e) => {
             // The outcome is unknown: retry later (a duplicate is possible, loss is not).
             let reply = format!("4.4.2 {}[{}]: {e}", conn.host, conn.addr);
             let outcomes = deferred(reply);
             outcomes.iter().for_each(count_outcome);
+            log(&outcomes);
             Sent::Reported(report(outcomes), Some(e))
         }
         Ok(results) => {
@@ -525,11 +587,7 @@ async fn send_message(
                 })
                 .collect();
             outcomes.iter().for_each(count_outcome);
-            let delivered = outcomes
-                .iter()
-                .filter(|o| matches!(o, AttemptOutcome::Delivered { .. }))
-                .count();
-            debug!(queue_id = %id, delivered, of = indexes.len(), "attempt done");
+            log(&outcomes);
             Sent::Reported(report(outcomes), None)
         }
     }

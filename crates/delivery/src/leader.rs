@@ -26,7 +26,8 @@ pub(crate) struct LeaderState {
 
 impl Delivery {
     /// The nodes that may receive claims: this one and every member heard from recently,
-    /// except those whose clocks are too far from this node's.
+    /// except those whose clocks are too far from this node's and those that announced they
+    /// are stopping (they still answer heartbeats for a moment after releasing their claims).
     pub(crate) fn healthy_nodes(&self) -> Vec<u64> {
         let m = self.node.metrics();
         let mut nodes: BTreeSet<u64> = BTreeSet::from([self.node.id()]);
@@ -40,6 +41,11 @@ impl Delivery {
         }
         for skewed in self.node.skewed_nodes() {
             nodes.remove(&skewed);
+        }
+        let sm = self.node.state_machine();
+        let live = sm.read();
+        for stopping in live.queue().stopping_nodes().keys() {
+            nodes.remove(stopping);
         }
         nodes.into_iter().collect()
     }
@@ -79,8 +85,19 @@ impl Delivery {
         }
     }
 
-    /// Connect, banner, EHLO, QUIT; commits the destination's new state.
+    /// The leader's periodic probe: see [`Delivery::probe_now`].
     pub(crate) async fn probe(&self, destination: &str) {
+        if let Err(e) = self.probe_now(destination).await {
+            warn!(destination, error = %e, "probe result not committed");
+        }
+    }
+
+    /// Connect, banner, EHLO, QUIT to the destination's primary; commits its new state
+    /// (`SetDestination`) and returns whether it answered, with the error when not.
+    pub async fn probe_now(
+        &self,
+        destination: &str,
+    ) -> Result<(bool, Option<String>), mxraft_cluster::ProposeError> {
         let result = match self.resolve_route(destination).await {
             Err(e) => Err(e.reply()),
             Ok(addrs) => {
@@ -125,11 +142,10 @@ impl Delivery {
             up,
             at_ms,
             probed: true,
-            error,
+            error: error.clone(),
         };
-        if let Err(e) = self.node.propose(cmd).await {
-            warn!(destination, error = %e, "probe result not committed");
-        }
+        self.node.propose(cmd).await?;
+        Ok((up, error))
     }
 
     /// Every two seconds: returns mail older than its lifetime and sends the one delay notice.

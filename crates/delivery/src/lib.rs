@@ -27,20 +27,24 @@ pub mod route;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use openraft::async_runtime::WatchReceiver;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 use mxraft_cluster::RaftNode;
+use mxraft_queue::QueueCommand;
 
 pub use config::DeliveryConfig;
 pub use route::{Route, RouteTable};
 
 /// How long shutdown waits for deliveries in progress to stop and release their claims.
 const SHUTDOWN_BOUND: Duration = Duration::from_secs(5);
+
+/// How long announcing that this node stops (or runs again) may take.
+const ANNOUNCE_BOUND: Duration = Duration::from_secs(1);
 
 /// Delivery on one node.
 pub struct Delivery {
@@ -118,12 +122,19 @@ impl Delivery {
     /// (the primary is told `RSET`/`QUIT`, or the connection closed inside a message's data)
     /// and release their claims through Raft, so another node takes over at once; whatever
     /// has not stopped after a few seconds is aborted.
+    ///
+    /// Before its deliveries release their claims, the node commits that it is stopping, so
+    /// the leader grants the released mail to another node; running, it withdraws such an
+    /// announcement left from an earlier stop.
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
         info!(node_id = self.node.id(), "delivery started");
         let mut metrics = self.node.raft().metrics();
         let mut claims = ClaimTasks::default();
+        // Cut only after the stop is announced: the claim tasks see this token, not `shutdown`.
+        let cut = CancellationToken::new();
         let mut probes: JoinSet<()> = JoinSet::new();
         let mut leader_state = leader::LeaderState::default();
+        let mut announced_running: Option<Instant> = None;
         let tick = Duration::from_millis(100);
         loop {
             tokio::select! {
@@ -154,7 +165,8 @@ impl Delivery {
                     }
                 }
             }
-            claims.start_new(&self, &shutdown);
+            claims.start_new(&self, &cut);
+            self.withdraw_stopping(&mut announced_running).await;
             let is_leader = self.node.metrics().current_leader == Some(self.node.id());
             if is_leader {
                 self.dispatch(&mut leader_state).await;
@@ -166,9 +178,51 @@ impl Delivery {
         }
         shutdown.cancel();
         probes.abort_all();
+        self.announce_stopping().await;
+        cut.cancel();
         claims.stop().await;
         while probes.join_next().await.is_some() {}
         info!("delivery stopped");
+    }
+}
+
+impl Delivery {
+    /// Commits that this node is stopping (bounded by [`ANNOUNCE_BOUND`]; without it the
+    /// leader may grant the claims about to be released straight back to this node).
+    async fn announce_stopping(&self) {
+        let cmd = self.stopping_command(true);
+        if let Err(e) = tokio::time::timeout(ANNOUNCE_BOUND, self.node.propose(cmd)).await {
+            warn!(error = %e, "the stop was not announced; claims are released anyway");
+        }
+    }
+
+    fn stopping_command(&self, stopping: bool) -> QueueCommand {
+        QueueCommand::NodeStopping {
+            node: self.node.id(),
+            stopping,
+            at_ms: self.node.clock().now_ms(),
+        }
+    }
+
+    /// While this node runs, withdraws an announcement that it is stopping (left from its last
+    /// stop, or committed late), at most once per [`ANNOUNCE_BOUND`].
+    async fn withdraw_stopping(&self, last: &mut Option<Instant>) {
+        let id = self.node.id();
+        let stopping = {
+            let sm = self.node.state_machine();
+            let live = sm.read();
+            live.queue().stopping_since(id).is_some()
+        };
+        if !stopping || last.is_some_and(|t| t.elapsed() < ANNOUNCE_BOUND) {
+            return;
+        }
+        *last = Some(Instant::now());
+        let cmd = self.stopping_command(false);
+        match tokio::time::timeout(ANNOUNCE_BOUND, self.node.propose(cmd)).await {
+            Ok(Ok(_)) => info!("running again: claims may be granted to this node"),
+            Ok(Err(e)) => debug!(error = %e, "not yet announced as running; retrying"),
+            Err(_) => debug!("not yet announced as running; retrying"),
+        }
     }
 }
 

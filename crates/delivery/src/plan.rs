@@ -44,7 +44,7 @@ pub struct PlanMemory {
     pub probed_at: BTreeMap<String, u64>,
 }
 
-/// The claims to propose now: for each destination that is up, as many as its connection
+/// The claims to propose now: for each destination that is up and not suspended, as many as its connection
 /// budget allows, each of up to `messages_per_connection` due messages, spread round-robin
 /// over `nodes` (which must not be empty).
 pub fn claims(
@@ -62,7 +62,7 @@ pub fn claims(
     let lease_horizon = now_ms.saturating_sub(grace);
     let mut out = Vec::new();
     for dest in q.due_destinations() {
-        if !q.destination_up(dest) {
+        if !q.destination_up(dest) || q.suspended_since(dest).is_some() {
             continue;
         }
         let free = config
@@ -93,8 +93,8 @@ pub fn claims(
     out
 }
 
-/// The destinations that are down, have mail waiting and are due for a probe; records the
-/// probe time of each one returned.
+/// The destinations that are down, not suspended, have mail waiting and are due for a probe;
+/// records the probe time of each one returned.
 pub fn probes(
     q: &QueueState,
     now_ms: u64,
@@ -103,7 +103,7 @@ pub fn probes(
 ) -> Vec<String> {
     let down: Vec<String> = q
         .due_destinations()
-        .filter(|d| !q.destination_up(d))
+        .filter(|d| !q.destination_up(d) && q.suspended_since(d).is_none())
         .cloned()
         .collect();
     memory.probed_at.retain(|d, _| down.contains(d));
@@ -123,8 +123,9 @@ pub fn probes(
 }
 
 /// The `Expire` command for mail older than its lifetime and the `DelayNotice` for mail
-/// older than `delay_notice_after`, each of at most [`EXPIRY_BATCH`] messages. Held mail,
-/// and mail under a claim that may still be delivering, are left alone.
+/// older than `delay_notice_after`, each of at most [`EXPIRY_BATCH`] messages. Held mail, mail
+/// whose every pending recipient is in a suspended destination, and mail under a claim that
+/// may still be delivering, are left alone.
 pub fn expiry(
     q: &QueueState,
     now_ms: u64,
@@ -162,6 +163,14 @@ pub fn expiry(
             break;
         }
         if m.held || !m.has_pending() || m.live_claim(lease_horizon).is_some() {
+            continue;
+        }
+        let suspended = !q.suspensions().is_empty()
+            && m.recipients
+                .iter()
+                .filter(|r| r.is_pending())
+                .all(|r| q.suspended_since(&r.destination()).is_some());
+        if suspended {
             continue;
         }
         let lifetime = m

@@ -256,3 +256,80 @@ fn old_mail_expires_by_its_destination_lifetime_and_gets_one_delay_notice() {
         }]
     );
 }
+
+#[test]
+fn a_suspended_destination_gets_no_claim_no_probe_and_no_expiry_until_resumed() {
+    let mut q = Q::new();
+    let a = q.enqueue(1, "u@example.test", T0);
+    let b = q.enqueue(2, "u@down.test", T0);
+    let both = {
+        let id = MessageId::new(T0, 1, 3);
+        q.apply(QueueCommand::Enqueue(Enqueue {
+            id,
+            received_at_ms: T0,
+            received_by: 1,
+            sender: "a@sender.test".into(),
+            params: MailParams::default(),
+            recipients: vec![
+                ("v@example.test".into(), RcptParams::default()),
+                ("v@other.test".into(), RcptParams::default()),
+            ],
+            trace_header: "Received: test\r\n".into(),
+            body: Bytes::from_static(b"x\r\n"),
+        }));
+        id
+    };
+    q.up("example.test", true);
+    q.up("other.test", true);
+    q.up("down.test", false);
+    let suspend = |dest: &str, suspended: bool, at_ms: u64| QueueCommand::Suspend {
+        destination: dest.into(),
+        suspended,
+        at_ms,
+    };
+    assert_eq!(
+        q.apply(suspend("example.test", true, T0)),
+        CommandResult::Applied { changed: 1 }
+    );
+    assert_eq!(
+        q.apply(suspend("example.test", true, T0 + 1)),
+        CommandResult::Applied { changed: 0 },
+        "suspending twice changes nothing"
+    );
+    assert_eq!(q.state.suspended_since("example.test"), Some(T0));
+    q.apply(suspend("down.test", true, T0));
+    let mut memory = PlanMemory::default();
+
+    // Only the destination that is not suspended is delivered to.
+    let cmds = plan::claims(&q.state, T0 + 1, &config(), &[1], &mut memory);
+    assert_eq!(cmds, vec![claim(&[both], 1, "other.test", T0 + 1)]);
+    assert!(plan::probes(&q.state, T0 + 1, &config(), &mut memory).is_empty());
+
+    // Past every lifetime: the suspended destinations' mail is kept; the message that also
+    // waits for a destination that is not suspended expires as usual.
+    let late = T0 + 7_200_000;
+    assert_eq!(
+        plan::expiry(&q.state, late, &config(), "mx.test"),
+        vec![QueueCommand::Expire {
+            ids: vec![both],
+            at_ms: late,
+            reporting_mta: "mx.test".into()
+        }]
+    );
+
+    q.grant(plan::expiry(&q.state, late, &config(), "mx.test"));
+
+    // Resumed: its mail is due at once and granted again.
+    q.apply(suspend("example.test", false, late));
+    assert_eq!(q.state.suspended_since("example.test"), None);
+    let cmds = plan::claims(&q.state, late, &config(), &[1], &mut memory);
+    assert!(
+        cmds.contains(&claim(&[a], 1, "example.test", late)),
+        "{cmds:?}"
+    );
+    assert!(
+        !cmds
+            .iter()
+            .any(|c| matches!(c, QueueCommand::Claim { ids, .. } if ids.contains(&b)))
+    );
+}

@@ -153,6 +153,69 @@ pub enum QueueCommand {
         /// When it was verified.
         at_ms: u64,
     },
+    /// An administrator's action on many messages at once (`mxraftctl queue hold --domain …`).
+    /// Messages not in the queue any more are skipped.
+    Bulk {
+        /// What is done to each message.
+        action: BulkAction,
+        /// The messages, chosen by the proposer from a filter.
+        ids: Vec<MessageId>,
+        /// When.
+        at_ms: u64,
+        /// The host name DSNs are signed with (for [`BulkAction::Bounce`]).
+        reporting_mta: String,
+    },
+    /// Suspend or resume delivery to a destination: while suspended, no claim is granted for
+    /// it, its primary is not probed, and its mail neither expires nor gets delay notices.
+    /// Resuming makes its mail due at once.
+    Suspend {
+        /// The destination (a domain, canonical).
+        destination: String,
+        /// Whether delivery is suspended from now on.
+        suspended: bool,
+        /// When.
+        at_ms: u64,
+    },
+    /// A node announces that it is stopping (and takes no new claims until it announces
+    /// otherwise), or that it runs again. A node stopping in order commits this before it
+    /// releases its claims, so the leader does not grant the released mail straight back to it
+    /// in the seconds it still answers heartbeats.
+    NodeStopping {
+        /// The node.
+        node: u64,
+        /// Whether it is stopping.
+        stopping: bool,
+        /// When.
+        at_ms: u64,
+    },
+}
+
+/// What a [`QueueCommand::Bulk`] does to each message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum BulkAction {
+    /// Make its pending recipients due now.
+    Flush,
+    /// Put it on hold.
+    Hold,
+    /// Release it from hold; it is due at once.
+    Release,
+    /// Remove it without a DSN.
+    Delete,
+    /// Fail its pending recipients and send the DSN.
+    Bounce,
+}
+
+impl BulkAction {
+    /// The lower-case name, as in `mxraftctl queue <name>`.
+    pub fn name(self) -> &'static str {
+        match self {
+            BulkAction::Flush => "flush",
+            BulkAction::Hold => "hold",
+            BulkAction::Release => "release",
+            BulkAction::Delete => "delete",
+            BulkAction::Bounce => "bounce",
+        }
+    }
 }
 
 /// Which messages a flush concerns.
@@ -244,6 +307,17 @@ pub enum AttemptOutcome {
     },
 }
 
+impl AttemptOutcome {
+    /// The reply or error the outcome carries.
+    pub fn reply(&self) -> &str {
+        match self {
+            AttemptOutcome::Delivered { reply }
+            | AttemptOutcome::Failed { reply }
+            | AttemptOutcome::Deferred { reply } => reply,
+        }
+    }
+}
+
 impl QueueCommand {
     /// Puts the leader's clock into the commands whose time decides a lease (`Claim`, `Renew`),
     /// just before the leader appends them. Every lease in the queue is then measured on the
@@ -323,6 +397,23 @@ impl fmt::Display for QueueCommand {
                     if *up { "up" } else { "down" }
                 )
             }
+            QueueCommand::Bulk { action, ids, .. } => {
+                write!(f, "{} {} message(s)", action.name(), ids.len())
+            }
+            QueueCommand::Suspend {
+                destination,
+                suspended,
+                ..
+            } => write!(
+                f,
+                "{} delivery to {destination}",
+                if *suspended { "suspend" } else { "resume" }
+            ),
+            QueueCommand::NodeStopping { node, stopping, .. } => write!(
+                f,
+                "node {node} {}",
+                if *stopping { "stopping" } else { "running" }
+            ),
         }
     }
 }

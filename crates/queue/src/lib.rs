@@ -13,6 +13,8 @@
 //! - [`state`]: [`QueueState::apply`], which turns one command into what was [`Applied`]: the result
 //!   and the list of [`Change`]s that the storage layer must persist. Claims carry a fencing
 //!   token (the log index of the `Claim` entry); reports under another token are ignored.
+//! - [`filter`]: choosing messages by sender, recipient, destination, state and age, and the
+//!   queue's shape per destination and age.
 //! - [`caches`]: the bounded greylisting and verification caches and the recently removed ids.
 //! - [`policy`]: the retry backoff; [`dsn`]: rendering of delivery status notifications.
 //! - [`codec`]: the versioned binary encoding of every record that is stored or replicated.
@@ -24,6 +26,8 @@ pub mod caches;
 pub mod codec;
 pub mod command;
 pub mod dsn;
+pub mod event;
+pub mod filter;
 pub mod id;
 pub mod message;
 pub mod policy;
@@ -32,8 +36,11 @@ pub mod state;
 
 pub use codec::{CodecError, decode, encode};
 pub use command::{
-    AttemptOutcome, CommandResult, Enqueue, FlushTarget, MessageReport, QueueCommand, Report,
+    AttemptOutcome, BulkAction, CommandResult, Enqueue, FlushTarget, MessageReport, QueueCommand,
+    Report,
 };
+pub use event::{Event, EventKind, Refusal};
+pub use filter::{AddressPattern, MessageFilter, MessageState, ShapeRow};
 pub use id::{MessageId, ParseIdError};
 pub use message::{
     BodyType, Claim, Destination, MailParams, Message, Notify, RcptParams, Recipient,

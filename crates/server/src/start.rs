@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use tokio::net::TcpListener;
@@ -9,7 +10,7 @@ use tokio::task::{JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use mxraft_admin::{AdminOptions, AdminService, Authenticator, TokenFile};
+use mxraft_admin::{AdminOptions, AdminService, Authenticator, ProbeOutcome, Prober, TokenFile};
 use mxraft_cluster::service::ClusterService;
 use mxraft_cluster::{NodeSetup, RaftNode};
 use mxraft_delivery::{Delivery, RouteTable};
@@ -268,7 +269,11 @@ fn serve_admin(
     node: &RaftNode,
     listener: TcpListener,
     credentials: &Credentials,
-    route_table: &RouteTable,
+    (route_table, delivery, refusals): (
+        &RouteTable,
+        &Arc<Delivery>,
+        &tokio::sync::broadcast::Sender<mxraft_queue::Refusal>,
+    ),
     hostname: &str,
     stop: CancellationToken,
 ) -> (JoinHandle<()>, tonic_health::server::HealthReporter) {
@@ -285,6 +290,10 @@ fn serve_admin(
         hostname: hostname.to_owned(),
         describe_route: Arc::new(move |d: &str| table.route(d).describe()),
         configured,
+        prober: Some(prober(delivery.clone())),
+        data_dir: config.node.data_dir.clone(),
+        transfer_timeout: config.admin.read_timeout.max(Duration::from_secs(10)),
+        refusals: Some(refusals.clone()),
     };
     let router = grpc_builder()
         .add_service(health_service)
@@ -300,6 +309,20 @@ fn serve_admin(
     };
     let incoming = tls::incoming(listener, tls, ClientAuth::Optional, "admin");
     (spawn_grpc("admin", incoming, router, stop), health)
+}
+
+/// `destinations probe`: probes from this node through its delivery, and commits the result.
+fn prober(delivery: Arc<Delivery>) -> Prober {
+    Arc::new(move |destination: String| {
+        let delivery = delivery.clone();
+        Box::pin(async move {
+            let (up, error) = delivery
+                .probe_now(&destination)
+                .await
+                .map_err(tonic::Status::from)?;
+            Ok(ProbeOutcome { up, error })
+        })
+    })
 }
 
 /// Everything a node runs besides SMTP, delivery and gRPC, under one supervisor.
@@ -403,29 +426,31 @@ impl Server {
         settle(&node, &config).await;
 
         let (route_table, lifetimes) = front_door::routes(&config);
-        let (admin_task, health) = serve_admin(
-            &config,
-            &node,
-            listeners.admin,
-            &credentials,
-            &route_table,
-            &hostname,
-            grpc_stop.clone(),
-        );
-        grpc_tasks.push(admin_task);
-        info!(addr = %addrs.admin, "admin API serving");
-
         let resolver = mxraft_dns::HickoryResolver::new(&config.delivery.name_servers)
             .map_err(anyhow::Error::msg)?;
         let resolver: Arc<dyn mxraft_dns::Resolver> = Arc::new(resolver);
         let delivery = Arc::new(Delivery::new(
             node.clone(),
             config.delivery.clone(),
-            route_table,
+            route_table.clone(),
             lifetimes,
             resolver.clone(),
             hostname.clone(),
         )?);
+        // The front door's refusals, for `events watch`.
+        let refusals = tokio::sync::broadcast::channel(1024).0;
+        let (admin_task, health) = serve_admin(
+            &config,
+            &node,
+            listeners.admin,
+            &credentials,
+            (&route_table, &delivery, &refusals),
+            &hostname,
+            grpc_stop.clone(),
+        );
+        grpc_tasks.push(admin_task);
+        info!(addr = %addrs.admin, "admin API serving");
+
         let delivery_stop = CancellationToken::new();
         let delivery_task = tokio::spawn(delivery.clone().run(delivery_stop.clone()));
         info!(probe_interval = ?config.delivery.probe_interval, "delivery running");
@@ -442,6 +467,7 @@ impl Server {
             delivery,
             resolver,
             tls: credentials.smtp.clone(),
+            refusals,
         };
         let smtp_task = front_door.serve(
             &config,
@@ -477,6 +503,7 @@ struct FrontDoor<'a> {
     delivery: Arc<Delivery>,
     resolver: Arc<dyn mxraft_dns::Resolver>,
     tls: Option<Arc<mxraft_smtp::TlsStore>>,
+    refusals: tokio::sync::broadcast::Sender<mxraft_queue::Refusal>,
 }
 
 impl FrontDoor<'_> {
@@ -512,6 +539,7 @@ impl FrontDoor<'_> {
             node_id: config.node.id,
             tls: self.tls,
             memory: mxraft_smtp::memory::MessageMemory::new(config.smtp.max_message_memory),
+            refusals: self.refusals,
         });
         tokio::spawn(mxraft_smtp::serve(
             listener,

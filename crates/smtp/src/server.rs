@@ -35,6 +35,25 @@ pub struct SmtpContext<Q, P> {
     pub tls: Option<Arc<crate::tls::TlsStore>>,
     /// The node-wide budget of message bytes held by sessions.
     pub memory: crate::memory::MessageMemory,
+    /// Every refusal is told here too, for `mxraftctl events watch` (nobody listening costs
+    /// nothing).
+    pub refusals: tokio::sync::broadcast::Sender<mxraft_queue::Refusal>,
+}
+
+impl<Q: MessageQueue, P> SmtpContext<Q, P> {
+    /// Logs and counts a refusal by `rule` of `client` ([`Rule::note`]) and tells it to the
+    /// watchers of [`SmtpContext::refusals`].
+    pub(crate) fn note(&self, rule: Rule, reply: &crate::wire::Reply, client: std::net::IpAddr) {
+        rule.note(reply);
+        if self.refusals.receiver_count() > 0 {
+            let _ = self.refusals.send(mxraft_queue::Refusal {
+                at_ms: self.queue.now_ms(),
+                client,
+                rule: rule.label(),
+                reply: reply.to_string(),
+            });
+        }
+    }
 }
 
 /// Serves SMTP on `listener` until `shutdown` is cancelled, then lets sessions finish their
@@ -64,16 +83,23 @@ pub async fn serve<Q: MessageQueue, P: RecipientPolicy>(
         let _ = stream.set_nodelay(true);
         let host = ctx.hostname.as_str();
         if let Some(why) = ctx.queue.unavailable() {
-            refuse_connection(&mut stream, peer, Rule::Unavailable, &[host, &why]).await;
+            refuse_connection(&ctx, &mut stream, peer, Rule::Unavailable, &[host, &why]).await;
             continue;
         }
         let Ok(slot) = slots.clone().try_acquire_owned() else {
-            refuse_connection(&mut stream, peer, Rule::Sessions, &[host]).await;
+            refuse_connection(&ctx, &mut stream, peer, Rule::Sessions, &[host]).await;
             continue;
         };
         if !clients.open(peer.ip(), ctx.config.max_sessions_per_client) {
             let client = peer.ip().to_string();
-            refuse_connection(&mut stream, peer, Rule::ClientSessions, &[host, &client]).await;
+            refuse_connection(
+                &ctx,
+                &mut stream,
+                peer,
+                Rule::ClientSessions,
+                &[host, &client],
+            )
+            .await;
             continue;
         }
         metrics::counter!("mxraft_smtp_sessions_total").increment(1);
@@ -143,14 +169,15 @@ pub async fn serve_connection<Q, P, S>(
 }
 
 /// Answers a connection that is not taken with `rule`'s reply, logged and counted.
-async fn refuse_connection(
+async fn refuse_connection<Q: MessageQueue, P>(
+    ctx: &SmtpContext<Q, P>,
     stream: &mut tokio::net::TcpStream,
     peer: std::net::SocketAddr,
     rule: Rule,
     args: &[&str],
 ) {
     let reply = rule.reply(args);
-    info_span!("smtp", client = %peer).in_scope(|| rule.note(&reply));
+    info_span!("smtp", client = %peer).in_scope(|| ctx.note(rule, &reply, peer.ip()));
     let mut out = Vec::new();
     reply.write_to(&mut out);
     let _ = stream.write_all(&out).await;

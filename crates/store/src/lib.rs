@@ -32,7 +32,7 @@ mod types;
 
 pub use log_store::LogStore;
 pub use snapshot::{SnapshotData, SnapshotFile, SnapshotReceiver};
-pub use state_machine::{AppliedState, StateDigest, StateMachineStore};
+pub use state_machine::{AppliedEvent, AppliedState, StateDigest, StateMachineStore};
 pub use types::{
     Entry, LogId, NodeInfo, SnapshotMeta, StoredMembership, TypeConfig, Vote, io_error,
 };

@@ -165,6 +165,38 @@ async fn a_reloaded_state_machine_equals_the_one_in_memory() {
                 valid: false,
                 at_ms: T0 + 4000,
             },
+            // Stored next to other.test's state, which must still load as a destination.
+            QueueCommand::Suspend {
+                destination: "other.test".into(),
+                suspended: true,
+                at_ms: T0 + 5000,
+            },
+            QueueCommand::Suspend {
+                destination: "example.test".into(),
+                suspended: true,
+                at_ms: T0 + 5000,
+            },
+            QueueCommand::Suspend {
+                destination: "example.test".into(),
+                suspended: false,
+                at_ms: T0 + 6000,
+            },
+            // Stored in the same column family: node 2 stays stopping, node 3 runs again.
+            QueueCommand::NodeStopping {
+                node: 2,
+                stopping: true,
+                at_ms: T0 + 7000,
+            },
+            QueueCommand::NodeStopping {
+                node: 3,
+                stopping: true,
+                at_ms: T0 + 7000,
+            },
+            QueueCommand::NodeStopping {
+                node: 3,
+                stopping: false,
+                at_ms: T0 + 8000,
+            },
         ],
     )
     .await;
@@ -175,7 +207,11 @@ async fn a_reloaded_state_machine_equals_the_one_in_memory() {
         let dsns = q.iter_from(None).filter(|m| m.sender.is_empty()).count();
         (q.clone(), live.applied_index(), dsns)
     };
-    assert_eq!(applied, 14);
+    assert_eq!(applied, 20);
+    assert_eq!(before.suspended_since("other.test"), Some(T0 + 5000));
+    assert_eq!(before.suspended_since("example.test"), None);
+    assert_eq!(before.stopping_since(2), Some(T0 + 7000));
+    assert_eq!(before.stopping_since(3), None);
     assert_eq!(dsns, 1, "the failed recipient made one DSN");
     assert_eq!(
         before.len(),

@@ -1,11 +1,12 @@
 //! Delivery claims: granted by the leader under a fencing token (the log index), renewed,
-//! released; and which messages a delivery may claim.
+//! released; which messages a delivery may claim; and the nodes that, stopping, take none.
 
 use crate::command::CommandResult;
+use crate::event::{Event, EventKind};
 use crate::id::MessageId;
 use crate::message::Claim;
 
-use super::{ClaimView, Effects, QueueState};
+use super::{Change, ClaimView, Effects, QueueState};
 
 impl QueueState {
     pub(super) fn claim(
@@ -42,6 +43,11 @@ impl QueueState {
             }
             self.claims.entry(token).or_default().insert(id);
             effects.updated(id);
+            effects.event(Event {
+                node: Some(node),
+                destination: Some(destination.clone()),
+                ..Event::message(EventKind::Claimed, id, format!("token={token}"))
+            });
             granted.push(id);
         }
         CommandResult::Claimed { token, granted }
@@ -172,5 +178,24 @@ impl QueueState {
             }
         });
         CommandResult::Applied { changed }
+    }
+
+    pub(super) fn node_stopping(
+        &mut self,
+        node: u64,
+        stopping: bool,
+        at_ms: u64,
+        effects: &mut Effects<'_>,
+    ) -> CommandResult {
+        if self.stopping.contains_key(&node) == stopping {
+            return CommandResult::Applied { changed: 0 };
+        }
+        if stopping {
+            self.stopping.insert(node, at_ms);
+        } else {
+            self.stopping.remove(&node);
+        }
+        effects.changes.push(Change::NodeStopping(node));
+        CommandResult::Applied { changed: 1 }
     }
 }

@@ -24,6 +24,16 @@ impl QueueState {
         self.destinations.insert(name, destination);
     }
 
+    /// Marks a destination as suspended since `at_ms`, as read back from storage.
+    pub fn set_suspended_loaded(&mut self, name: String, at_ms: u64) {
+        self.suspended.insert(name, at_ms);
+    }
+
+    /// Marks a node as stopping since `at_ms`, as read back from storage.
+    pub fn set_stopping_loaded(&mut self, node: u64, at_ms: u64) {
+        self.stopping.insert(node, at_ms);
+    }
+
     /// Adds a recipient-table entry read back from storage.
     pub fn insert_recipient_loaded(&mut self, entry: String) {
         self.recipients.insert(entry);

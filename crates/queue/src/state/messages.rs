@@ -7,6 +7,8 @@ use crate::command::{CommandResult, Enqueue, FlushTarget};
 use crate::id::MessageId;
 use crate::message::{Destination, Message, Recipient};
 
+use crate::event::{Event, EventKind};
+
 use super::{Change, Effects, QueueState};
 
 impl QueueState {
@@ -35,6 +37,16 @@ impl QueueState {
             claim: None,
             delay_notified: false,
         };
+        let detail = format!(
+            "from=<{}> rcpts={} size={}",
+            message.sender,
+            message.recipients.len(),
+            message.size()
+        );
+        effects.event(Event {
+            node: (message.received_by != 0).then_some(message.received_by),
+            ..Event::message(EventKind::Queued, id, detail)
+        });
         self.insert_loaded(message);
         effects.changes.push(Change::Inserted { id, body: e.body });
         CommandResult::Enqueued {
@@ -121,24 +133,34 @@ impl QueueState {
         let mut changed = 0;
         if up && !was_up {
             // The primary is back: everything waiting for it is due now.
-            let ids: Vec<MessageId> = self
-                .due
-                .get(&destination)
-                .map(|set| set.iter().map(|(_, id)| *id).collect())
-                .unwrap_or_default();
-            changed = self.update_each(&ids, effects, |m, _| {
-                let mut touched = false;
-                for r in m.recipients.iter_mut() {
-                    if r.is_pending() && r.destination() == destination && r.next_attempt_ms > at_ms
-                    {
-                        r.next_attempt_ms = at_ms;
-                        touched = true;
-                    }
-                }
-                touched
-            });
+            changed = self.due_now(&destination, at_ms, effects);
         }
         CommandResult::Applied { changed }
+    }
+
+    /// Makes every pending recipient in `destination` due at `at_ms`; returns how many
+    /// messages changed.
+    pub(super) fn due_now(
+        &mut self,
+        destination: &str,
+        at_ms: u64,
+        effects: &mut Effects<'_>,
+    ) -> u32 {
+        let ids: Vec<MessageId> = self
+            .due
+            .get(destination)
+            .map(|set| set.iter().map(|(_, id)| *id).collect())
+            .unwrap_or_default();
+        self.update_each(&ids, effects, |m, _| {
+            let mut touched = false;
+            for r in m.recipients.iter_mut() {
+                if r.is_pending() && r.destination() == destination && r.next_attempt_ms > at_ms {
+                    r.next_attempt_ms = at_ms;
+                    touched = true;
+                }
+            }
+            touched
+        })
     }
 
     /// Runs `f` on each existing message of `ids`; messages for which it returns true are
@@ -206,6 +228,15 @@ impl QueueState {
     }
 
     /// Removes a message from the queue for good at `at_ms`, remembering its id for a while.
+    /// Removes a message on an administrator's request (no DSN), and tells it.
+    pub(super) fn delete(&mut self, id: MessageId, at_ms: u64, effects: &mut Effects<'_>) -> bool {
+        let existed = self.retire(id, at_ms, effects);
+        if existed {
+            effects.event(Event::message(EventKind::Deleted, id, ""));
+        }
+        existed
+    }
+
     pub(super) fn retire(&mut self, id: MessageId, at_ms: u64, effects: &mut Effects<'_>) -> bool {
         if !self.remove(id) {
             return false;
@@ -237,6 +268,9 @@ impl QueueState {
     pub(super) fn hold(&mut self, id: MessageId, effects: &mut Effects<'_>) -> CommandResult {
         let changed =
             self.update_each(&[id], effects, |m, _| !std::mem::replace(&mut m.held, true));
+        if changed > 0 {
+            effects.event(Event::message(EventKind::Held, id, ""));
+        }
         CommandResult::Applied { changed }
     }
 
@@ -248,12 +282,20 @@ impl QueueState {
         effects: &mut Effects<'_>,
     ) -> CommandResult {
         let changed = self.update_each(&[id], effects, |m, _| {
-            let was_held = std::mem::replace(&mut m.held, false);
+            // A message that is not held is left exactly as it is: what `update_each` is told
+            // did not change is neither re-indexed nor written.
+            if !m.held {
+                return false;
+            }
+            m.held = false;
             for r in m.recipients.iter_mut().filter(|r| r.is_pending()) {
                 r.next_attempt_ms = at_ms;
             }
-            was_held
+            true
         });
+        if changed > 0 {
+            effects.event(Event::message(EventKind::Released, id, ""));
+        }
         CommandResult::Applied { changed }
     }
 }

@@ -13,9 +13,10 @@
 //! The code is split by concern: `claims` (grant, renew, release, and what is claimable),
 //! `reports` (delivery results, expiry, bounces and the DSNs they cause), `messages`
 //! (enqueue, removal, holds, the schedule and the indexes), `tables` (the recipient table and
-//! the greylisting and verification caches), `loading` (rebuilding from storage) and
-//! `queries`.
+//! the greylisting and verification caches), `admin` (bulk actions and suspended
+//! destinations), `loading` (rebuilding from storage) and `queries`.
 
+mod admin;
 mod claims;
 mod loading;
 mod messages;
@@ -32,6 +33,7 @@ use crate::caches::{
     VERIFIED_PER_DOMAIN,
 };
 use crate::command::{CommandResult, QueueCommand};
+use crate::event::Event;
 use crate::id::MessageId;
 use crate::message::{Destination, Message};
 
@@ -70,6 +72,12 @@ pub enum Change {
     Removed(MessageId),
     /// A destination's state changed; store it again.
     Destination(String),
+    /// A destination was suspended or resumed (look it up with
+    /// [`QueueState::suspended_since`]).
+    Suspension(String),
+    /// A node announced that it stops or runs again (look it up with
+    /// [`QueueState::stopping_since`]).
+    NodeStopping(u64),
     /// A recipient-table entry was added or removed (look it up with
     /// [`QueueState::has_recipient_entry`]).
     RecipientEntry(String),
@@ -97,6 +105,8 @@ pub struct Applied {
     pub result: CommandResult,
     /// What storage must write, in order.
     pub changes: Vec<Change>,
+    /// What happened to which message, in order (see [`crate::event`]).
+    pub events: Vec<Event>,
 }
 
 /// Totals over the whole queue.
@@ -137,6 +147,10 @@ pub struct QueueState {
     /// Messages under each claim token.
     claims: BTreeMap<u64, BTreeSet<MessageId>>,
     destinations: BTreeMap<String, Destination>,
+    /// Destinations an administrator suspended, with when.
+    suspended: BTreeMap<String, u64>,
+    /// Nodes that announced they are stopping, with when: they get no claims.
+    stopping: BTreeMap<u64, u64>,
     /// The recipient table: normalized addresses and `@domain` catch-alls.
     recipients: BTreeSet<String>,
     /// Verification results: address → (when verified, valid).
@@ -157,6 +171,8 @@ impl Default for QueueState {
             due_entries: BTreeMap::new(),
             claims: BTreeMap::new(),
             destinations: BTreeMap::new(),
+            suspended: BTreeMap::new(),
+            stopping: BTreeMap::new(),
             recipients: BTreeSet::new(),
             verified: BoundedCache::new(&[(GroupBy::Domain, VERIFIED_PER_DOMAIN)]),
             greylist: BoundedCache::new(&[
@@ -173,6 +189,7 @@ impl Default for QueueState {
 struct Effects<'a> {
     index: u64,
     changes: Vec<Change>,
+    events: Vec<Event>,
     dsns: u64,
     bodies: BodyLookup<'a>,
     /// The first body that could not be read; the whole apply fails with it.
@@ -180,6 +197,10 @@ struct Effects<'a> {
 }
 
 impl Effects<'_> {
+    fn event(&mut self, event: Event) {
+        self.events.push(event);
+    }
+
     fn evicted(&mut self, cache: &'static str, keys: Vec<String>, change: fn(String) -> Change) {
         if keys.is_empty() {
             return;
@@ -216,6 +237,7 @@ impl QueueState {
         let mut effects = Effects {
             index,
             changes: Vec::new(),
+            events: Vec::new(),
             dsns: 0,
             bodies,
             error: None,
@@ -223,7 +245,7 @@ impl QueueState {
         let result = match cmd {
             QueueCommand::Enqueue(e) => self.enqueue(e, &mut effects),
             QueueCommand::Delete { id, at_ms } => {
-                let existed = self.retire(id, at_ms, &mut effects);
+                let existed = self.delete(id, at_ms, &mut effects);
                 CommandResult::Deleted { id, existed }
             }
             QueueCommand::Claim {
@@ -288,12 +310,29 @@ impl QueueState {
                 valid,
                 at_ms,
             } => self.remember_verified(address, valid, at_ms, &mut effects),
+            QueueCommand::Bulk {
+                action,
+                ids,
+                at_ms,
+                reporting_mta,
+            } => self.bulk(action, &ids, at_ms, &reporting_mta, &mut effects),
+            QueueCommand::Suspend {
+                destination,
+                suspended,
+                at_ms,
+            } => self.suspend(destination, suspended, at_ms, &mut effects),
+            QueueCommand::NodeStopping {
+                node,
+                stopping,
+                at_ms,
+            } => self.node_stopping(node, stopping, at_ms, &mut effects),
         };
         match effects.error {
             Some(e) => Err(e),
             None => Ok(Applied {
                 result,
                 changes: effects.changes,
+                events: effects.events,
             }),
         }
     }

@@ -61,6 +61,27 @@ impl QueueState {
         self.destinations.get(name)
     }
 
+    /// Since when delivery to this destination is suspended, if it is.
+    pub fn suspended_since(&self, name: &str) -> Option<u64> {
+        self.suspended.get(name).copied()
+    }
+
+    /// The suspended destinations, with since when.
+    pub fn suspensions(&self) -> &BTreeMap<String, u64> {
+        &self.suspended
+    }
+
+    /// Since when a node has announced that it is stopping, if it has (and not since that it
+    /// runs again).
+    pub fn stopping_since(&self, node: u64) -> Option<u64> {
+        self.stopping.get(&node).copied()
+    }
+
+    /// The nodes that announced they are stopping, with since when.
+    pub fn stopping_nodes(&self) -> &BTreeMap<u64, u64> {
+        &self.stopping
+    }
+
     /// Whether mail for this destination should be attempted (unknown counts as up).
     pub fn destination_up(&self, name: &str) -> bool {
         self.destinations.get(name).is_none_or(|d| d.up)

@@ -5,6 +5,7 @@ use bytes::Bytes;
 
 use crate::command::{AttemptOutcome, CommandResult, Enqueue, Report};
 use crate::dsn::{self, DsnContext, DsnKind};
+use crate::event::{Event, EventKind};
 use crate::id::MessageId;
 use crate::message::{MailParams, Message, RcptParams, Recipient, RecipientState};
 use crate::policy;
@@ -18,10 +19,15 @@ impl QueueState {
             let Some(m) = self.messages.get_mut(&mr.id) else {
                 continue;
             };
-            if m.claim.as_ref().map(|c| c.token) != Some(report.token) {
+            let Some(holder) = m
+                .claim
+                .as_ref()
+                .filter(|c| c.token == report.token)
+                .map(|c| c.node)
+            else {
                 // A stale report from a node whose claim expired and was granted again.
                 continue;
-            }
+            };
             for (index, outcome) in mr.recipients {
                 let Some(r) = m.recipients.get_mut(index as usize) else {
                     continue;
@@ -29,6 +35,19 @@ impl QueueState {
                 if !r.is_pending() {
                     continue;
                 }
+                let kind = match &outcome {
+                    AttemptOutcome::Delivered { .. } => EventKind::Delivered,
+                    AttemptOutcome::Failed { .. } => EventKind::Failed,
+                    AttemptOutcome::Deferred { .. } => EventKind::Deferred,
+                };
+                effects.event(Event {
+                    kind,
+                    id: mr.id,
+                    node: Some(holder),
+                    destination: Some(r.destination()),
+                    recipient: Some(r.address.clone()),
+                    detail: outcome.reply().to_owned(),
+                });
                 match outcome {
                     AttemptOutcome::Delivered { reply } => {
                         r.state = RecipientState::Delivered {
@@ -76,10 +95,13 @@ impl QueueState {
                 continue;
             }
             for r in m.recipients.iter_mut().filter(|r| r.is_pending()) {
-                r.state = RecipientState::Failed {
-                    at_ms,
-                    reply: why(r),
-                };
+                let reply = why(r);
+                effects.event(Event {
+                    destination: Some(r.destination()),
+                    recipient: Some(r.address.clone()),
+                    ..Event::message(EventKind::Failed, id, reply.clone())
+                });
+                r.state = RecipientState::Failed { at_ms, reply };
             }
             if let Some(c) = m.claim.take() {
                 self.unlink_claim(c.token, id);
@@ -157,6 +179,14 @@ impl QueueState {
     ) {
         let dsn_id = MessageId::new(at_ms, DSN_NODE, (effects.index << 16) | effects.dsns);
         effects.dsns += 1;
+        let kind_of_event = match kind {
+            DsnKind::Failure => EventKind::Bounced,
+            DsnKind::Delay => EventKind::Delayed,
+        };
+        effects.event(Event {
+            recipient: Some(original.sender.clone()),
+            ..Event::message(kind_of_event, original.id, format!("dsn={dsn_id}"))
+        });
         let body = match (effects.bodies)(original.id) {
             Ok(body) => body,
             Err(e) => {
@@ -253,6 +283,11 @@ impl QueueState {
         reporting_mta: &str,
         effects: &mut Effects<'_>,
     ) -> CommandResult {
+        for &id in ids {
+            if self.messages.get(&id).is_some_and(|m| m.has_pending()) {
+                effects.event(Event::message(EventKind::Expired, id, ""));
+            }
+        }
         let changed = self.fail_pending(ids, at_ms, reporting_mta, effects, |r| {
             let why = r
                 .last_error

@@ -30,7 +30,7 @@ impl<Q: MessageQueue, P: RecipientPolicy> Session<Q, P> {
             // The message may only follow our 354 (RFC 2920 §3.1): a client that sent it
             // already is not speaking SMTP, or is trying to smuggle.
             let r = Rule::PipelinedData.reply(&[]);
-            Rule::PipelinedData.note(&r);
+            self.note(Rule::PipelinedData, &r);
             self.reply(r);
             return Flow::Close;
         }
@@ -143,9 +143,27 @@ impl<Q: MessageQueue, P: RecipientPolicy> Session<Q, P> {
             enqueue.recipients.len(),
             enqueue.body.len(),
         );
+        let to = enqueue
+            .recipients
+            .iter()
+            .map(|(r, _)| r.as_str())
+            .collect::<Vec<_>>()
+            .join(",");
+        let started = std::time::Instant::now();
         match self.ctx.queue.commit(enqueue).await {
             Ok(()) => {
-                info!(queue_id = %id, from = %sender, rcpts, size, "queued");
+                // The transaction's one line (the session's span adds the client).
+                info!(
+                    queue_id = %id,
+                    from = %sender,
+                    to = %to,
+                    rcpts,
+                    size,
+                    helo = self.helo.as_deref().unwrap_or(""),
+                    tls = self.tls,
+                    commit_ms = started.elapsed().as_millis() as u64,
+                    "queued"
+                );
                 metrics::counter!("mxraft_smtp_messages_queued_total").increment(1);
                 metrics::counter!("mxraft_smtp_bytes_queued_total").increment(size as u64);
                 self.ok(Reply::new(250, "2.0.0", format!("Ok: queued as {id}")))
@@ -153,7 +171,7 @@ impl<Q: MessageQueue, P: RecipientPolicy> Session<Q, P> {
             Err(e) => {
                 warn!(queue_id = %id, error = %e, "not queued: no commit");
                 let r = Rule::NoCommit.reply(&[]);
-                Rule::NoCommit.note(&r);
+                self.note(Rule::NoCommit, &r);
                 self.reply(r);
                 Flow::Continue
             }

@@ -256,6 +256,11 @@ impl<Q: MessageQueue, P: RecipientPolicy> Session<Q, P> {
         }
     }
 
+    /// Logs, counts and tells a refusal of this session's client ([`SmtpContext::note`]).
+    pub(crate) fn note(&self, rule: Rule, reply: &Reply) {
+        self.ctx.note(rule, reply, self.peer.ip());
+    }
+
     /// Queues a reply for the client.
     pub(crate) fn reply(&mut self, reply: Reply) {
         reply.write_to(&mut self.out);
@@ -270,7 +275,7 @@ impl<Q: MessageQueue, P: RecipientPolicy> Session<Q, P> {
     /// Tells a client that was too slow (by `rule`) that the session ends; the caller closes.
     pub(crate) fn time_out(&mut self, rule: Rule) {
         let r = rule.reply(&[&self.ctx.hostname]);
-        rule.note(&r);
+        self.note(rule, &r);
         self.reply(r);
     }
 
@@ -279,12 +284,12 @@ impl<Q: MessageQueue, P: RecipientPolicy> Session<Q, P> {
     /// `mxraft_smtp_rejections_total{rule}`. Too many errors end the session.
     pub(crate) fn refuse(&mut self, rule: Rule, args: &[&str]) -> Flow {
         let reply = rule.reply(args);
-        rule.note(&reply);
+        self.note(rule, &reply);
         self.reply(reply);
         self.errors += 1;
         if self.errors >= self.ctx.config.max_errors {
             let r = Rule::TooManyErrors.reply(&[&self.ctx.hostname]);
-            Rule::TooManyErrors.note(&r);
+            self.note(Rule::TooManyErrors, &r);
             self.reply(r);
             return Flow::Close;
         }

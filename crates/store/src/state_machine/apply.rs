@@ -2,6 +2,8 @@
 //! queue state changed under the write lock and the piece's write batch written after it is
 //! released.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use openraft::EntryPayload;
 use openraft::storage::{ApplyResponder, EntryResponder};
@@ -10,7 +12,7 @@ use rocksdb::{DB, WriteBatch};
 use mxraft_queue::{BodyError, Change, CommandResult, MessageId, QueueCommand};
 
 use super::persist::{Cfs, persist, read_body};
-use super::{AppliedState, KEY_APPLIED, KEY_MEMBERSHIP, StateMachineStore};
+use super::{AppliedEvent, AppliedState, KEY_APPLIED, KEY_MEMBERSHIP, StateMachineStore};
 use crate::types::{Entry, StoredMembership, TypeConfig, io_error};
 
 /// Bytes of entries applied in one write batch at most (a single larger entry is one batch).
@@ -35,6 +37,8 @@ struct Piece<'a> {
     batch: WriteBatch,
     inserted: Vec<(MessageId, Bytes)>,
     membership_changed: bool,
+    /// The events to tell once the batch is written; `None` when nobody listens.
+    events: Option<Vec<AppliedEvent>>,
 }
 
 impl Piece<'_> {
@@ -74,6 +78,12 @@ impl Piece<'_> {
                         .apply(log_id.index, cmd, &lookup)
                         .map_err(io_error)?
                 };
+                if let Some(events) = &mut self.events {
+                    events.extend(applied.events.into_iter().map(|event| AppliedEvent {
+                        index: log_id.index,
+                        event,
+                    }));
+                }
                 for change in applied.changes {
                     if let Change::Inserted { id, body } = &change {
                         self.inserted.push((*id, body.clone()));
@@ -120,7 +130,7 @@ impl StateMachineStore {
     /// never wait for the write. Bodies not yet written are served from `unwritten` meanwhile.
     fn apply_blocking(&self, entries: Vec<EntryResponder<TypeConfig>>) -> std::io::Result<Replies> {
         let mut replies = Vec::with_capacity(entries.len());
-        let (db, batch, inserted) = self.write_live(|live| -> std::io::Result<_> {
+        let (db, batch, inserted, events) = self.write_live(|live| -> std::io::Result<_> {
             let db = live.db.clone();
             let mut piece = Piece {
                 db: &db,
@@ -128,6 +138,7 @@ impl StateMachineStore {
                 batch: WriteBatch::default(),
                 inserted: Vec::new(),
                 membership_changed: false,
+                events: (self.shared.events.receiver_count() > 0).then(Vec::new),
             };
             for (entry, responder) in entries {
                 let result = piece.apply_entry(live, entry)?;
@@ -142,9 +153,12 @@ impl StateMachineStore {
                 unwritten.extend(piece.inserted.iter().cloned());
             }
             let Piece {
-                batch, inserted, ..
+                batch,
+                inserted,
+                events,
+                ..
             } = piece;
-            Ok((db.clone(), batch, inserted))
+            Ok((db.clone(), batch, inserted, events))
         })?;
         let written = db.write(batch).map_err(io_error);
         if !inserted.is_empty()
@@ -155,6 +169,10 @@ impl StateMachineStore {
             }
         }
         written?;
+        if let Some(events) = events.filter(|e| !e.is_empty()) {
+            // Nobody listening any more is not an error.
+            let _ = self.shared.events.send(Arc::new(events));
+        }
         Ok(replies)
     }
 }

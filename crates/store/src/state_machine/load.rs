@@ -8,6 +8,7 @@ use rocksdb::{ColumnFamilyDescriptor, DB, IteratorMode, Options};
 
 use mxraft_queue::{Destination, Message, MessageId, QueueState, decode};
 
+use super::persist::{STOPPING_PREFIX, SUSPENSION_PREFIX};
 use super::{
     AppliedState, CF_BODIES, CF_DESTINATIONS, CF_GREYLIST, CF_MESSAGES, CF_META, CF_RECENT,
     CF_RECIPIENTS, CF_VERIFIED, KEY_APPLIED, KEY_MEMBERSHIP,
@@ -105,7 +106,14 @@ pub(super) fn load_generation(path: &Path, generation: u64) -> Result<AppliedSta
         Ok(())
     })?;
     for_each_record(&db, path, CF_DESTINATIONS, |k, v| {
-        state.set_destination_loaded(text(k), decode::<Destination>(v).map_err(corrupt)?);
+        if let Some(name) = k.strip_prefix(SUSPENSION_PREFIX) {
+            state.set_suspended_loaded(text(name), decode::<u64>(v).map_err(corrupt)?);
+        } else if let Some(node) = k.strip_prefix(STOPPING_PREFIX) {
+            let node = decode::<u64>(node).map_err(corrupt)?;
+            state.set_stopping_loaded(node, decode::<u64>(v).map_err(corrupt)?);
+        } else {
+            state.set_destination_loaded(text(k), decode::<Destination>(v).map_err(corrupt)?);
+        }
         Ok(())
     })?;
     for_each_record(&db, path, CF_RECIPIENTS, |k, _| {

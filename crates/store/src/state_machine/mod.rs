@@ -88,7 +88,22 @@ struct Shared {
     /// Bodies of the piece being applied, from when the state shows them until the write
     /// batch holding them is in RocksDB.
     unwritten: Mutex<std::collections::HashMap<MessageId, Bytes>>,
+    /// What applying tells, piece by piece, once the piece is written (see
+    /// [`StateMachineStore::subscribe_events`]).
+    events: tokio::sync::broadcast::Sender<Arc<Vec<AppliedEvent>>>,
 }
+
+/// An event of the queue with the log index of the entry whose apply told it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppliedEvent {
+    /// The entry's log index.
+    pub index: u64,
+    /// The event.
+    pub event: mxraft_queue::Event,
+}
+
+/// Pieces of events kept for a watcher that falls behind before it misses some.
+const EVENT_PIECES: usize = 1024;
 
 /// The state as applied so far, which the node serves from: the current generation's
 /// database and the queue in memory.
@@ -185,6 +200,7 @@ impl StateMachineStore {
                 retired: Mutex::new(Vec::new()),
                 seq: AtomicU64::new(0),
                 unwritten: Mutex::new(std::collections::HashMap::new()),
+                events: tokio::sync::broadcast::channel(EVENT_PIECES).0,
             }),
         })
     }
@@ -266,6 +282,13 @@ impl StateMachineStore {
         tokio::task::spawn_blocking(move || this.body(id))
             .await
             .map_err(io_error)?
+    }
+
+    /// The events of every piece applied from now on, once its write batch is in RocksDB, in
+    /// log order. A receiver that falls more than 1024 pieces behind is told how many it
+    /// missed. A snapshot install tells nothing: what it replaced was never applied here.
+    pub fn subscribe_events(&self) -> tokio::sync::broadcast::Receiver<Arc<Vec<AppliedEvent>>> {
+        self.shared.events.subscribe()
     }
 
     /// Starts receiving a snapshot from the leader into a fresh directory.

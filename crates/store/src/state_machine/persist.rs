@@ -83,11 +83,39 @@ pub(super) fn persist(state: &QueueState, cfs: &Cfs<'_>, batch: &mut WriteBatch,
                 batch.put_cf(cfs.destinations, name.as_bytes(), mxraft_queue::encode(d));
             }
         }
+        Change::Suspension(name) => {
+            let key = suspension_key(&name);
+            match state.suspended_since(&name) {
+                Some(at) => batch.put_cf(cfs.destinations, key, mxraft_queue::encode(&at)),
+                None => batch.delete_cf(cfs.destinations, key),
+            }
+        }
+        Change::NodeStopping(node) => {
+            let key = stopping_key(node);
+            match state.stopping_since(node) {
+                Some(at) => batch.put_cf(cfs.destinations, key, mxraft_queue::encode(&at)),
+                None => batch.delete_cf(cfs.destinations, key),
+            }
+        }
         Change::Evicted { cache, count } => {
             metrics::counter!("mxraft_cache_evictions_total", "cache" => cache)
                 .increment(u64::from(count));
         }
     }
+}
+
+/// Suspensions live next to the destinations' states, under keys no domain name can have.
+pub(super) const SUSPENSION_PREFIX: &[u8] = b"\0suspended\0";
+
+fn suspension_key(name: &str) -> Vec<u8> {
+    [SUSPENSION_PREFIX, name.as_bytes()].concat()
+}
+
+/// Nodes that announced they are stopping, likewise: the node id follows, encoded.
+pub(super) const STOPPING_PREFIX: &[u8] = b"\0stopping\0";
+
+fn stopping_key(node: u64) -> Vec<u8> {
+    [STOPPING_PREFIX, &mxraft_queue::encode(&node)].concat()
 }
 
 pub(super) fn read_body(db: &DB, id: MessageId) -> std::io::Result<Option<Vec<u8>>> {
