@@ -71,7 +71,7 @@ tests/blackbox/image.sh
 section "black-box: the secure cluster (mTLS, admin roles, partitions, a wiped bootstrap node, a full disk)"
 tests/blackbox/security.sh
 
-section "black-box: the operator's commands (queue filters and bulk actions, shape, body, suspended destinations, leadership)"
+section "black-box: the operator's commands (queue filters and bulk actions, shape, body, suspended destinations, leadership, events, DNS records and checks against dnsmasq)"
 tests/blackbox/operations.sh
 
 section "the alert rules and the dashboard (promtool check and test rules, every query, every metric)"

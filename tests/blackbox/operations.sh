@@ -10,7 +10,12 @@
 #  - events watch through one node: every message's way from queued to delivered, the
 #    administrator's actions, leader changes, and the refusals of all three nodes; the
 #    --kind filter and its error; one log line per transaction and per delivery attempt,
-#    found on the nodes by the queue id.
+#    found on the nodes by the queue id;
+#  - dns records (table, zone lines, JSON, the read token) and dns check against real dnsmasq
+#    servers: a good zone passes; a broken one fails with each problem named (null MX, the
+#    primary not lowest, a node missing, unequal preferences, an address, a CNAME and a name
+#    without addresses as MX hosts, a node name resolving elsewhere); name servers that
+#    disagree; no MX at all.
 # Uses the local-cluster ports (2525-2527, 7001-7003, 7101-7103) and 2500 (the primary).
 set -euo pipefail
 
@@ -23,8 +28,10 @@ export MXRAFT_LOCAL_DIR=$dir/cluster
 smtp_sink=$(command -v smtp-sink || echo /usr/sbin/smtp-sink)
 sink_pid=""
 watch_pid=""
+dns_pids=()
 stop_all() {
     [[ -n $watch_pid ]] && kill "$watch_pid" 2>/dev/null
+    for pid in "${dns_pids[@]}"; do kill "$pid" 2>/dev/null || true; done
     stop_local
 }
 
@@ -255,5 +262,101 @@ grep -h -F "queue_id=$first" "${logs[@]}" | grep ' queued ' | grep -q 'from=a@cl
     fail "no transaction line for $first: $(grep -h -F "$first" "${logs[@]}")"
 grep -h -F "queue_id=$first" "${logs[@]}" | grep 'delivery attempt' | grep -q 'delivered=1 deferred=0 failed=0' ||
     fail "no delivery line for $first: $(grep -h -F "$first" "${logs[@]}")"
+
+step "dns records: the primary at 10 and every node at 20, with their addresses"
+"$ctl" dns records --zone | grep -v '^;' >"$dir/zone"
+diff - "$dir/zone" <<'EOF' || fail "dns records --zone differs"
+example.test.	IN	MX	10 mx.example.test.
+example.test.	IN	MX	20 node1.mxraft.test.
+example.test.	IN	MX	20 node2.mxraft.test.
+example.test.	IN	MX	20 node3.mxraft.test.
+node1.mxraft.test.	IN	A	127.0.0.1
+node2.mxraft.test.	IN	A	127.0.0.1
+node3.mxraft.test.	IN	A	127.0.0.1
+EOF
+out=$("$ctl" --token-file "$MXRAFT_LOCAL_DIR/tls/read.token" --endpoint 127.0.0.1:7003 dns records --domain EXAMPLE.test -o json)
+jq -e '(.records | length) == 7 and .problems == [] and .records[0].role == "primary"
+    and ([.records[] | select(.type == "MX" and .role == "node") | .preference] == [20, 20, 20])' <<<"$out" >/dev/null ||
+    fail "dns records -o json: $out"
+"$ctl" dns records | grep -Eq '^example\.test +MX +20 +node2\.mxraft\.test +node 2$' || fail "dns records table: $("$ctl" dns records)"
+out=$("$ctl" dns records --domain other.test 2>&1) && fail "dns records of an unprotected domain succeeded"
+grep -q 'other.test is not a protected domain of this cluster (it protects: example.test)' <<<"$out" || fail "unprotected domain: $out"
+
+# Serves a zone with dnsmasq on a free loopback port, authoritative for example.test and
+# mxraft.test: $1 a name for its log, $2 the SOA serial, the rest dnsmasq options. Sets
+# dns_port.
+serve_zone() {
+    local name=$1 serial=$2 pid
+    shift 2
+    for _ in 1 2 3 4 5; do
+        dns_port=$(python3 -c 'import socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+        dnsmasq --keep-in-foreground --conf-file=/dev/null --no-resolv --no-hosts --bind-interfaces \
+            --listen-address=127.0.0.1 --port="$dns_port" --pid-file= --user=root \
+            --auth-server=ns.example.test,127.0.0.1 --auth-zone=example.test --auth-zone=mxraft.test \
+            --auth-soa="$serial,hostmaster.example.test" "$@" >"$dir/dns-$name.log" 2>&1 &
+        pid=$!
+        for _ in $(seq 1 50); do
+            kill -0 "$pid" 2>/dev/null || break
+            if ss -lun | grep -q "127.0.0.1:$dns_port " && ss -ltn | grep -q "127.0.0.1:$dns_port "; then
+                dns_pids+=("$pid")
+                return 0
+            fi
+            sleep 0.1
+        done
+        kill "$pid" 2>/dev/null || true
+    done
+    fail "dnsmasq did not start: $(cat "$dir/dns-$name.log")"
+}
+addresses=(--host-record=mx.example.test,127.0.0.1 --host-record=node1.mxraft.test,127.0.0.1
+    --host-record=node2.mxraft.test,127.0.0.1 --host-record=node3.mxraft.test,127.0.0.1)
+check() { "$ctl" dns check example.test -o json "$@"; }
+# Fails unless the check named $1 has a problem whose detail contains $2, in the JSON in $out.
+has_problem() {
+    jq -e --arg c "$1" --arg d "$2" 'any(.checks[]; .check == $c and .verdict == "problem" and (.detail | contains($d)))' <<<"$out" >/dev/null ||
+        fail "no $1 problem with \"$2\": $out"
+}
+
+step "dns check: the zone dns records printed passes every check"
+serve_zone good 2026120401 --mx-host=example.test,mx.example.test,10 --mx-host=example.test,node1.mxraft.test,20 \
+    --mx-host=example.test,node2.mxraft.test,20 --mx-host=example.test,node3.mxraft.test,20 "${addresses[@]}"
+good_port=$dns_port
+out=$(check --nameserver "127.0.0.1:$good_port") || fail "dns check of the good zone failed: $out"
+jq -e '.ok and .problems == 0 and .warnings == 0 and all(.checks[]; .verdict == "ok")
+    and (.mx | length) == 4 and .servers[0].serial == 2026120401' <<<"$out" >/dev/null || fail "good zone: $out"
+table=$("$ctl" dns check example.test --nameserver "127.0.0.1:$good_port") || fail "table check failed: $table"
+grep -q '^ok: 0 problem(s), 0 warning(s)$' <<<"$table" || fail "dns check table: $table"
+grep -Eq '^node addresses +ok +node 3 \(node3\.mxraft\.test\) resolves to 127\.0\.0\.1$' <<<"$table" || fail "dns check table: $table"
+
+step "dns check: a broken zone fails, and names each problem"
+serve_zone broken 2026120401 --dns-rr=example.test,15,000000 --mx-host=example.test,mx.example.test,10 \
+    --mx-host=example.test,node1.mxraft.test,5 --mx-host=example.test,node3.mxraft.test,20 \
+    --mx-host=example.test,127.0.0.9,20 --mx-host=example.test,gone.example.test,20 \
+    --cname=node3.mxraft.test,mx.example.test --host-record=mx.example.test,127.0.0.1 \
+    --host-record=node1.mxraft.test,127.0.0.2
+out=$(check --nameserver "127.0.0.1:$dns_port") && fail "the broken zone passed: $out"
+jq -e '.ok == false and .problems >= 8' <<<"$out" >/dev/null || fail "broken zone: $out"
+has_problem "null mx" 'RFC 7505'
+has_problem primary 'the primary mx.example.test at 10 is not the lowest preference: node1.mxraft.test is at 5'
+has_problem backups 'node 2 (node2.mxraft.test) is not published: add MX 20 node2.mxraft.test'
+has_problem backups 'different preferences (5, 20)'
+has_problem "mx host" '127.0.0.9 is an address'
+has_problem "mx host" 'node3.mxraft.test is a CNAME (to mx.example.test)'
+has_problem "mx host" 'gone.example.test does not exist'
+has_problem "node addresses" 'node 1 (node1.mxraft.test) resolves to 127.0.0.2, but is at 127.0.0.1'
+"$ctl" dns check example.test --nameserver "127.0.0.1:$dns_port" >/dev/null 2>"$dir/dns.err" && fail "the table check passed"
+grep -q 'example.test: .* problem(s) in its DNS setup' "$dir/dns.err" || fail "dns check error: $(cat "$dir/dns.err")"
+
+step "dns check: name servers that disagree (a stale serial, a node missing), and no MX at all"
+serve_zone stale 2026120300 --mx-host=example.test,mx.example.test,10 --mx-host=example.test,node1.mxraft.test,20 \
+    --mx-host=example.test,node2.mxraft.test,20 "${addresses[@]}"
+out=$(check --nameserver "127.0.0.1:$good_port" --nameserver "127.0.0.1:$dns_port") && fail "disagreeing servers passed: $out"
+[[ $(jq '.problems' <<<"$out") == 2 ]] || fail "disagreeing servers: $out"
+has_problem "name servers" "127.0.0.1:$good_port 2026120401, 127.0.0.1:$dns_port 2026120300"
+has_problem "name servers" "127.0.0.1:$dns_port says 10 mx.example.test, 20 node1.mxraft.test, 20 node2.mxraft.test"
+serve_zone nomx 1 --host-record=example.test,127.0.0.1 "${addresses[@]}"
+out=$(check --nameserver "127.0.0.1:$dns_port") && fail "a domain without MX records passed: $out"
+has_problem "mx records" 'no MX records'
+out=$("$ctl" dns check other.test --nameserver "127.0.0.1:$good_port" 2>&1) && fail "dns check of an unprotected domain succeeded"
+grep -q 'other.test is not a protected domain' <<<"$out" || fail "unprotected domain: $out"
 
 echo "PASS: operations black-box test"

@@ -96,6 +96,15 @@ pub(crate) async fn node_info(
         initialized: node.is_initialized().await,
         data_free_bytes: disk.map(|(free, _)| free),
         data_total_bytes: disk.map(|(_, total)| total),
+        mx_host: svc.options.dns.mx_host.clone(),
+        public_addresses: svc
+            .options
+            .dns
+            .public_addresses
+            .iter()
+            .map(ToString::to_string)
+            .collect(),
+        domains: svc.options.dns.domains.clone(),
     }))
 }
 

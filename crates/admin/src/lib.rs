@@ -94,6 +94,20 @@ pub struct AdminOptions {
     pub transfer_timeout: Duration,
     /// This node's SMTP refusals, for `events watch`; `None` where it serves no SMTP.
     pub refusals: Option<tokio::sync::broadcast::Sender<mxraft_queue::Refusal>>,
+    /// What `NodeInfo` tells `mxraftctl dns` about this node and its domains.
+    pub dns: DnsSetup,
+}
+
+/// This node's part of the DNS setup: its MX host name and public addresses, and the MX
+/// preferences of its protected domains.
+#[derive(Debug, Clone, Default)]
+pub struct DnsSetup {
+    /// The name this node is published under (its SMTP host name).
+    pub mx_host: String,
+    /// The addresses the world reaches this node's SMTP at; empty when unknown.
+    pub public_addresses: Vec<std::net::IpAddr>,
+    /// The protected domains.
+    pub domains: Vec<mxraft_proto::admin::DnsDomain>,
 }
 
 /// The admin service of one node.

@@ -208,7 +208,7 @@ async fn leader_client(
 }
 
 /// A member's own answer about itself, or why there is none.
-async fn member_info(access: &Access, addr: &str) -> Result<NodeInfoReply, String> {
+pub(crate) async fn member_info(access: &Access, addr: &str) -> Result<NodeInfoReply, String> {
     if addr.is_empty() {
         return Err("no admin address".into());
     }

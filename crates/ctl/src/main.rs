@@ -7,6 +7,7 @@ mod access;
 mod cert;
 mod cluster;
 mod destinations;
+mod dns;
 mod events;
 mod output;
 mod queue;
@@ -80,6 +81,9 @@ enum Command {
     /// Where queued mail goes, and whether it gets there.
     #[command(subcommand)]
     Destinations(destinations::DestinationsCommand),
+    /// The DNS records to publish for the protected domains, and a check of what DNS says.
+    #[command(subcommand)]
+    Dns(dns::DnsCommand),
     /// What happens in the cluster, as it happens.
     #[command(subcommand)]
     Events(events::EventsCommand),
@@ -110,6 +114,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Queue(c) => queue::run(c, &mut client, output, &mut out).await,
         Command::Destinations(c) => destinations::run(c, &mut client, output, &mut out).await,
         Command::Recipients(c) => recipients::run(c, &mut client, output, &mut out).await,
+        Command::Dns(c) => dns::run(c, &mut client, &access, output, &mut out).await,
         Command::Events(c) => events::run(c, &mut client, &access, output, &mut out).await,
         // Handled before connecting.
         Command::Cert(_) | Command::Token(_) => Ok(()),

@@ -10,10 +10,13 @@ use tokio::task::{JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use mxraft_admin::{AdminOptions, AdminService, Authenticator, ProbeOutcome, Prober, TokenFile};
+use mxraft_admin::{
+    AdminOptions, AdminService, Authenticator, DnsSetup, ProbeOutcome, Prober, TokenFile,
+};
 use mxraft_cluster::service::ClusterService;
 use mxraft_cluster::{NodeSetup, RaftNode};
 use mxraft_delivery::{Delivery, RouteTable};
+use mxraft_proto::admin::DnsDomain;
 use mxraft_proto::identity::CertIdentity;
 use mxraft_proto::tls::{self, ClientAuth, TlsSource};
 use mxraft_smtp::address::normalize_domain;
@@ -294,6 +297,7 @@ fn serve_admin(
         data_dir: config.node.data_dir.clone(),
         transfer_timeout: config.admin.read_timeout.max(Duration::from_secs(10)),
         refusals: Some(refusals.clone()),
+        dns: dns_setup(config, hostname),
     };
     let router = grpc_builder()
         .add_service(health_service)
@@ -309,6 +313,26 @@ fn serve_admin(
     };
     let incoming = tls::incoming(listener, tls, ClientAuth::Optional, "admin");
     (spawn_grpc("admin", incoming, router, stop), health)
+}
+
+/// What `mxraftctl dns` learns from this node: its MX host name and addresses, and each
+/// protected domain's preferences.
+fn dns_setup(config: &Config, hostname: &str) -> DnsSetup {
+    DnsSetup {
+        mx_host: hostname.to_owned(),
+        public_addresses: config.smtp.published_addresses(),
+        domains: config
+            .domains
+            .iter()
+            .map(|d| DnsDomain {
+                name: normalize_domain(&d.name),
+                primary_mx: d.primary_mx.as_deref().map(normalize_domain),
+                primary_preference: d.primary_preference().into(),
+                backup_preference: d.backup_preference().into(),
+                routes_by_mx: d.mx_preference.is_some(),
+            })
+            .collect(),
+    }
 }
 
 /// `destinations probe`: probes from this node through its delivery, and commits the result.

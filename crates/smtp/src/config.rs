@@ -1,6 +1,6 @@
 //! The `[smtp]` section of the configuration.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use mxraft_queue::InvalidConfig;
@@ -18,6 +18,10 @@ pub struct SmtpConfig {
     /// Name used in the greeting, the EHLO reply and `Received:` headers. Defaults to the
     /// machine's host name.
     pub hostname: Option<String>,
+    /// The addresses the world reaches this listener at (port 25 there), published as the A
+    /// and AAAA records of `hostname`: what `mxraftctl dns records` prints and `dns check`
+    /// expects. Defaults to the IP of `advertise` or `listen` when that is a specific address.
+    pub public_addresses: Vec<IpAddr>,
     /// PEM file with the certificate chain for STARTTLS (and `tls_listen`). Without it, TLS is
     /// not offered.
     pub tls_cert_file: Option<std::path::PathBuf>,
@@ -71,6 +75,7 @@ impl Default for SmtpConfig {
             listen: SocketAddr::from(([0, 0, 0, 0], 25)),
             advertise: None,
             hostname: None,
+            public_addresses: Vec::new(),
             tls_cert_file: None,
             tls_key_file: None,
             tls_listen: None,
@@ -93,6 +98,29 @@ impl Default for SmtpConfig {
 }
 
 impl SmtpConfig {
+    /// The addresses to publish for this node: `public_addresses`, or else the IP of
+    /// `advertise` or of `listen` when it names one specific address.
+    pub fn published_addresses(&self) -> Vec<IpAddr> {
+        if !self.public_addresses.is_empty() {
+            return self.public_addresses.clone();
+        }
+        let advertised = self.advertise.as_deref().map(|a| {
+            a.rsplit_once(':')
+                .map_or(a, |(host, _)| host)
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .parse::<IpAddr>()
+                .ok()
+        });
+        match advertised {
+            Some(Some(ip)) => vec![ip],
+            // A name: its addresses are DNS's to tell.
+            Some(None) => Vec::new(),
+            None if self.listen.ip().is_unspecified() => Vec::new(),
+            None => vec![self.listen.ip()],
+        }
+    }
+
     /// Checks the values serde cannot; errors name the key.
     pub fn validate(&self) -> Result<(), InvalidConfig> {
         if self.max_message_size < 64 * 1024 {
@@ -155,6 +183,15 @@ impl SmtpConfig {
             return Err(InvalidConfig::new(
                 "smtp.tls_listen needs smtp.tls_cert_file and smtp.tls_key_file",
             ));
+        }
+        if let Some(ip) = self
+            .public_addresses
+            .iter()
+            .find(|ip| ip.is_unspecified() || ip.is_multicast())
+        {
+            return Err(InvalidConfig::new(format!(
+                "smtp.public_addresses: {ip} is not an address clients can reach"
+            )));
         }
         if let Some(h) = &self.hostname
             && (h.is_empty() || h.contains(char::is_whitespace))

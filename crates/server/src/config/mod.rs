@@ -274,6 +274,13 @@ pub struct DomainConfig {
     /// Our own MX preference for the domain: mail goes to the domain's MX hosts with a better
     /// (lower) preference. Use instead of `primary`.
     pub mx_preference: Option<u16>,
+    /// The primary's MX host as the domain publishes it (e.g. `mx1.example.com`), for
+    /// `mxraftctl dns records` and `dns check`. Unset: every MX host that is not a node of
+    /// this cluster counts as a primary.
+    pub primary_mx: Option<String>,
+    /// The primary's MX preference: 10 by default, or 10 below `mx_preference` (at least 0).
+    /// The nodes are published at `mx_preference`, or 10 above this when that is not set.
+    pub primary_preference: Option<u16>,
     /// How recipients are validated at RCPT: `list` (the replicated recipient table, the
     /// default), `verify` (ask the primary, cache the answer) or `any` (accept every address:
     /// a backscatter risk).
@@ -294,6 +301,24 @@ pub struct DomainConfig {
     /// Overrides `delivery.max_queue_lifetime` for this domain.
     #[serde(default, with = "humantime_serde")]
     pub max_queue_lifetime: Option<Duration>,
+}
+
+impl DomainConfig {
+    /// The primary's MX preference: `primary_preference`, else 10, or 10 below
+    /// `mx_preference`.
+    pub fn primary_preference(&self) -> u16 {
+        self.primary_preference.unwrap_or(match self.mx_preference {
+            Some(ours) => ours.saturating_sub(10),
+            None => 10,
+        })
+    }
+
+    /// The one MX preference every node is published at for this domain: `mx_preference`,
+    /// or 10 above the primary's.
+    pub fn backup_preference(&self) -> u16 {
+        self.mx_preference
+            .unwrap_or(self.primary_preference().saturating_add(10))
+    }
 }
 
 /// One `[[routes]]` entry: a fixed next hop for a destination that is not protected.
@@ -507,6 +532,38 @@ mod tests {
     }
 
     #[test]
+    fn mx_preferences_and_public_addresses_default_from_what_is_set() {
+        let c = Config::parse(MINIMAL).expect("parses");
+        assert_eq!(c.domains[0].primary_preference(), 10);
+        assert_eq!(c.domains[0].backup_preference(), 20);
+        // Listening on 0.0.0.0 without an advertised address: DNS must tell.
+        assert!(c.smtp.published_addresses().is_empty());
+        let text = MINIMAL.replace(
+            "primary = \"mail.example.com:25\"",
+            "mx_preference = 30\nprimary_mx = \"MX1.example.com.\"",
+        ) + "\n[smtp]\nadvertise = \"203.0.113.5:25\"\n";
+        let c = Config::parse(&text).expect("parses");
+        c.validate().expect("valid");
+        assert_eq!(c.domains[0].primary_preference(), 20);
+        assert_eq!(c.domains[0].backup_preference(), 30);
+        assert_eq!(
+            c.smtp.published_addresses(),
+            vec!["203.0.113.5".parse::<std::net::IpAddr>().expect("address")]
+        );
+        let c = Config::parse(&format!(
+            "{MINIMAL}\n[smtp]\nlisten = \"10.0.0.5:25\"\npublic_addresses = [\"2001:db8::5\", \"203.0.113.5\"]\n"
+        ))
+        .expect("parses");
+        assert_eq!(c.smtp.published_addresses().len(), 2);
+        let c = Config::parse(&format!("{MINIMAL}\n[smtp]\nlisten = \"10.0.0.5:25\"\n"))
+            .expect("parses");
+        assert_eq!(
+            c.smtp.published_addresses(),
+            vec!["10.0.0.5".parse::<std::net::IpAddr>().expect("address")]
+        );
+    }
+
+    #[test]
     fn the_unsafe_testing_modes_need_the_flag() {
         let c = Config::parse(MINIMAL).expect("parses");
         assert!(c.testing.enabled().is_empty());
@@ -568,6 +625,28 @@ mod tests {
                     "{base}[[domains]]\nname = \"a.test\"\nprimary = \"p:25\"\nmx_preference = 20\n"
                 ),
                 "not both",
+            ),
+            (
+                format!("{base}{domain}primary_mx = \"192.0.2.1\"\n"),
+                "domains.primary_mx",
+            ),
+            (
+                format!("{base}{domain}primary_mx = \"mx.p.test:25\"\n"),
+                "domains.primary_mx",
+            ),
+            (
+                format!(
+                    "{base}[[domains]]\nname = \"a.test\"\nmx_preference = 20\nprimary_preference = 20\n"
+                ),
+                "primary_preference 20 must be below the nodes' preference 20",
+            ),
+            (
+                format!("{base}[[domains]]\nname = \"a.test\"\nmx_preference = 0\n"),
+                "primary_preference 0 must be below",
+            ),
+            (
+                format!("{base}[smtp]\npublic_addresses = [\"0.0.0.0\"]\n{domain}"),
+                "smtp.public_addresses",
             ),
             (
                 format!("{base}[smtp]\nmax_recipients = 5\n{domain}"),

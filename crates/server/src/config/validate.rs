@@ -211,6 +211,29 @@ impl Config {
                 }
                 _ => {}
             }
+            if let Some(mx) = &d.primary_mx
+                && (mx.parse::<std::net::IpAddr>().is_ok()
+                    || mxraft_smtp::address::parse_mailbox(&format!(
+                        "postmaster@{}",
+                        mxraft_smtp::address::normalize_domain(mx)
+                    ))
+                    .is_err())
+            {
+                return Err(InvalidConfig::new(format!(
+                    "domains.primary_mx of {:?} must be a host name (an MX names a host, not \
+                     an address or host:port), not {mx:?}",
+                    d.name
+                )));
+            }
+            if d.backup_preference() <= d.primary_preference() {
+                return Err(InvalidConfig::new(format!(
+                    "domains {:?}: primary_preference {} must be below the nodes' preference {} \
+                     (mx_preference, or primary_preference + 10): senders try the lowest first",
+                    d.name,
+                    d.primary_preference(),
+                    d.backup_preference()
+                )));
+            }
             if d.max_queue_lifetime.is_some_and(|l| l.is_zero()) {
                 return Err(InvalidConfig::new(format!(
                     "domains.max_queue_lifetime of {:?} must be greater than zero",
