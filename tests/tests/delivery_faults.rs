@@ -207,6 +207,55 @@ async fn a_node_whose_clock_is_off_by_45_seconds_never_delivers_twice() -> anyho
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_holder_whose_clock_goes_off_still_reports_what_it_delivered() -> anyhow::Result<()> {
+    // The leader refuses the proposals of a node whose clock is off, but not the results of
+    // the claim it holds: refused, they would be delivered again once its lease ran out.
+    let primary = FakeSmtp::start_with(
+        None,
+        Arc::new(|_, _| 250),
+        FakeOptions {
+            data_delays: vec![Duration::from_millis(300); 60],
+            ..FakeOptions::default()
+        },
+    )
+    .await?;
+    let cluster = TestCluster::start(3, options(primary.addr, "10s", "5s")).await?;
+    let leader = cluster.wait_for_leader().await?;
+    let sent = 30;
+    for n in 1..=sent {
+        send_numbered(&cluster, leader, n).await?;
+    }
+    let holder = wait_for("a follower holding a claim", WAIT, || async {
+        let sm = cluster.node(leader).node().state_machine();
+        let live = sm.read();
+        live.queue()
+            .claims()
+            .iter()
+            .map(|c| c.node)
+            .find(|&n| n != leader)
+    })
+    .await?;
+    phase(&format!(
+        "node {holder}'s clock goes 45 s back while it delivers"
+    ));
+    cluster.node(holder).node().clock().set_offset_ms(-45_000);
+    cluster.wait_until_empty(WAIT).await?;
+    assert_eq!(
+        cluster.node(leader).node().skewed_nodes(),
+        vec![holder],
+        "the leader saw the holder's clock off"
+    );
+    let copies = copies(&primary);
+    assert_eq!(copies.len(), sent, "every message arrived: {copies:?}");
+    assert!(
+        copies.values().all(|&n| n == 1),
+        "one copy of each: {copies:?}"
+    );
+    cluster.shutdown().await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_proposal_repeated_after_delivery_does_not_queue_the_message_again() -> anyhow::Result<()>
 {
     let primary = FakeSmtp::accept_all().await?;

@@ -369,15 +369,22 @@ impl Cluster for ClusterService {
             return Err(self.not_leader(&node));
         }
         let req = request.into_inner();
+        let mut cmd: QueueCommand = decode(&req.command)?;
         if req.sent_at_ms != 0 {
             let from = match caller {
                 Caller::Node(id) => id,
                 Caller::Unproven => req.from_node,
             };
-            node.observe_clock(from, req.sent_at_ms)
-                .map_err(|e| Status::out_of_range(e.to_string()))?;
+            if let Err(e) = node.observe_clock(from, req.sent_at_ms) {
+                // Which clock is wrong, the proposer's or this leader's, is not known here.
+                // What a claim did is taken all the same, on this clock: refusing it would
+                // only get the same mail delivered again once the lease ran out.
+                if !cmd.settles_a_claim() {
+                    return Err(Status::out_of_range(e.to_string()));
+                }
+                cmd.stamp_report_by_leader(node.clock().now_ms());
+            }
         }
-        let cmd: QueueCommand = decode(&req.command)?;
         if let Err(why) = (node.core.check_proposal)(&cmd) {
             warn!(?caller, command = %cmd, reason = %why, "proposal refused");
             return Err(Status::invalid_argument(format!("proposal refused: {why}")));

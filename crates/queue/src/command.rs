@@ -331,6 +331,22 @@ impl QueueCommand {
             _ => {}
         }
     }
+
+    /// Whether this command tells what a claim did (`Report`, `Release`). The leader takes such
+    /// a command even from a node whose clock it finds too far from its own: the claim's token
+    /// fences it, and refusing it would only get mail that was delivered delivered again once
+    /// the lease ran out.
+    pub fn settles_a_claim(&self) -> bool {
+        matches!(self, QueueCommand::Report(_) | QueueCommand::Release { .. })
+    }
+
+    /// Puts the leader's clock into a `Report` (the time its retries are counted from), for a
+    /// report from a node whose clock the leader does not trust.
+    pub fn stamp_report_by_leader(&mut self, leader_now_ms: u64) {
+        if let QueueCommand::Report(r) = self {
+            r.at_ms = leader_now_ms;
+        }
+    }
 }
 
 impl fmt::Display for QueueCommand {
