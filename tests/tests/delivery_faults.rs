@@ -67,6 +67,20 @@ fn claim_holder(cluster: &TestCluster, observer: u64) -> Option<u64> {
     live.queue().claims().first().map(|c| c.node)
 }
 
+/// A primary that accepts everything, taking 300 ms over the data of each of its first
+/// `messages` messages, so that claims stay open for a while.
+async fn slow_primary(messages: usize) -> anyhow::Result<FakeSmtp> {
+    FakeSmtp::start_with(
+        None,
+        Arc::new(|_, _| 250),
+        FakeOptions {
+            data_delays: vec![Duration::from_millis(300); messages],
+            ..FakeOptions::default()
+        },
+    )
+    .await
+}
+
 /// A primary whose first DATA waits `stall` for its 354, a cluster with `lease` and
 /// `max_skew`, and one message whose delivery hangs there; returns them and the holder.
 async fn hanging_delivery(
@@ -154,15 +168,7 @@ async fn a_holder_cut_off_from_the_cluster_stops_before_its_lease_ends() -> anyh
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_whose_clock_is_off_by_45_seconds_never_delivers_twice() -> anyhow::Result<()> {
     // A slow primary keeps claims open for a while.
-    let primary = FakeSmtp::start_with(
-        None,
-        Arc::new(|_, _| 250),
-        FakeOptions {
-            data_delays: vec![Duration::from_millis(300); 40],
-            ..FakeOptions::default()
-        },
-    )
-    .await?;
+    let primary = slow_primary(40).await?;
     let cluster = TestCluster::start(3, options(primary.addr, "10s", "5s")).await?;
     let leader = cluster.wait_for_leader().await?;
     let skewed = (1..=3).find(|&n| n != leader).unwrap_or(2);
@@ -210,15 +216,7 @@ async fn a_node_whose_clock_is_off_by_45_seconds_never_delivers_twice() -> anyho
 async fn a_holder_whose_clock_goes_off_still_reports_what_it_delivered() -> anyhow::Result<()> {
     // The leader refuses the proposals of a node whose clock is off, but not the results of
     // the claim it holds: refused, they would be delivered again once its lease ran out.
-    let primary = FakeSmtp::start_with(
-        None,
-        Arc::new(|_, _| 250),
-        FakeOptions {
-            data_delays: vec![Duration::from_millis(300); 60],
-            ..FakeOptions::default()
-        },
-    )
-    .await?;
+    let primary = slow_primary(60).await?;
     let cluster = TestCluster::start(3, options(primary.addr, "10s", "5s")).await?;
     let leader = cluster.wait_for_leader().await?;
     let sent = 30;

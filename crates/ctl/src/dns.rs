@@ -565,26 +565,21 @@ pub(crate) struct Finding {
 }
 
 impl Finding {
-    fn ok(check: &'static str, detail: impl Into<String>) -> Finding {
+    fn new(check: &'static str, verdict: Verdict, detail: impl Into<String>) -> Finding {
         Finding {
             check,
-            verdict: Verdict::Ok,
+            verdict,
             detail: detail.into(),
         }
+    }
+    fn ok(check: &'static str, detail: impl Into<String>) -> Finding {
+        Finding::new(check, Verdict::Ok, detail)
     }
     fn warning(check: &'static str, detail: impl Into<String>) -> Finding {
-        Finding {
-            check,
-            verdict: Verdict::Warning,
-            detail: detail.into(),
-        }
+        Finding::new(check, Verdict::Warning, detail)
     }
     fn problem(check: &'static str, detail: impl Into<String>) -> Finding {
-        Finding {
-            check,
-            verdict: Verdict::Problem,
-            detail: detail.into(),
-        }
+        Finding::new(check, Verdict::Problem, detail)
     }
 }
 
