@@ -67,6 +67,16 @@ fn claim_holder(cluster: &TestCluster, observer: u64) -> Option<u64> {
     live.queue().claims().first().map(|c| c.node)
 }
 
+/// Asserts that the primary got each of the `sent` messages, and each once.
+fn assert_one_copy_each(primary: &FakeSmtp, sent: usize) {
+    let copies = copies(primary);
+    assert_eq!(copies.len(), sent, "every message arrived: {copies:?}");
+    assert!(
+        copies.values().all(|&n| n == 1),
+        "one copy of each: {copies:?}"
+    );
+}
+
 /// A primary that accepts everything, taking 300 ms over the data of each of its first
 /// `messages` messages, so that claims stay open for a while.
 async fn slow_primary(messages: usize) -> anyhow::Result<FakeSmtp> {
@@ -202,12 +212,7 @@ async fn a_node_whose_clock_is_off_by_45_seconds_never_delivers_twice() -> anyho
             "the leader knows whose clock is off"
         );
     }
-    let copies = copies(&primary);
-    assert_eq!(copies.len(), sent, "every message arrived: {copies:?}");
-    assert!(
-        copies.values().all(|&n| n == 1),
-        "one copy of each: {copies:?}"
-    );
+    assert_one_copy_each(&primary, sent);
     cluster.shutdown().await?;
     Ok(())
 }
@@ -243,12 +248,7 @@ async fn a_holder_whose_clock_goes_off_still_reports_what_it_delivered() -> anyh
         vec![holder],
         "the leader saw the holder's clock off"
     );
-    let copies = copies(&primary);
-    assert_eq!(copies.len(), sent, "every message arrived: {copies:?}");
-    assert!(
-        copies.values().all(|&n| n == 1),
-        "one copy of each: {copies:?}"
-    );
+    assert_one_copy_each(&primary, sent);
     cluster.shutdown().await?;
     Ok(())
 }
