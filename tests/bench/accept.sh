@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Acceptance benchmark (prints figures; not a test).
 #
-# Postfix's smtp-source sends 10 KiB messages to the local 3-node mxraft cluster, then, in the
-# same run and under the same load, to a throwaway Postfix configured as a backup MX for
-# example.test. Also measures the disk's own fsync rate, since every mxraft 250 waits for an
+# Postfix's smtp-source sends messages to the local 3-node mxraft cluster, then, in the same run
+# and under the same load, to a throwaway Postfix configured as a backup MX for example.test:
+# 10 KiB over 20 sessions and over 1, 1 MiB over 20 sessions (BIG1 messages, 200), 10 MiB over
+# 5 sessions (BIG10 messages, 30). Also measures the disk's own fsync rate, since every mxraft 250 waits for an
 # fsync on two of three nodes and every Postfix 250 for an fsync of the queue file. Then the
 # latency of single messages (p50/p90/p99, tests/bench/latency.py) and the peak RSS of both.
 #
-#   tests/bench/accept.sh [MESSAGES]        (default 3000 per run)
+#   [BIG1=N] [BIG10=N] tests/bench/accept.sh [MESSAGES]     (default 3000 10 KiB messages)
 #
 # Uses the documented local-cluster ports (stop a running local cluster first) and port 2600
 # for Postfix. Postfix's default /etc/postfix/main.cf gets an alternate_config_directories
@@ -18,6 +19,8 @@ root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/mxraft/target}
 messages=${1:-3000}
 size=10240
+big1=${BIG1:-200}
+big10=${BIG10:-30}
 latency_messages=500
 ctl=$CARGO_TARGET_DIR/release/mxraftctl
 work=$(mktemp -d /tmp/mxraft-bench.XXXXXX)
@@ -57,6 +60,18 @@ mx1_rate=$(rate "$one" "$mx1")
 echo " 1 session:  $one messages in ${mx1} s = $mx1_rate msg/s"
 read -r mx_p50 mx_p90 mx_p99 mx_max < <(python3 "$root/tests/bench/latency.py" 127.0.0.1 2525 "$latency_messages" "$size")
 echo "latency, 1 session (ms): p50 $mx_p50  p90 $mx_p90  p99 $mx_p99  max $mx_max"
+base=$(queued)
+t=$(run_load "$big1" 1048576 20 2525 2526 2527)
+got=$(( $(queued) - base ))
+[[ $got -eq $big1 ]] || { echo "mxraft queued $got of $big1 messages of 1 MiB" >&2; exit 1; }
+mx_1m_rate=$(rate "$big1" "$t")
+echo "1 MiB, 20 sessions: $big1 messages in $t s = $mx_1m_rate msg/s"
+base=$(queued)
+t=$(run_load "$big10" 10485760 5 2525 2526 2527)
+got=$(( $(queued) - base ))
+[[ $got -eq $big10 ]] || { echo "mxraft queued $got of $big10 messages of 10 MiB" >&2; exit 1; }
+mx_10m_rate=$(rate10 "$big10" "$t")
+echo "10 MiB, 5 sessions: $big10 messages in $t s = $mx_10m_rate msg/s"
 mx_pids=()
 for n in 1 2 3; do mx_pids+=("$(cat "$MXRAFT_LOCAL_DIR/node$n.pid")"); done
 mx_rss=$(peak_rss_mib "${mx_pids[@]}")
@@ -65,7 +80,8 @@ echo "peak RSS: $mx_rss MiB for 3 nodes, at most $mx_rss_node MiB per node"
 "$root/deploy/local/down.sh" >/dev/null
 
 echo "== postfix: one instance as backup MX for example.test"
-pf_start "defer_transports = smtp relay"
+pf_start "defer_transports = smtp relay
+message_size_limit = 52428800"
 run_load 200 "$size" 20 2600 >/dev/null   # warm-up
 base=$(pf_queued)
 pf20=$(run_load "$messages" "$size" 20 2600)
@@ -78,6 +94,14 @@ pf1_rate=$(rate "$one" "$pf1")
 echo " 1 session:  $one messages in ${pf1} s = $pf1_rate msg/s"
 read -r pf_p50 pf_p90 pf_p99 pf_max < <(python3 "$root/tests/bench/latency.py" 127.0.0.1 2600 "$latency_messages" "$size")
 echo "latency, 1 session (ms): p50 $pf_p50  p90 $pf_p90  p99 $pf_p99  max $pf_max"
+base=$(pf_queued)
+t=$(run_load "$big1" 1048576 20 2600)
+pf_1m_rate=$(rate "$big1" "$t")
+echo "1 MiB, 20 sessions: $big1 messages in $t s = $pf_1m_rate msg/s"
+t=$(run_load "$big10" 10485760 5 2600)
+pf_10m_rate=$(rate10 "$big10" "$t")
+for _ in $(seq 1 100); do [[ $(( $(pf_queued) - base )) -ge $((big1 + big10)) ]] && break; sleep 0.1; done
+echo "10 MiB, 5 sessions: $big10 messages in $t s = $pf_10m_rate msg/s (queued: $(( $(pf_queued) - base )) of $((big1 + big10)))"
 pf_master=$(tr -d ' ' <"$pf/queue/pid/master.pid")
 # The master and the daemons it runs (smtpd, cleanup, qmgr, ...), all its children.
 pf_rss=$(peak_rss_mib "$pf_master" $(pgrep -P "$pf_master"))
@@ -85,13 +109,13 @@ echo "peak RSS: $pf_rss MiB for the master and its live daemons"
 pf_cleanup
 
 echo
-echo "== summary (10 KiB messages, $(nproc) cores, disk $fsync_rate fsyncs/s)"
-printf "%-34s %10s %10s\n" "" "20 sess." "1 sess."
-printf "%-34s %10s %10s\n" "mxraft, 3 nodes (msg/s)" "$mx20_rate" "$mx1_rate"
-printf "%-34s %10s %10s\n" "postfix, 1 node (msg/s)" "$pf20_rate" "$pf1_rate"
-printf "%-34s %10s %10s\n" "ratio mxraft / postfix" \
-    "$(awk -v a="$mx20_rate" -v b="$pf20_rate" 'BEGIN { printf "%.2f", a / b }')" \
-    "$(awk -v a="$mx1_rate" -v b="$pf1_rate" 'BEGIN { printf "%.2f", a / b }')"
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
+echo "== summary (messages per second; $(nproc) cores, disk $fsync_rate fsyncs/s)"
+printf "%-26s %12s %12s %12s %12s\n" "" "10 KiB, 20" "10 KiB, 1" "1 MiB, 20" "10 MiB, 5"
+printf "%-26s %12s %12s %12s %12s\n" "mxraft, 3 nodes" "$mx20_rate" "$mx1_rate" "$mx_1m_rate" "$mx_10m_rate"
+printf "%-26s %12s %12s %12s %12s\n" "postfix, 1 node" "$pf20_rate" "$pf1_rate" "$pf_1m_rate" "$pf_10m_rate"
+printf "%-26s %12s %12s %12s %12s\n" "ratio mxraft / postfix" "$(ratio "$mx20_rate" "$pf20_rate")" \
+    "$(ratio "$mx1_rate" "$pf1_rate")" "$(ratio "$mx_1m_rate" "$pf_1m_rate")" "$(ratio "$mx_10m_rate" "$pf_10m_rate")"
 echo
 echo "latency of one message, MAIL to 250 after the dot, 1 session, $latency_messages messages (ms)"
 printf "%-34s %8s %8s %8s %8s\n" "" p50 p90 p99 max

@@ -12,14 +12,18 @@ pf=$work/postfix
 main_cf=/etc/postfix/main.cf
 main_cf_backup=$work/main.cf.orig
 
-# Installs what is missing and builds the binaries (needs $root).
+# Installs what is missing and builds the binaries (needs $root); with MXRAFT_PREBUILT=1 it
+# takes the binaries already in $CARGO_TARGET_DIR/release, e.g. an older build to compare with.
 bench_prepare() {
     "$root/scripts/install-deps.sh" --test
+    [[ ${MXRAFT_PREBUILT:-0} == 1 ]] && return 0
     (cd "$root" && cargo build --release --locked -p mxraftd -p mxraftctl) >/dev/null
 }
 
 now() { date +%s.%N; }
 rate() { awk -v n="$1" -v t="$2" 'BEGIN { printf "%.0f", n / t }'; }
+# The same with one decimal, for rates of a few messages per second.
+rate10() { awk -v n="$1" -v t="$2" 'BEGIN { printf "%.1f", n / t }'; }
 since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.3f", b - a }'; }
 # The sum of the peak resident set sizes (VmHWM) of the given pids, in MiB.
 peak_rss_mib() {

@@ -102,6 +102,7 @@ impl LogStore {
         db_opts.create_if_missing(true);
         db_opts.create_missing_column_families(true);
         db_opts.set_max_background_jobs(2);
+        fsutil::direct_flushes(&mut db_opts, path);
         // Purged entries are deleted soon after they are applied; cap the WAL so that its files
         // are recycled instead of accumulating between memtable flushes.
         db_opts.set_max_total_wal_size(256 * 1024 * 1024);
@@ -371,9 +372,15 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I::IntoIter: OptionalSend,
     {
         let cf = self.cf(CF_LOGS)?;
-        let mut batch = WriteBatch::default();
-        for entry in entries {
-            batch.put_cf(cf, be_key(entry.log_id.index), mxraft_queue::encode(&entry));
+        let encoded: Vec<_> = entries
+            .into_iter()
+            .map(|entry| (be_key(entry.log_id.index), mxraft_queue::encode(&entry)))
+            .collect();
+        // Sized up front: a batch that grows copies every body it holds each time it doubles.
+        let size = encoded.iter().map(|(_, v)| v.len() + 32).sum::<usize>();
+        let mut batch = WriteBatch::with_capacity_bytes(size + 16);
+        for (key, value) in encoded {
+            batch.put_cf(cf, key, value);
         }
         // Written without sync: readable now, durable once the flusher's fsync covers it. The
         // write copies the entries into the memtable: off the async threads, so that large

@@ -130,7 +130,23 @@ impl DataDecoder {
     /// Consumes bytes from `input`. Returns `Some(n)` when the end of data was found, `n` being
     /// the bytes of `input` up to and including the final CRLF; `None` when it needs more.
     pub fn feed(&mut self, input: &[u8]) -> Option<usize> {
-        for (i, &b) in input.iter().enumerate() {
+        let mut i = 0;
+        while i < input.len() {
+            if self.state == State::Text {
+                // Inside a line: copy the run up to the next CR, LF or NUL at once.
+                let run = memchr::memchr3(b'\r', b'\n', 0, &input[i..]).unwrap_or(input.len() - i);
+                if run > 0 {
+                    self.emit(&input[i..i + run]);
+                    self.line_len += run;
+                    if self.line_len > self.max_line {
+                        self.flaws.long_line = true;
+                    }
+                    i += run;
+                    continue;
+                }
+            }
+            let b = input[i];
+            i += 1;
             match self.state {
                 State::LineStart => match b {
                     b'.' if self.dots => self.state = State::Dot,
@@ -164,7 +180,7 @@ impl DataDecoder {
                 }
                 State::DotCr => {
                     if b == b'\n' {
-                        return Some(i + 1);
+                        return Some(i);
                     }
                     // `.` CR without LF: the dot was stuffing, the CR is bare.
                     self.flaws.bare_cr_or_lf = true;
@@ -336,6 +352,26 @@ mod tests {
         d.feed(b"12345\r");
         d.finish_chunked();
         assert!(d.flaws().long_line);
+    }
+
+    #[test]
+    fn a_line_split_across_reads_is_measured_and_checked_whole() {
+        // The run copied at once inside a line continues across reads.
+        let mut d = DataDecoder::new(1 << 20, 5);
+        assert_eq!(d.feed(b"abc"), None);
+        assert_eq!(d.feed(b"def\r\n.\r\n"), Some(8));
+        assert!(d.flaws().long_line);
+        assert_eq!(d.into_message(), b"abcdef\r\n");
+        // A NUL or a bare LF in the middle of a run still stops it and is flagged.
+        for (wire, nul, bare) in [
+            (&b"ab\x00cd\r\n.\r\n"[..], true, false),
+            (b"ab\ncd\r\n.\r\n", false, true),
+        ] {
+            let (end, msg, flaws) = decode_all(wire);
+            assert_eq!(end, Some(wire.len()));
+            assert_eq!((flaws.nul, flaws.bare_cr_or_lf), (nul, bare), "{wire:?}");
+            assert_eq!(msg, &wire[..wire.len() - 3]);
+        }
     }
 
     #[test]

@@ -16,12 +16,15 @@ use super::{
 use crate::types::{LogId, StoredMembership, io_error};
 use crate::{OpenError, fsutil};
 
-pub(super) fn db_options() -> Options {
+/// The options of a state-machine database at `path`.
+pub(super) fn db_options(path: &Path) -> Options {
     let mut o = Options::default();
+    fsutil::direct_flushes(&mut o, path);
     o.create_if_missing(true);
     o.create_missing_column_families(true);
     o.set_max_background_jobs(2);
-    o.set_max_total_wal_size(256 * 1024 * 1024);
+    // Written without a WAL (see `apply::unlogged`): the column families must flush as one.
+    o.set_atomic_flush(true);
     o.set_db_write_buffer_size(crate::log_store::MEMTABLE_BUDGET);
     o
 }
@@ -87,7 +90,7 @@ pub(super) fn load_generation(path: &Path, generation: u64) -> Result<AppliedSta
         path: path.to_path_buf(),
         source,
     };
-    let db = DB::open_cf_descriptors(&db_options(), path, column_families()).map_err(rocks)?;
+    let db = DB::open_cf_descriptors(&db_options(path), path, column_families()).map_err(rocks)?;
     let meta = db
         .cf_handle(CF_META)
         .ok_or_else(|| fsutil::io_err("missing column family in", path, io_error(CF_META)))?;

@@ -11,10 +11,12 @@
 //! wait for RocksDB. Committed entries arrive in pieces bounded in bytes
 //! ([`crate::LogStore`] streams them), so a follower catching up never loads the whole range.
 //!
-//! The write is not fsynced: after a crash the state machine may restart at an earlier
-//! `last_applied`, and openraft applies the remaining committed entries again from the log.
-//! Snapshots flush the memtables (a checkpoint does), so the log is only purged below state
-//! that is durable.
+//! The write goes to the memtables only, without RocksDB's WAL and without an fsync: the Raft
+//! log already holds every applied entry durably. After a crash the state machine restarts at
+//! the `last_applied` of its last memtable flush (all column families flush together), and
+//! openraft applies the remaining committed entries again from the log. Snapshots flush the
+//! memtables (a checkpoint does), so the log is only purged below state that is durable; an
+//! orderly close flushes them too.
 //!
 //! `load` opens a generation and rebuilds the queue from it, `apply` applies committed pieces,
 //! `persist` turns each change into its write.

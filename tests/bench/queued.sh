@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Memory with a full queue, and after it drained (prints figures; not a test).
+#
+# The local 3-node cluster with its primary (127.0.0.1:2500) down: MESSAGES (100000) messages
+# of 10 KiB are queued over 20 sessions, then Postfix's smtp-sink starts as the primary and the
+# queue drains. Prints each node's resident memory (VmRSS) when idle, with the queue full, and
+# 10 s after the drain, and its peak (VmHWM); the leader is marked.
+#
+#   tests/bench/queued.sh [MESSAGES]
+#
+# Uses the local-cluster ports and 2500 for the sink; stop a running local cluster first.
+set -euo pipefail
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/mxraft/target}
+messages=${1:-100000}
+ctl=$CARGO_TARGET_DIR/release/mxraftctl
+work=$(mktemp -d /tmp/mxraft-queued.XXXXXX)
+chmod 755 "$work"
+export MXRAFT_LOCAL_DIR=$work/cluster
+source "$root/tests/bench/lib.sh"
+sink_pid=""
+trap bench_cleanup EXIT
+
+bench_prepare
+"$root/deploy/local/up.sh" >"$work/up.log" 2>&1 || { cat "$work/up.log"; exit 1; }
+pids=()
+for n in 1 2 3; do pids+=("$(cat "$MXRAFT_LOCAL_DIR/node$n.pid")"); done
+rss_mib() { awk '/^VmRSS:/ { printf "%.0f", $2 / 1024 }' "/proc/$1/status"; }
+rss_all() { for p in "${pids[@]}"; do rss_mib "$p"; done | paste -sd/; }
+queued_on() { "$ctl" --endpoint "127.0.0.1:$1" queue stats --local -o json | jq .messages; }
+
+idle=$(rss_all)
+echo "idle: RSS $idle MiB"
+run_load "$messages" 10240 20 2525 2526 2527 >/dev/null
+got=$("$ctl" queue stats -o json | jq .messages)
+[[ $got -eq $messages ]] || { echo "queued $got of $messages" >&2; exit 1; }
+full=$(rss_all)
+peak=$(for p in "${pids[@]}"; do peak_rss_mib "$p"; done | paste -sd/)
+echo "$messages queued: RSS $full MiB, peak $peak MiB"
+
+wait_primary_down
+start_sink
+for port in 7001 7002 7003; do
+    until [[ $(queued_on "$port") == 0 ]]; do sleep 0.2; done
+done
+sleep 10
+drained=$(rss_all)
+stop_sink
+echo "drained, 10 s later: RSS $drained MiB"
+
+leader=$("$ctl" cluster status -o json | jq -r '.leader')
+echo
+echo "== resident memory per node (MiB), node 1/2/3; leader: node $leader"
+printf "%-28s %s\n" "idle" "$idle" "$messages messages queued" "$full" "peak" "$peak" \
+    "10 s after the drain" "$drained"
