@@ -26,7 +26,7 @@ bench_prepare
 "$root/deploy/local/up.sh" >"$work/up.log" 2>&1 || { cat "$work/up.log"; exit 1; }
 pids=()
 for n in 1 2 3; do pids+=("$(cat "$MXRAFT_LOCAL_DIR/node$n.pid")"); done
-rss_mib() { awk '/^VmRSS:/ { printf "%.0f", $2 / 1024 }' "/proc/$1/status"; }
+rss_mib() { awk '/^VmRSS:/ { printf "%.0f\n", $2 / 1024 }' "/proc/$1/status"; }
 rss_all() { for p in "${pids[@]}"; do rss_mib "$p"; done | paste -sd/; }
 queued_on() { "$ctl" --endpoint "127.0.0.1:$1" queue stats --local -o json | jq .messages; }
 
@@ -49,7 +49,7 @@ drained=$(rss_all)
 stop_sink
 echo "drained, 10 s later: RSS $drained MiB"
 
-leader=$("$ctl" cluster status -o json | jq -r '.leader')
+leader=$("$ctl" cluster status -o json | jq -r '.leader_id')
 echo
 echo "== resident memory per node (MiB), node 1/2/3; leader: node $leader"
 printf "%-28s %s\n" "idle" "$idle" "$messages messages queued" "$full" "peak" "$peak" \
