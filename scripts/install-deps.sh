@@ -2,7 +2,7 @@
 # Installs what building, trying and testing mxraft needs on Debian, then checks that each
 # capability works, failing with one line that names the package when one does not.
 #
-#   scripts/install-deps.sh          building: a C/C++ compiler, clang/libclang (RocksDB's
+#   scripts/install-deps.sh          building: a C/C++ compiler, make (jemalloc), clang/libclang (RocksDB's
 #                                    bindings), jq, openssl
 #   scripts/install-deps.sh --try    also what the README's "Try it" uses: swaks with its TLS
 #                                    modules (swaks --tls), Postfix's smtp-sink and smtp-source,
@@ -48,6 +48,7 @@ fi
 caps=(
     "0|gcc libc6-dev|command -v cc"
     "0|g++|command -v c++"
+    "0|make|command -v make"
     "0|clang|command -v clang"
     "0|libclang-dev|compgen -G '/usr/lib/llvm-*/lib/libclang*.so*' || compgen -G '/usr/lib/*/libclang*.so*'"
     "0|jq|command -v jq"
