@@ -68,7 +68,7 @@ caps=(
     "2|nftables|nft list tables"
     "2|fuse3|test -c /dev/fuse && grep -qw fuse /proc/filesystems"
     "2|prometheus|d=\$(mktemp -d) && printf 'groups: [{name: g, rules: [{alert: A, expr: up == 0}]}]\\n' >\$d/r.yml && promtool check rules \$d/r.yml; r=\$?; rm -rf \$d; exit \$r"
-    "3|containerd|ctr --version && containerd config default | grep -q 'io.containerd.grpc.v1.cri'"
+    "3|containerd|ctr --version && grep -q 'io.containerd.grpc.v1.cri' <<<\"\$(containerd config default)\""
     "3|containernetworking-plugins|for p in bridge host-local portmap loopback; do CNI_COMMAND=VERSION /usr/lib/cni/\$p | grep -q 1.0.0 || exit 1; done"
     "3|etcd-server|etcd --version"
     "3|conntrack|command -v conntrack || test -x /usr/sbin/conntrack"

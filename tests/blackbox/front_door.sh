@@ -216,7 +216,7 @@ done
 
 step "rejections are logged with client, rule and reply, and counted in the metrics"
 grep -q 'rule="relay".*reply=554 5.7.1' "$dir/node1.log" || fail "no relay rejection in node 1's log"
-grep 'rule="relay"' "$dir/node1.log" | grep -q 'client=127.0.0.1:' || fail "relay rejection logged without the client"
+grep -q 'client=127.0.0.1:' <<<"$(grep 'rule="relay"' "$dir/node1.log")" || fail "relay rejection logged without the client"
 grep -q 'rule="unknown_recipient".*reply=550 5.1.1' "$dir/node2.log" || fail "no unknown-recipient rejection in node 2's log"
 for n in 1 2 3; do
     metrics=$(curl -fsS "http://127.0.0.1:910$n/metrics") || fail "no metrics on node $n"

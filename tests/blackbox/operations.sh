@@ -108,7 +108,7 @@ for _ in 1 2 3 4; do
     after=(--after "$(tail -n 1 <<<"$page")")
 done
 diff <(ids) "$dir/paged" >/dev/null || fail "pages differ from the full listing"
-"$ctl" queue list --limit 4 | grep -q -- "-- more may follow: add --after" || fail "no paging hint in the table"
+grep -q -- "-- more may follow: add --after" <<<"$("$ctl" queue list --limit 4)" || fail "no paging hint in the table"
 
 step "hold by filter: --dry-run counts, the read token may count but not act"
 out=$("$ctl" queue hold --sender @spam.test --dry-run)
@@ -192,7 +192,7 @@ status=$("$ctl" --endpoint 127.0.0.1:7002 cluster status -o json)
 jq -e '(.members | length) == 3 and all(.members[]; .lag != null and .last_contact_ms != null
        and .data_free_bytes > 0 and .data_total_bytes >= .data_free_bytes)' <<<"$status" >/dev/null ||
     fail "status JSON: $status"
-"$ctl" cluster status | grep -q 'DISK FREE' || fail "status table lacks DISK FREE"
+grep -q 'DISK FREE' <<<"$("$ctl" cluster status)" || fail "status table lacks DISK FREE"
 
 step "cluster transfer-leader: to a named node, then to the most up-to-date one"
 leader=$(jq -r .leader_id <<<"$status")
@@ -243,7 +243,7 @@ nullsender=$(tail -n 1 "$dir/all")
 ev "select(.queue_id == \"$nullsender\")" | jq -e -s '.[0].kind == "queued" and .[-1].kind == "failed"
     and all(.[]; .kind != "delivered" and .kind != "bounced")' >/dev/null ||
     fail "the bounced null-sender message: $(ev "select(.queue_id == \"$nullsender\")")"
-ev 'select(.kind == "leader") | .node' | grep -qx "$target" || fail "no leader event for node $target"
+grep -qx "$target" <<<"$(ev 'select(.kind == "leader") | .node')" || fail "no leader event for node $target"
 [[ $(ev 'select(.kind == "lagged")') == "" ]] || fail "the watch lagged"
 # --kind filters on the node, --id here: one event, then --count ends the watch.
 "$ctl" events watch --kind queued --count 1 -o json >"$dir/one.jsonl" &
@@ -258,9 +258,10 @@ jq -e -s 'length == 1 and .[0].kind == "queued"' "$dir/one.jsonl" >/dev/null || 
 
 step "logs: one line per transaction and per delivery attempt, found by the queue id"
 logs=("$MXRAFT_LOCAL_DIR"/node*.log)
-grep -h -F "queue_id=$first" "${logs[@]}" | grep ' queued ' | grep -q 'from=a@client.test to=user1@example.test rcpts=1' ||
+first_lines=$(grep -h -F "queue_id=$first" "${logs[@]}")
+grep -q ' queued .*from=a@client.test to=user1@example.test rcpts=1' <<<"$first_lines" ||
     fail "no transaction line for $first: $(grep -h -F "$first" "${logs[@]}")"
-grep -h -F "queue_id=$first" "${logs[@]}" | grep 'delivery attempt' | grep -q 'delivered=1 deferred=0 failed=0' ||
+grep -q 'delivery attempt.*delivered=1 deferred=0 failed=0' <<<"$first_lines" ||
     fail "no delivery line for $first: $(grep -h -F "$first" "${logs[@]}")"
 
 step "dns records: the primary at 10 and every node at 20, with their addresses"

@@ -177,7 +177,7 @@ for _ in $(seq 1 300); do
     sleep 0.1
 done
 ((refusal)) || fail "node 1's log does not say why it is refused"
-tail -n +$((log_before + 1)) "$dir/node1.log" | grep -q 'bootstrapped a new cluster' &&
+grep -q 'bootstrapped a new cluster' <<<"$(tail -n +$((log_before + 1)) "$dir/node1.log")" &&
     fail "the wiped node bootstrapped a cluster of its own"
 out=$(swaks --server 127.0.0.1:2525 --from s@client.test --to user1@example.test 2>&1 || true)
 grep -q '<-  250 2\.0\.0' <<<"$out" && fail "the wiped node acknowledged a message: $out"

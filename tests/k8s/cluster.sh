@@ -204,7 +204,7 @@ import() { # the repository the kubelet asks for, the archive (its images are na
 import registry.k8s.io/pause "$work/image/pause.tar"
 import docker.io/library/mxraft "$work/image/mxraft-$version.oci.tar"
 for image in registry.k8s.io/pause:3.10 "docker.io/library/mxraft:$version"; do
-    ctr --address "$work/containerd.sock" -n k8s.io images ls -q | grep -qx "$image" || fail "$image is not in containerd"
+    grep -qx "$image" <<<"$(ctr --address "$work/containerd.sock" -n k8s.io images ls -q)" || fail "$image is not in containerd"
 done
 
 : >"$work/resolv.conf"
@@ -403,7 +403,7 @@ touch "$work/stop"
 wait "$mailer" || { cat "$work/logs/rolling.out" >&2; fail "a message sent during the roll was never acknowledged"; }
 wait "$watcher"
 [[ $(cat "$work/low") -ge 2 ]] || fail "the roll took more than one pod down at once (ready went down to $(cat "$work/low"))"
-kc -n mail get configmap mx-mxraft -o jsonpath='{.data.mxraftd\.toml}' | grep -q '^max_recipients = 500' ||
+grep -q '^max_recipients = 500' <<<"$(kc -n mail get configmap mx-mxraft -o jsonpath='{.data.mxraftd\.toml}')" ||
     fail "the new configuration is not in the ConfigMap"
 total=$(wc -l <"$acked")
 wait_for 60 "every node holds the $total messages" all_queued $(counts) mx-mxraft-0 mx-mxraft-1 mx-mxraft-2
@@ -428,7 +428,7 @@ say "scaled back to 3: the hook removed nodes 4 and 5 (voters 1 2 3), their PVCs
 # Pod 0's PVC deleted: it comes back pristine under node id 1, starts no second cluster.
 kc -n mail delete pvc data-mx-mxraft-0 --wait=false >/dev/null
 kc -n mail delete pod mx-mxraft-0 >/dev/null
-refused() { kc -n mail logs mx-mxraft-0 -c mxraftd | grep -q "node 1 is already a member but now has an empty data directory"; }
+refused() { grep -q "node 1 is already a member but now has an empty data directory" <<<"$(kc -n mail logs mx-mxraft-0 -c mxraftd)"; }
 wait_for 180 "pod 0 back and refusing to vote under its old id" refused
 pods_ready 3 && fail "pod 0 with an empty volume is ready"
 has_voters mx-mxraft-1 "1 2 3" || fail "voters after pod 0 lost its volume: $(voters mx-mxraft-1)"
