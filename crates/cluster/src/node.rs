@@ -315,6 +315,11 @@ impl RaftNode {
         &self.core.state_machine
     }
 
+    /// The local Raft log.
+    pub fn log_store(&self) -> &LogStore {
+        &self.core.log
+    }
+
     /// The latest Raft metrics.
     pub fn metrics(&self) -> RaftMetrics<TypeConfig> {
         self.core.raft.metrics().borrow_watched().clone()

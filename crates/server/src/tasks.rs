@@ -151,6 +151,14 @@ pub fn describe_metrics() {
         "mxraft_queue_oldest_age_seconds",
         "Age of the oldest queued message (0 when the queue is empty)"
     );
+    describe_gauge!(
+        "mxraft_rocksdb_memory_bytes",
+        "What RocksDB holds in memory, by database (log, state) and kind (memtables, table_readers, block_cache)"
+    );
+    describe_gauge!(
+        "mxraft_heap_bytes",
+        "The daemon's own heap (RocksDB's is apart): allocated (in use) and resident (held from the system)"
+    );
     describe_gauge!("mxraft_raft_is_leader", "1 on the Raft leader, 0 elsewhere");
     describe_gauge!("mxraft_raft_term", "The current Raft term");
     describe_gauge!(
@@ -177,9 +185,40 @@ pub(crate) async fn export_gauges(node: RaftNode, stop: CancellationToken) {
         metrics::gauge!("mxraft_raft_term").set(raft.current_term as f64);
         let applied = raft.last_applied.map(|l| l.index).unwrap_or(0);
         metrics::gauge!("mxraft_raft_last_applied_index").set(applied as f64);
+        export_memory(&node);
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+        }
+    }
+}
+
+/// Sets the memory gauges: RocksDB's per database, and the heap from jemalloc's statistics.
+fn export_memory(node: &RaftNode) {
+    let dbs = [
+        ("log", node.log_store().memory()),
+        ("state", node.state_machine().memory()),
+    ];
+    for (db, usage) in dbs {
+        let Ok(m) = usage else { continue };
+        for (kind, bytes) in [
+            ("memtables", m.memtables),
+            ("table_readers", m.table_readers),
+            ("block_cache", m.block_cache),
+        ] {
+            metrics::gauge!("mxraft_rocksdb_memory_bytes", "db" => db, "kind" => kind)
+                .set(bytes as f64);
+        }
+    }
+    // The statistics are a snapshot taken when the epoch advances.
+    if tikv_jemalloc_ctl::epoch::advance().is_ok() {
+        for (kind, bytes) in [
+            ("allocated", tikv_jemalloc_ctl::stats::allocated::read()),
+            ("resident", tikv_jemalloc_ctl::stats::resident::read()),
+        ] {
+            if let Ok(bytes) = bytes {
+                metrics::gauge!("mxraft_heap_bytes", "kind" => kind).set(bytes as f64);
+            }
         }
     }
 }

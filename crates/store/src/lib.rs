@@ -39,6 +39,40 @@ pub use types::{
 
 use std::path::{Path, PathBuf};
 
+/// What RocksDB holds in memory for one database, in bytes (approximate, as RocksDB counts).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StoreMemory {
+    /// Memtables, flushed and not yet released ones included.
+    pub memtables: u64,
+    /// Table readers: index and filter blocks outside the block cache.
+    pub table_readers: u64,
+    /// The block caches of the database's column families.
+    pub block_cache: u64,
+}
+
+impl StoreMemory {
+    fn of(db: &rocksdb::DB) -> std::io::Result<StoreMemory> {
+        let stats = rocksdb::perf::get_memory_usage_stats(Some(&[db]), None).map_err(io_error)?;
+        Ok(StoreMemory {
+            memtables: stats.mem_table_total,
+            table_readers: stats.mem_table_readers_total,
+            block_cache: stats.cache_total,
+        })
+    }
+}
+
+impl std::ops::Add for StoreMemory {
+    type Output = StoreMemory;
+
+    fn add(self, o: StoreMemory) -> StoreMemory {
+        StoreMemory {
+            memtables: self.memtables + o.memtables,
+            table_readers: self.table_readers + o.table_readers,
+            block_cache: self.block_cache + o.block_cache,
+        }
+    }
+}
+
 /// Tunables of the storage layer.
 #[derive(Debug, Clone)]
 pub struct StoreOptions {

@@ -145,6 +145,11 @@ impl LogStore {
         })
     }
 
+    /// What the log's database holds in memory.
+    pub fn memory(&self) -> std::io::Result<crate::StoreMemory> {
+        crate::StoreMemory::of(&self.inner.db)
+    }
+
     /// A handle that tells whether the database is still open, for orderly restarts.
     pub fn closed_watch(&self) -> crate::CloseWatch {
         crate::CloseWatch::new(&self.inner.db)

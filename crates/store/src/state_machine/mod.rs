@@ -263,6 +263,12 @@ impl StateMachineStore {
         Ok(read_body(&db, id)?.map(Bytes::from))
     }
 
+    /// What the live generation's database holds in memory.
+    pub fn memory(&self) -> std::io::Result<crate::StoreMemory> {
+        let db = self.read().db.clone();
+        crate::StoreMemory::of(&db)
+    }
+
     /// A digest of every record of the state machine on disk, with the applied index it is
     /// of, to compare nodes (a blocking read).
     pub fn digest(&self) -> std::io::Result<StateDigest> {

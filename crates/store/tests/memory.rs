@@ -1,0 +1,53 @@
+//! The memory a node reports for its databases (the `mxraft_rocksdb_memory_bytes` gauges)
+//! follows what is written: applied bodies sit in the state machine's memtables until they
+//! are flushed.
+
+use bytes::Bytes;
+use futures::stream;
+use openraft::entry::RaftEntry;
+use openraft::storage::RaftStateMachine;
+
+use mxraft_queue::{Enqueue, MailParams, MessageId, QueueCommand, RcptParams};
+use mxraft_store::{Entry, StoreOptions, Stores, TypeConfig};
+
+const T0: u64 = 1_800_000_000_000;
+const BODY: usize = 64 * 1024;
+const MESSAGES: u64 = 40;
+
+fn entry(index: u64) -> Entry {
+    let cmd = QueueCommand::Enqueue(Enqueue {
+        id: MessageId::new(T0, 1, index),
+        received_at_ms: T0,
+        received_by: 1,
+        sender: "sender@elsewhere.test".into(),
+        params: MailParams::default(),
+        recipients: vec![("a@example.test".into(), RcptParams::default())],
+        trace_header: "Received: test\r\n".into(),
+        body: Bytes::from(vec![b'x'; BODY]),
+    });
+    Entry::new_normal(openraft::testing::log_id::<TypeConfig>(1, 1, index), cmd)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn applied_bodies_show_in_the_state_machines_memtables() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut stores = Stores::open(dir.path(), StoreOptions::default()).expect("open");
+    let before = stores.state_machine.memory().expect("memory");
+    let log = stores.log.memory().expect("log memory");
+    assert!(log.memtables < BODY as u64, "an empty log holds {log:?}");
+    for index in 1..=MESSAGES {
+        stores
+            .state_machine
+            .apply(stream::iter([Ok((entry(index), None))]))
+            .await
+            .expect("applied");
+    }
+    let after = stores.state_machine.memory().expect("memory");
+    let written = MESSAGES * BODY as u64;
+    assert!(
+        after.memtables >= before.memtables + written,
+        "{written} bytes of bodies applied, memtables went from {} to {}",
+        before.memtables,
+        after.memtables
+    );
+}
