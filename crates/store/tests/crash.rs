@@ -5,18 +5,19 @@
 //! The crash is real: the test runs itself as a child process that applies entries and aborts
 //! without closing the databases, and the parent reopens what it left.
 
+mod common;
+
 use std::process::Command;
 
 use bytes::Bytes;
 use futures::stream;
 use openraft::RaftSnapshotBuilder;
-use openraft::entry::RaftEntry;
 use openraft::storage::RaftStateMachine;
 
-use mxraft_queue::{Enqueue, MailParams, MessageId, QueueCommand, RcptParams};
-use mxraft_store::{Entry, StoreOptions, Stores, TypeConfig};
+use common::T0;
+use mxraft_queue::MessageId;
+use mxraft_store::{Entry, StoreOptions, Stores};
 
-const T0: u64 = 1_800_000_000_000;
 const CHILD_DIR: &str = "MXRAFT_CRASH_TEST_DIR";
 /// Entries applied before the snapshot, and in all.
 const BEFORE_SNAPSHOT: u64 = 40;
@@ -35,17 +36,7 @@ fn body(seq: u64) -> Bytes {
 }
 
 fn entry(index: u64) -> Entry {
-    let cmd = QueueCommand::Enqueue(Enqueue {
-        id: MessageId::new(T0, 1, index),
-        received_at_ms: T0,
-        received_by: 1,
-        sender: "sender@elsewhere.test".into(),
-        params: MailParams::default(),
-        recipients: vec![("a@example.test".into(), RcptParams::default())],
-        trace_header: "Received: test\r\n".into(),
-        body: body(index),
-    });
-    Entry::new_normal(openraft::testing::log_id::<TypeConfig>(1, 1, index), cmd)
+    common::enqueue_entry(index, body(index))
 }
 
 async fn apply(stores: &mut Stores, indexes: std::ops::RangeInclusive<u64>) {

@@ -2,30 +2,19 @@
 //! follows what is written: applied bodies sit in the state machine's memtables until they
 //! are flushed.
 
+mod common;
+
 use bytes::Bytes;
 use futures::stream;
-use openraft::entry::RaftEntry;
 use openraft::storage::RaftStateMachine;
 
-use mxraft_queue::{Enqueue, MailParams, MessageId, QueueCommand, RcptParams};
-use mxraft_store::{Entry, StoreOptions, Stores, TypeConfig};
+use mxraft_store::{Entry, StoreOptions, Stores};
 
-const T0: u64 = 1_800_000_000_000;
 const BODY: usize = 64 * 1024;
 const MESSAGES: u64 = 40;
 
 fn entry(index: u64) -> Entry {
-    let cmd = QueueCommand::Enqueue(Enqueue {
-        id: MessageId::new(T0, 1, index),
-        received_at_ms: T0,
-        received_by: 1,
-        sender: "sender@elsewhere.test".into(),
-        params: MailParams::default(),
-        recipients: vec![("a@example.test".into(), RcptParams::default())],
-        trace_header: "Received: test\r\n".into(),
-        body: Bytes::from(vec![b'x'; BODY]),
-    });
-    Entry::new_normal(openraft::testing::log_id::<TypeConfig>(1, 1, index), cmd)
+    common::enqueue_entry(index, Bytes::from(vec![b'x'; BODY]))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
