@@ -2,6 +2,7 @@
 //! flush, hold, release, delete and bounce, on one message or on every message a filter
 //! matches.
 
+use bytes::Bytes;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
@@ -18,6 +19,7 @@ use mxraft_queue::{
     AddressPattern, BodyType, BulkAction, CommandResult, FlushTarget, Message, MessageFilter,
     MessageId, MessageState, QueueCommand, RecipientState, canonical_domain,
 };
+use mxraft_store::StateMachineStore;
 
 use crate::{AdminService, BodyStream, LIST_PAGE, MessageStream};
 
@@ -149,24 +151,17 @@ pub(crate) async fn show(
     let node = svc.node()?;
     let sm = node.state_machine().clone();
     let now = node.clock().now_ms();
-    let (message, body_type, trace) = {
+    let (message, body_type, stored) = {
         let live = sm.read();
         let m = live.queue().get(id).ok_or_else(|| not_found(id))?;
         let body_type = match m.params.body {
             BodyType::SevenBit => "7BIT",
             BodyType::EightBitMime => "8BITMIME",
         };
-        (to_proto(m, now), body_type, m.trace_header.clone())
+        (to_proto(m, now), body_type, m.clone())
     };
     let body = if r.include_body {
-        let body = sm
-            .body_async(id)
-            .await
-            .map_err(|e| Status::internal(format!("cannot read the body of {id}: {e}")))?
-            .ok_or_else(|| not_found(id))?;
-        let mut full = trace.into_bytes();
-        full.extend_from_slice(&body);
-        Some(full.into())
+        Some(content(&sm, &stored).await?)
     } else {
         None
     };
@@ -175,6 +170,17 @@ pub(crate) async fn show(
         body,
         body_type: body_type.to_owned(),
     }))
+}
+
+/// The message as it will be delivered: its trace header, then its body.
+async fn content(sm: &StateMachineStore, message: &Message) -> Result<Bytes, Status> {
+    let id = message.id;
+    let stored = sm
+        .body_async(id)
+        .await
+        .map_err(|e| Status::internal(format!("cannot read the body of {id}: {e}")))?
+        .ok_or_else(|| not_found(id))?;
+    Ok(message.content(stored))
 }
 
 /// The message as it will be delivered, streamed in chunks: bodies can be larger than one
@@ -189,30 +195,13 @@ pub(crate) async fn body(
     svc.barrier(r.consistency).await?;
     let node = svc.node()?;
     let sm = node.state_machine().clone();
-    let trace = {
+    let message = {
         let live = sm.read();
-        live.queue()
-            .get(id)
-            .ok_or_else(|| not_found(id))?
-            .trace_header
-            .clone()
+        live.queue().get(id).ok_or_else(|| not_found(id))?.clone()
     };
-    let body = sm
-        .body_async(id)
-        .await
-        .map_err(|e| Status::internal(format!("cannot read the body of {id}: {e}")))?
-        .ok_or_else(|| not_found(id))?;
+    let body = content(&sm, &message).await?;
     let (tx, rx) = mpsc::channel(4);
     tokio::spawn(async move {
-        if tx
-            .send(Ok(BodyChunk {
-                data: trace.into_bytes().into(),
-            }))
-            .await
-            .is_err()
-        {
-            return;
-        }
         let mut at = 0;
         while at < body.len() {
             let end = (at + BODY_CHUNK).min(body.len());

@@ -242,12 +242,12 @@ impl Delivery {
             if !ids_of(remaining).contains(&id) {
                 continue;
             }
-            let Some((message, body)) = self.load(id, claim.token).await else {
+            let Some((message, content)) = self.load(id, claim.token).await else {
                 // Gone or claimed again elsewhere: nothing to do for it.
                 forget(remaining, id);
                 continue;
             };
-            match send_message(&mut conn, &claim.destination, &message, &body).await {
+            match send_message(&mut conn, &claim.destination, &message, &content).await {
                 Sent::Reported(report, broken) => {
                     let _ = reports.send(report);
                     forget(remaining, id);
@@ -357,7 +357,8 @@ impl Delivery {
         }
     }
 
-    /// The message and its body, if it is still claimed under `token` here.
+    /// The message and its content as delivered (trace header and body), if it is still
+    /// claimed under `token` here.
     async fn load(
         &self,
         id: MessageId,
@@ -373,7 +374,10 @@ impl Delivery {
             m.clone()
         };
         match sm.body_async(id).await {
-            Ok(Some(body)) => Some((message, body)),
+            Ok(Some(stored)) => {
+                let content = message.content(stored);
+                Some((message, content))
+            }
             Ok(None) => None,
             Err(e) => {
                 error!(queue_id = %id, error = %e, "cannot read the body; not delivering it");
@@ -495,12 +499,13 @@ enum Sent {
     Cut(Option<MessageReport>),
 }
 
-/// Sends `message` to its pending recipients at `dest` over `conn`.
+/// Sends `message` (its `content`: trace header and body) to its pending recipients at `dest`
+/// over `conn`.
 async fn send_message(
     conn: &mut Connection,
     dest: &str,
     message: &mxraft_queue::Message,
-    body: &[u8],
+    content: &[u8],
 ) -> Sent {
     let id = message.id;
     let indexes: Vec<usize> = message
@@ -510,8 +515,6 @@ async fn send_message(
         .filter(|(_, r)| r.is_pending() && r.destination() == dest)
         .map(|(i, _)| i)
         .collect();
-    let mut content = message.trace_header.clone().into_bytes();
-    content.extend_from_slice(body);
     let needs_smtputf8 = message.params.smtputf8
         || !message.sender.is_ascii()
         || indexes
@@ -527,7 +530,7 @@ async fn send_message(
                 (r.address.as_str(), &r.params)
             })
             .collect(),
-        content: &content,
+        content,
         needs_smtputf8,
     };
     let report = |outcomes: Vec<AttemptOutcome>| MessageReport {

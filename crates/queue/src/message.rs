@@ -4,6 +4,7 @@
 //! only when the message is shown, delivered or returned in a DSN. Everything here is small and
 //! lives in memory on every node.
 
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use crate::NodeId;
@@ -224,9 +225,13 @@ pub struct Message {
     pub params: MailParams,
     /// The recipients, in `RCPT TO` order.
     pub recipients: Vec<Recipient>,
-    /// The `Received:` header this cluster adds in front of the body when it delivers.
+    /// The `Received:` header this cluster adds in front of the body when it delivers, when it
+    /// is kept here. Empty for a message whose trace header is stored in front of its body,
+    /// which is every message queued since: the header then costs no memory (see
+    /// [`Message::content`]).
     pub trace_header: String,
-    /// Size of the body in bytes, without the trace header.
+    /// Size of what the body store holds for the message: the body, with the trace header in
+    /// front when that is stored there.
     pub body_size: u64,
     /// An administrator put the message on hold: no delivery until released.
     pub held: bool,
@@ -240,6 +245,18 @@ impl Message {
     /// Size of the message as delivered: trace header plus body.
     pub fn size(&self) -> u64 {
         self.trace_header.len() as u64 + self.body_size
+    }
+
+    /// The message as delivered (trace header, then body), from what the body store holds
+    /// for it. Copies only for a message whose trace header is kept in its metadata.
+    pub fn content(&self, stored: Bytes) -> Bytes {
+        if self.trace_header.is_empty() {
+            return stored;
+        }
+        let mut full = Vec::with_capacity(self.trace_header.len() + stored.len());
+        full.extend_from_slice(self.trace_header.as_bytes());
+        full.extend_from_slice(&stored);
+        Bytes::from(full)
     }
 
     /// Whether any recipient still waits for delivery.

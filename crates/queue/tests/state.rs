@@ -3,12 +3,56 @@
 
 mod common;
 
+use bytes::Bytes;
 use mxraft_queue::caches::{GREYLIST_PER_NETWORK, RECENT_ID_TTL_MS};
 use mxraft_queue::{
-    AttemptOutcome, Change, CommandResult, FlushTarget, MessageId, QueueCommand, QueueState,
+    AttemptOutcome, Change, CommandResult, FlushTarget, Message, MessageId, QueueCommand,
+    QueueState,
 };
 
 use common::*;
+
+#[test]
+fn the_trace_header_is_stored_in_front_of_the_body_not_kept_in_memory() {
+    let mut q = Q::new();
+    let e = enqueue(id(1), "a@sender.test", &[plain("u@example.test")]);
+    let (trace, body) = (e.trace_header.clone(), e.body.clone());
+    let out = q.apply(QueueCommand::Enqueue(e));
+    match &out.changes[..] {
+        [
+            Change::Inserted {
+                id: i,
+                trace_header,
+                body: b,
+            },
+        ] => {
+            assert_eq!(*i, id(1));
+            assert_eq!(trace_header, &trace);
+            assert_eq!(b, &body);
+        }
+        other => panic!("unexpected changes {other:?}"),
+    }
+    let m = q.state.get(id(1)).expect("queued").clone();
+    assert_eq!(m.trace_header, "");
+    assert_eq!(m.size(), (trace.len() + body.len()) as u64);
+    assert_eq!(q.state.stats().bytes, m.size());
+    // What the body store holds is already the message as delivered.
+    let stored = Bytes::from([trace.as_bytes(), &body[..]].concat());
+    assert_eq!(m.content(stored.clone()), stored);
+
+    // A message stored by an earlier release keeps its trace header in its metadata and only
+    // the body in the body store; its content is the same.
+    let earlier = Message {
+        trace_header: trace.clone(),
+        body_size: body.len() as u64,
+        ..m.clone()
+    };
+    assert_eq!(earlier.size(), m.size());
+    assert_eq!(earlier.content(body.clone()), stored);
+    let mut loaded = QueueState::new();
+    loaded.insert_loaded(earlier);
+    assert_eq!(loaded.stats().bytes, m.size());
+}
 
 #[test]
 fn enqueue_makes_every_recipient_pending_and_due_at_once() {

@@ -134,7 +134,7 @@ fn results_per_recipient_retry_deferred_ones_and_return_failures_to_the_sender()
         .changes
         .iter()
         .find_map(|c| match c {
-            Change::Inserted { id, body } => Some((*id, body.clone())),
+            Change::Inserted { id, body, .. } => Some((*id, body.clone())),
             _ => None,
         })
         .expect("second DSN");

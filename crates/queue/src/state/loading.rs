@@ -15,7 +15,7 @@ impl QueueState {
         if let Some(c) = &message.claim {
             self.claims.entry(c.token).or_default().insert(id);
         }
-        self.messages.insert(id, message);
+        self.messages.insert(id, Box::new(message));
         self.reindex(id);
     }
 

@@ -31,8 +31,9 @@ impl QueueState {
                 .into_iter()
                 .map(|(address, params)| Recipient::pending(address, params, e.received_at_ms))
                 .collect(),
-            trace_header: e.trace_header,
-            body_size: e.body.len() as u64,
+            // The trace header is stored in front of the body, not kept in memory.
+            trace_header: String::new(),
+            body_size: (e.trace_header.len() + e.body.len()) as u64,
             held: false,
             claim: None,
             delay_notified: false,
@@ -48,7 +49,11 @@ impl QueueState {
             ..Event::message(EventKind::Queued, id, detail)
         });
         self.insert_loaded(message);
-        effects.changes.push(Change::Inserted { id, body: e.body });
+        effects.changes.push(Change::Inserted {
+            id,
+            trace_header: e.trace_header,
+            body: e.body,
+        });
         CommandResult::Enqueued {
             id,
             duplicate: false,

@@ -40,7 +40,8 @@ use crate::message::{Destination, Message};
 /// Node id used in the queue ids of DSNs this cluster generates (no real node may use it).
 pub const DSN_NODE: u64 = 0xFFFF;
 
-/// Reads a message's stored body (without the trace header): `Ok(None)` when there is none,
+/// Reads what the body store holds for a message (its body, with the trace header in front
+/// unless the metadata keeps it: see [`Message::content`]): `Ok(None)` when there is none,
 /// `Err` when storage could not read it.
 pub type BodyLookup<'a> = &'a dyn Fn(MessageId) -> Result<Option<Bytes>, BodyError>;
 
@@ -59,10 +60,13 @@ pub struct BodyError {
 /// A storage write that applying a command requires.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Change {
-    /// A new message: store its metadata (read it with [`QueueState::get`]) and this body.
+    /// A new message: store its metadata (read it with [`QueueState::get`]) and, as what the
+    /// body store holds for it, its trace header followed by its body.
     Inserted {
         /// The new message.
         id: MessageId,
+        /// Its `Received:` header.
+        trace_header: String,
         /// Its body.
         body: Bytes,
     },
@@ -138,7 +142,9 @@ pub struct ClaimView {
 /// Every queued message and destination, with the scheduler's indexes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QueueState {
-    messages: BTreeMap<MessageId, Message>,
+    /// Boxed: a B-tree node holds eleven entries and is often half full, so the messages
+    /// themselves are kept out of it (about 230 bytes per queued message).
+    messages: BTreeMap<MessageId, Box<Message>>,
     by_time: BTreeSet<(u64, MessageId)>,
     bytes: u64,
     /// Per destination: `(due time, id)` of messages with pending recipients there, not held.

@@ -10,7 +10,7 @@ use super::{QueueState, QueueStats};
 impl QueueState {
     /// The metadata of one message.
     pub fn get(&self, id: MessageId) -> Option<&Message> {
-        self.messages.get(&id)
+        self.messages.get(&id).map(|m| &**m)
     }
 
     /// Messages in id order (which is arrival order), starting after `after` when given.
@@ -22,14 +22,14 @@ impl QueueState {
         };
         self.messages
             .range((start, Bound::Unbounded))
-            .map(|(_, m)| m)
+            .map(|(_, m)| &**m)
     }
 
     /// Messages from the oldest receive time on.
     pub fn iter_by_age(&self) -> impl Iterator<Item = &Message> {
         self.by_time
             .iter()
-            .filter_map(|(_, id)| self.messages.get(id))
+            .filter_map(|(_, id)| self.messages.get(id).map(|m| &**m))
     }
 
     /// Number of queued messages.

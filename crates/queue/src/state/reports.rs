@@ -194,11 +194,7 @@ impl QueueState {
                 None
             }
         };
-        let content = body.map(|body| {
-            let mut full = original.trace_header.clone().into_bytes();
-            full.extend_from_slice(&body);
-            full
-        });
+        let content = body.map(|stored| original.content(stored));
         let ctx = DsnContext {
             dsn_id,
             reporting_mta,

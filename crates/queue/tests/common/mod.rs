@@ -41,8 +41,14 @@ impl Q {
             .apply(self.index, cmd, &lookup)
             .expect("every body is readable");
         for c in &out.changes {
-            if let Change::Inserted { id, body } = c {
-                self.bodies.insert(*id, body.clone());
+            if let Change::Inserted {
+                id,
+                trace_header,
+                body,
+            } = c
+            {
+                self.bodies
+                    .insert(*id, [trace_header.as_bytes(), body].concat().into());
             }
         }
         out

@@ -21,7 +21,7 @@ pub(super) const APPLY_PIECE_BYTES: usize = 16 * 1024 * 1024;
 /// What an entry counts for against [`APPLY_PIECE_BYTES`].
 pub(super) fn entry_bytes(entry: &Entry) -> usize {
     match &entry.payload {
-        EntryPayload::Normal(QueueCommand::Enqueue(e)) => e.body.len() + 512,
+        EntryPayload::Normal(QueueCommand::Enqueue(e)) => e.trace_header.len() + e.body.len() + 512,
         _ => 256,
     }
 }
@@ -78,12 +78,10 @@ impl Piece<'_> {
                         if let Some((_, b)) = inserted.iter().find(|(i, _)| *i == id) {
                             return Ok(Some(Bytes::clone(b)));
                         }
-                        read_body(db, id)
-                            .map(|b| b.map(Bytes::from))
-                            .map_err(|e| BodyError {
-                                id,
-                                reason: e.to_string(),
-                            })
+                        read_body(db, id).map_err(|e| BodyError {
+                            id,
+                            reason: e.to_string(),
+                        })
                     };
                     live.state
                         .apply(log_id.index, cmd, &lookup)
@@ -96,10 +94,14 @@ impl Piece<'_> {
                     }));
                 }
                 for change in applied.changes {
-                    if let Change::Inserted { id, body } = &change {
-                        self.inserted.push((*id, body.clone()));
+                    let inserted = match &change {
+                        Change::Inserted { id, .. } => Some(*id),
+                        _ => None,
+                    };
+                    let stored = persist(&live.state, &self.cfs, &mut self.batch, change);
+                    if let (Some(id), Some(stored)) = (inserted, stored) {
+                        self.inserted.push((id, stored));
                     }
-                    persist(&live.state, &self.cfs, &mut self.batch, change);
                 }
                 applied.result
             }

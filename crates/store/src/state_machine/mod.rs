@@ -251,8 +251,10 @@ impl StateMachineStore {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// The body of a queued message (a blocking read: call it off the async threads, or use
-    /// [`StateMachineStore::body_async`]).
+    /// What the body store holds for a queued message: its body, with the trace header in
+    /// front unless the metadata keeps it; [`mxraft_queue::Message::content`] turns it into the
+    /// message as delivered. A blocking read: call it off the async threads, or use
+    /// [`StateMachineStore::body_async`].
     pub fn body(&self, id: MessageId) -> std::io::Result<Option<Bytes>> {
         if let Ok(unwritten) = self.shared.unwritten.lock()
             && let Some(body) = unwritten.get(&id)
@@ -260,7 +262,7 @@ impl StateMachineStore {
             return Ok(Some(body.clone()));
         }
         let db = self.read().db.clone();
-        Ok(read_body(&db, id)?.map(Bytes::from))
+        read_body(&db, id)
     }
 
     /// What the live generation's database holds in memory.

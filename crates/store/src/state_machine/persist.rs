@@ -1,6 +1,7 @@
 //! Persisting what applying changed: one step per [`Change`], into the write batch of the
 //! applied piece; and the body records.
 
+use bytes::Bytes;
 use rocksdb::{DB, WriteBatch};
 
 use mxraft_queue::codec::FORMAT_VERSION;
@@ -41,14 +42,26 @@ impl<'a> Cfs<'a> {
 }
 
 /// The persist step of one change: adds the write it needs to `batch`, reading the new value
-/// from `state`.
-pub(super) fn persist(state: &QueueState, cfs: &Cfs<'_>, batch: &mut WriteBatch, change: Change) {
+/// from `state`. For an inserted message, returns what the body store now holds for it (trace
+/// header and body), which readers get until the batch is written.
+pub(super) fn persist(
+    state: &QueueState,
+    cfs: &Cfs<'_>,
+    batch: &mut WriteBatch,
+    change: Change,
+) -> Option<Bytes> {
     match change {
-        Change::Inserted { id, body } => {
-            batch.put_cf(cfs.bodies, id.to_key(), encode_body(&body));
+        Change::Inserted {
+            id,
+            trace_header,
+            body,
+        } => {
+            let record = encode_body(trace_header.as_bytes(), &body);
+            batch.put_cf(cfs.bodies, id.to_key(), &record);
             if let Some(m) = state.get(id) {
                 batch.put_cf(cfs.messages, id.to_key(), mxraft_queue::encode(m));
             }
+            return Some(record.slice(1..));
         }
         Change::Updated(id) => {
             if let Some(m) = state.get(id) {
@@ -102,6 +115,7 @@ pub(super) fn persist(state: &QueueState, cfs: &Cfs<'_>, batch: &mut WriteBatch,
                 .increment(u64::from(count));
         }
     }
+    None
 }
 
 /// Suspensions live next to the destinations' states, under keys no domain name can have.
@@ -118,15 +132,15 @@ fn stopping_key(node: u64) -> Vec<u8> {
     [STOPPING_PREFIX, &mxraft_queue::encode(&node)].concat()
 }
 
-pub(super) fn read_body(db: &DB, id: MessageId) -> std::io::Result<Option<Vec<u8>>> {
+/// What the body store holds for message `id`: its body, with the trace header in front for
+/// messages whose metadata does not keep it (see [`mxraft_queue::Message::content`]).
+pub(super) fn read_body(db: &DB, id: MessageId) -> std::io::Result<Option<Bytes>> {
     let bodies = cf(db, CF_BODIES)?;
     match db.get_cf(bodies, id.to_key()).map_err(io_error)? {
         None => Ok(None),
-        Some(mut value) => match value.first() {
-            Some(&FORMAT_VERSION) => {
-                value.remove(0);
-                Ok(Some(value))
-            }
+        Some(value) => match value.first() {
+            // The version byte is sliced off, not removed: that would move the whole body.
+            Some(&FORMAT_VERSION) => Ok(Some(Bytes::from(value).slice(1..))),
             other => Err(io_error(format!(
                 "body record of unknown version {other:?}"
             ))),
@@ -134,9 +148,11 @@ pub(super) fn read_body(db: &DB, id: MessageId) -> std::io::Result<Option<Vec<u8
     }
 }
 
-fn encode_body(body: &[u8]) -> Vec<u8> {
-    let mut v = Vec::with_capacity(body.len() + 1);
+/// A body record: the version byte, then the trace header and the body as one run of bytes.
+fn encode_body(trace_header: &[u8], body: &[u8]) -> Bytes {
+    let mut v = Vec::with_capacity(1 + trace_header.len() + body.len());
     v.push(FORMAT_VERSION);
+    v.extend_from_slice(trace_header);
     v.extend_from_slice(body);
-    v
+    Bytes::from(v)
 }
